@@ -1,0 +1,158 @@
+//! `[backend.NAME]`: mode, balance, retries, health checks, persistence and
+//! servers, with `[defaults]` inherited.
+
+use std::time::Duration;
+
+use crate::diag::Diag;
+use crate::model::{Backend, Balance, Check, Mode, Stick};
+use crate::proxy::ProxySettings;
+use crate::server;
+use crate::walk::{self, Section, Value};
+
+/// Keys `[backend.NAME]` accepts.
+const KEYS: &[&str] = &[
+    "mode",
+    "balance",
+    "retries",
+    "allbackups",
+    "splice",
+    "timeout",
+    "check",
+    "stick",
+    "cache",
+    "server",
+];
+
+/// Reads one backend; `tables` are the names of the declared stick tables.
+pub(crate) fn parse(
+    name: &str,
+    sec: &Section<'_, '_>,
+    defaults: &ProxySettings,
+    tables: &[&str],
+    d: &mut Diag,
+) -> Backend {
+    sec.check_keys(KEYS, d);
+    if let Some(span) = sec.key_span("cache") {
+        d.error(span, "HTTP caches are not supported by this version");
+    }
+    let own = ProxySettings::read(sec, d);
+    let s = own.over(defaults);
+    let mode = s.mode();
+    let balance = s.balance.as_ref().map_or(Balance::RoundRobin, |b| b.0);
+    if let (Some((Balance::Uri, span)), Mode::Tcp) = (&s.balance, mode) {
+        d.error(
+            span.clone(),
+            format!("balance \"uri\" needs mode \"http\" (backend '{name}' is in tcp mode)"),
+        );
+    }
+    let check = sec.get("check").and_then(|v| check(&sec.label, v, d));
+    let stick = sec
+        .get("stick")
+        .and_then(|v| stick(&sec.label, v, tables, d));
+    let mut servers = Vec::new();
+    match sec.get("server") {
+        Some(v) => {
+            let span = sec.key_span("server").unwrap_or_else(|| v.span());
+            let label = format!("{}.server]", sec.label.trim_end_matches(']'));
+            if let Some(list) = Section::of("server", label, span, v, d) {
+                for (sname, sspan, sv) in list.entries() {
+                    walk::check_name("server", sname, sspan.clone(), d);
+                    let label = format!("{}.server.{sname}]", sec.label.trim_end_matches(']'));
+                    if let Some(ssec) = Section::of(sname, label, sspan, sv, d) {
+                        servers.push(server::parse(sname, &ssec, d));
+                    }
+                }
+                if list.table.is_empty() {
+                    d.error(list.span.clone(), format!("backend '{name}' has no server"));
+                }
+            }
+        }
+        None => d.error(sec.span.clone(), format!("backend '{name}' has no server")),
+    }
+    Backend {
+        name: name.to_string(),
+        mode,
+        balance,
+        retries: s.retries.unwrap_or(3),
+        allbackups: s.allbackups.unwrap_or(false),
+        splice: s.splice(),
+        timeouts: s.timeouts(),
+        check,
+        stick,
+        cache: None,
+        servers,
+    }
+}
+
+/// `check = { interval, rise, fall, http }`.
+fn check(parent: &str, v: &Value<'_>, d: &mut Diag) -> Option<Check> {
+    let label = format!("{}.check]", parent.trim_end_matches(']'));
+    let sec = Section::of("check", label, v.span(), v, d)?;
+    sec.check_keys(&["interval", "rise", "fall", "http"], d);
+    Some(Check {
+        interval: sec
+            .read("interval", d, walk::positive_duration)
+            .unwrap_or(Duration::from_secs(2)),
+        rise: sec
+            .read("rise", d, |k, v, d| walk::u32_min(k, v, 1, d))
+            .unwrap_or(2),
+        fall: sec
+            .read("fall", d, |k, v, d| walk::u32_min(k, v, 1, d))
+            .unwrap_or(3),
+        http: sec.read("http", d, http_check),
+    })
+}
+
+/// `"GET /health"` (optionally followed by an HTTP version).
+fn http_check(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<String> {
+    let s = walk::string(what, v, d)?;
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let method_ok = |m: &str| m.bytes().all(|b| b.is_ascii_uppercase());
+    let ok = match words.as_slice() {
+        [m, p] => method_ok(m) && p.starts_with('/'),
+        [m, p, ver] => method_ok(m) && p.starts_with('/') && ver.starts_with("HTTP/"),
+        _ => false,
+    };
+    if ok {
+        Some(s.to_string())
+    } else {
+        d.error(
+            v.span(),
+            format!("invalid HTTP check {s:?}: expected a method and a path, e.g. \"GET /health\""),
+        );
+        None
+    }
+}
+
+/// `stick = { on = "src", table = "NAME" }`.
+fn stick(parent: &str, v: &Value<'_>, tables: &[&str], d: &mut Diag) -> Option<Stick> {
+    let label = format!("{}.stick]", parent.trim_end_matches(']'));
+    let sec = Section::of("stick", label, v.span(), v, d)?;
+    sec.check_keys(&["on", "table"], d);
+    let on = sec.require("on", d, |k, v, d| {
+        let s = walk::string(k, v, d)?;
+        if s == "src" {
+            Some(s.to_string())
+        } else {
+            d.error(
+                v.span(),
+                format!("unsupported stick key {s:?}: only \"src\" is supported by this version"),
+            );
+            None
+        }
+    });
+    let table = sec.require("table", d, |k, v, d| {
+        let s = walk::string(k, v, d)?;
+        if tables.contains(&s) {
+            Some(s.to_string())
+        } else {
+            let hint = walk::hint(s, tables.iter().copied(), "table");
+            d.error(v.span(), format!("unknown table '{s}'{hint}"));
+            None
+        }
+    });
+    Some(Stick {
+        on: on?,
+        table: table?,
+    })
+}

@@ -1,0 +1,20 @@
+//! The error collector every section writes into while it walks the tree.
+
+use std::ops::Range;
+
+/// A byte range in the source text.
+pub(crate) type Span = Range<usize>;
+
+/// Errors found so far, each at a byte span, in the order they were found.
+#[derive(Default)]
+pub(crate) struct Diag {
+    /// (where, what) pairs.
+    pub(crate) errors: Vec<(Span, String)>,
+}
+
+impl Diag {
+    /// Records an error at `span`.
+    pub(crate) fn error(&mut self, span: Span, message: impl Into<String>) {
+        self.errors.push((span, message.into()));
+    }
+}

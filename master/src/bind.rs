@@ -1,0 +1,63 @@
+//! Binding the listening sockets, once, in the master, before any fork.
+//!
+//! Workers inherit these sockets, so all of them share one kernel accept
+//! queue per address; a reload hands the very same sockets to the next
+//! generation. IPv6 sockets are bound with IPV6_V6ONLY so `[::]:80` and
+//! `0.0.0.0:80` can both be bound, as nginx does.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use corral_config::Config;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A bind that failed, with enough context for an operator to act.
+#[derive(Debug)]
+pub struct BindError {
+    /// Frontend whose bind failed.
+    pub frontend: String,
+    /// The address.
+    pub addr: SocketAddr,
+    /// What the kernel said.
+    pub error: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot bind frontend '{}' to {}: {}",
+            self.frontend, self.addr, self.error
+        )
+    }
+}
+
+/// Binds and listens on every frontend address. Returns (frontend index, socket).
+pub fn bind_all(cfg: &Config) -> Result<Vec<(usize, TcpListener)>, BindError> {
+    let mut out = Vec::new();
+    for (i, fe) in cfg.frontends.iter().enumerate() {
+        for &addr in &fe.bind {
+            let sock = listen(addr, fe.backlog).map_err(|error| BindError {
+                frontend: fe.name.clone(),
+                addr,
+                error,
+            })?;
+            out.push((i, sock));
+        }
+    }
+    Ok(out)
+}
+
+/// One listening socket: SO_REUSEADDR, v6-only for IPv6, non-blocking.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(sock.into())
+}

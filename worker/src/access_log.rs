@@ -1,0 +1,232 @@
+//! The per-connection log line and where it is written.
+//!
+//! The line is HAProxy's TCP log format, so log parsers and operators' habits
+//! carry over:
+//!
+//! ```text
+//! 127.0.0.1:41234 [23/Nov/2026:06:52:28.123] fe be/s1 0/1/5003 1024 -- 1/1/1/1/0 0/0
+//! client          accept date                fe be/srv Tw/Tc/Tt bytes_read
+//!                 termination state, actconn/feconn/beconn/srv_conn/retries, srv_queue/backend_queue
+//! ```
+//!
+//! `bytes_read` counts bytes sent to the client (as HAProxy's `%B`). Lines are
+//! gathered during a loop turn and written with one write(2) per turn, so a
+//! busy worker does not pay a syscall per connection and lines of several
+//! workers never interleave mid-line. Syslog gets one datagram per line.
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use corral_config::LogTarget;
+
+/// Everything one log line says about a finished connection.
+#[derive(Debug)]
+pub struct ConnLog<'a> {
+    /// Client address.
+    pub client: SocketAddr,
+    /// When the connection was accepted.
+    pub accepted: SystemTime,
+    /// Frontend name.
+    pub frontend: &'a str,
+    /// Backend name (`-` if none was chosen).
+    pub backend: &'a str,
+    /// Server name (`<NOSRV>` if none was reached).
+    pub server: &'a str,
+    /// Time waiting in queue, ms (-1 if it never got a server).
+    pub t_queue: i64,
+    /// Time to connect to the server, ms (-1 if it never connected).
+    pub t_connect: i64,
+    /// Total connection time, ms.
+    pub t_total: i64,
+    /// Bytes sent to the client.
+    pub bytes_out: u64,
+    /// Two-character termination state (`--` for a clean end).
+    pub term: [u8; 2],
+    /// Worker's concurrent connections at log time.
+    pub actconn: u32,
+    /// Frontend's concurrent connections.
+    pub feconn: u32,
+    /// Backend's concurrent connections.
+    pub beconn: u32,
+    /// Server's concurrent connections.
+    pub srv_conn: u32,
+    /// Connection retries.
+    pub retries: u32,
+    /// Connections waiting in the backend queue.
+    pub backend_queue: usize,
+}
+
+/// Where lines go, opened once at worker start.
+#[derive(Debug)]
+enum Sink {
+    Fd(std::fs::File),
+    Syslog(Option<UnixDatagram>),
+}
+
+/// The access log of one worker.
+#[derive(Debug)]
+pub struct AccessLog {
+    sink: Sink,
+    pending: String,
+    /// Lines that could not be written (full disk, no syslog daemon).
+    pub dropped: u64,
+}
+
+impl AccessLog {
+    /// Opens the configured target. A file is opened for appending.
+    pub fn open(target: &LogTarget) -> io::Result<AccessLog> {
+        use std::os::fd::FromRawFd;
+        let sink = match target {
+            // SAFETY: dup() gives a new fd we own; stdout/stderr stay open for others.
+            LogTarget::Stdout => Sink::Fd(unsafe { std::fs::File::from_raw_fd(dup(1)?) }),
+            // SAFETY: as above.
+            LogTarget::Stderr => Sink::Fd(unsafe { std::fs::File::from_raw_fd(dup(2)?) }),
+            LogTarget::File(path) => {
+                Sink::Fd(OpenOptions::new().append(true).create(true).open(path)?)
+            }
+            LogTarget::Syslog => Sink::Syslog(UnixDatagram::unbound().ok().and_then(|s| {
+                s.connect("/dev/log").ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            })),
+        };
+        Ok(AccessLog {
+            sink,
+            pending: String::new(),
+            dropped: 0,
+        })
+    }
+
+    /// Formats one line into the pending batch.
+    pub fn log(&mut self, c: &ConnLog<'_>) {
+        let start = self.pending.len();
+        let _ = write!(self.pending, "{} [", c.client);
+        format_date(&mut self.pending, c.accepted);
+        let _ = writeln!(
+            self.pending,
+            "] {} {}/{} {}/{}/{} {} {}{} {}/{}/{}/{}/{} 0/{}",
+            c.frontend,
+            c.backend,
+            c.server,
+            c.t_queue,
+            c.t_connect,
+            c.t_total,
+            c.bytes_out,
+            c.term[0] as char,
+            c.term[1] as char,
+            c.actconn,
+            c.feconn,
+            c.beconn,
+            c.srv_conn,
+            c.retries,
+            c.backend_queue,
+        );
+        if let Sink::Syslog(sock) = &self.sink {
+            // One datagram per line: <PRI> with facility local0 (16), severity info (6).
+            let line = format!(
+                "<134>corral[{}]: {}",
+                std::process::id(),
+                self.pending[start..].trim_end()
+            );
+            self.pending.truncate(start);
+            let sent = sock.as_ref().map(|s| s.send(line.as_bytes()).is_ok());
+            if sent != Some(true) {
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Writes the lines gathered this turn.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Sink::Fd(f) = &mut self.sink {
+            if f.write_all(self.pending.as_bytes()).is_err() {
+                self.dropped += self.pending.lines().count() as u64;
+            }
+        }
+        self.pending.clear();
+    }
+}
+
+fn dup(fd: i32) -> io::Result<i32> {
+    // SAFETY: F_DUPFD_CLOEXEC on a standard fd; the result is checked.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// Milliseconds between two instants as logged (`-1` stands for "never").
+pub fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// `23/Nov/2026:06:52:28.123` in local time, as HAProxy's `%t`.
+fn format_date(out: &mut String, t: SystemTime) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as libc::time_t;
+    // SAFETY: `tm` is plain data; localtime_r fills it from `secs` and is thread-safe.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    let _ = write!(
+        out,
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02}.{:03}",
+        tm.tm_mday,
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_year + 1900,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        since.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_has_haproxy_tcp_shape() {
+        let mut log = AccessLog {
+            sink: Sink::Syslog(None),
+            pending: String::new(),
+            dropped: 0,
+        };
+        log.sink = Sink::Fd(std::fs::File::open("/dev/null").unwrap());
+        log.log(&ConnLog {
+            client: "127.0.0.1:41234".parse().unwrap(),
+            accepted: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            frontend: "fe",
+            backend: "be",
+            server: "s1",
+            t_queue: 0,
+            t_connect: 1,
+            t_total: 5003,
+            bytes_out: 1024,
+            term: *b"--",
+            actconn: 1,
+            feconn: 1,
+            beconn: 1,
+            srv_conn: 1,
+            retries: 0,
+            backend_queue: 0,
+        });
+        let line = log.pending.clone();
+        assert!(line.starts_with("127.0.0.1:41234 ["), "{line}");
+        assert!(
+            line.contains(".123] fe be/s1 0/1/5003 1024 -- 1/1/1/1/0 0/0\n"),
+            "{line}"
+        );
+    }
+}

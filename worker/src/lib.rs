@@ -1,0 +1,32 @@
+//! corral's data plane: the worker process.
+//!
+//! A worker is one single-threaded mio loop ([`worker`]) that accepts on the
+//! listeners inherited from the master ([`listeners`]), picks a server
+//! ([`balance`]), connects with retries and queueing ([`dispatch`]), and
+//! forwards bytes both ways with splice(2) ([`forward`], [`splice`]), logging
+//! one line per connection ([`access_log`]). It never parses TOML (it gets a
+//! validated [`corral_config::Config`]) and never forks.
+
+pub mod access_log;
+pub mod balance;
+mod dispatch;
+pub mod forward;
+pub mod listeners;
+pub mod session;
+pub mod splice;
+pub mod timers;
+pub mod worker;
+
+pub use worker::{Worker, WorkerSetup};
+
+/// Runs a worker until it is stopped; returns the process exit status.
+pub fn run(setup: WorkerSetup) -> i32 {
+    let id = setup.id;
+    match Worker::new(setup) {
+        Ok(mut w) => w.run(),
+        Err(e) => {
+            log::error!("worker {id}: cannot start: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Deadlines of connections: a min-heap with lazy deletion.
+//!
+//! A connection pushes an entry only when its deadline may have moved *earlier*
+//! (a state change: queued, connecting, established). Activity that pushes the
+//! deadline *later* (bytes moved) only updates the connection's own clock; when
+//! the stale heap entry fires, the owner recomputes its real deadline and
+//! re-arms. So the per-byte path never touches the heap, and an idle worker
+//! sleeps exactly until the next deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// A set of (deadline, key, serial) entries; `serial` tells a reused key apart.
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+}
+
+impl Timers {
+    /// Arms a deadline for `key` whose incarnation is `serial`.
+    pub fn arm(&mut self, at: Instant, key: usize, serial: u64) {
+        self.heap.push(Reverse((at, key, serial)));
+    }
+
+    /// The earliest armed deadline, to bound the poll timeout.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Pops one entry that is due at `now`, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.heap.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => {
+                self.heap.pop().map(|Reverse((_, k, s))| (k, s))
+            }
+            _ => None,
+        }
+    }
+
+    /// Number of armed entries (stale ones included).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_in_deadline_order_only_when_due() {
+        let now = Instant::now();
+        let mut t = Timers::default();
+        t.arm(now + Duration::from_secs(2), 1, 0);
+        t.arm(now + Duration::from_secs(1), 2, 0);
+        assert_eq!(t.next(), Some(now + Duration::from_secs(1)));
+        assert_eq!(t.pop_due(now), None);
+        assert_eq!(t.pop_due(now + Duration::from_secs(3)), Some((2, 0)));
+        assert_eq!(t.pop_due(now + Duration::from_secs(3)), Some((1, 0)));
+        assert!(t.is_empty());
+    }
+}

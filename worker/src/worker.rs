@@ -1,0 +1,410 @@
+//! The worker process: one single-threaded mio loop over the inherited
+//! listeners, every proxied connection, the master's pipe and signals.
+//!
+//! One loop turn: wait for events (or the next deadline), update readiness,
+//! advance the connections that got events, accept in bounded batches, give
+//! connections that hit their byte budget another turn, fire due deadlines,
+//! write the turn's log lines. Every step is bounded, so one busy connection
+//! cannot starve the others, and when nothing can progress the worker sleeps
+//! in epoll: an idle worker uses no CPU.
+//!
+//! Stopping: a **soft stop** (SIGUSR1, or the master gone) closes the
+//! listeners with close() and lets connections finish, then exits 0; after
+//! `hard_stop_after` the rest are killed. A **hard stop** (SIGTERM/SIGINT)
+//! closes everything now.
+
+use std::io::{self, Read};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_config::Config;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::access_log::AccessLog;
+use crate::balance::Balancer;
+use crate::forward::{BufPool, Pools};
+use crate::listeners::Listeners;
+use crate::session::Session;
+use crate::splice::PipePool;
+use crate::timers::Timers;
+
+pub(crate) const LISTENERS: Token = Token(0);
+pub(crate) const MASTER: Token = Token(1);
+pub(crate) const SIGNALS: Token = Token(2);
+/// Session tokens start here: client = BASE + 2*key, server = BASE + 2*key + 1.
+pub(crate) const SESSION_BASE: usize = 16;
+
+/// Connections accepted from one listener per loop turn before others get a turn.
+const ACCEPT_BATCH: usize = 64;
+/// Bytes one direction may move per turn before other connections get a turn.
+pub(crate) const PUMP_BUDGET: usize = 1 << 20;
+/// How long listeners stay paused after the process ran out of fds.
+const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the master hands a worker at fork time.
+pub struct WorkerSetup {
+    /// The configuration (already validated).
+    pub config: Arc<Config>,
+    /// Listening sockets, each with its frontend index.
+    pub listeners: Vec<(usize, TcpListener)>,
+    /// Read end of the master's pipe: EOF means the master is gone.
+    pub master_pipe: OwnedFd,
+    /// This worker's number (1-based), for logs.
+    pub id: usize,
+}
+
+/// Per-frontend counters and limits of this worker.
+pub(crate) struct FrontendState {
+    pub cur: u32,
+    pub max: u32,
+    pub total: u64,
+}
+
+/// Per-backend runtime state of this worker.
+pub(crate) struct BackendState {
+    pub balancer: Balancer,
+    /// Connections waiting for a server slot: (session key, serial).
+    pub queue: std::collections::VecDeque<(usize, u64)>,
+    pub cur: u32,
+}
+
+/// Signals a worker reacts to, set by signal-hook's handlers.
+struct SignalFlags {
+    soft: Arc<AtomicBool>,
+    hard: Arc<AtomicBool>,
+    pipe: UnixStream,
+}
+
+/// The worker's whole state.
+pub struct Worker {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) poll: Poll,
+    pub(crate) listeners: Listeners,
+    pub(crate) sessions: Slab<Session>,
+    pub(crate) frontends: Vec<FrontendState>,
+    pub(crate) backends: Vec<BackendState>,
+    pub(crate) pools: Pools,
+    pub(crate) timers: Timers,
+    pub(crate) log: AccessLog,
+    /// Sessions with work left after their budget, served next turn.
+    pub(crate) ready: Vec<usize>,
+    pub(crate) serial: u64,
+    /// Concurrent connections of this worker, and its share of global maxconn.
+    pub(crate) cur: u32,
+    pub(crate) max: u32,
+    accept_pending: bool,
+    fd_pause_until: Option<Instant>,
+    stop_deadline: Option<Instant>,
+    master: UnixStream,
+    signals: SignalFlags,
+    id: usize,
+}
+
+impl Worker {
+    /// Builds the worker's loop around the inherited sockets.
+    pub fn new(setup: WorkerSetup) -> io::Result<Worker> {
+        let cfg = setup.config;
+        let n = cfg.global.workers.max(1) as u32;
+        let share = |max: u32| max.div_ceil(n).max(1);
+        let poll = Poll::new()?;
+        let listeners = Listeners::new(setup.listeners)?;
+        poll.registry().register(
+            &mut SourceFd(&listeners.epoll_fd()),
+            LISTENERS,
+            Interest::READABLE,
+        )?;
+        let master = UnixStream::from(setup.master_pipe);
+        master.set_nonblocking(true)?;
+        poll.registry().register(
+            &mut SourceFd(&master.as_raw_fd()),
+            MASTER,
+            Interest::READABLE,
+        )?;
+        let signals = register_signals()?;
+        poll.registry().register(
+            &mut SourceFd(&signals.pipe.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let mut max = share(cfg.global.maxconn);
+        if let Some(limit) = cfg.global.memory_limit {
+            // Like `haproxy -m`: derive a connection cap from the memory budget,
+            // so a full worker refuses new work instead of failing an allocation.
+            let per_conn =
+                (std::mem::size_of::<Session>() + 2 * crate::forward::BUF_SIZE + 1024) as u64;
+            let budget = limit / n as u64;
+            max = max.min((budget / per_conn).max(1) as u32);
+        }
+        let seed = (std::process::id() as u64) << 32 ^ setup.id as u64;
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| BackendState {
+                balancer: Balancer::new(b, seed),
+                queue: Default::default(),
+                cur: 0,
+            })
+            .collect();
+        let frontends = cfg
+            .frontends
+            .iter()
+            .map(|f| FrontendState {
+                cur: 0,
+                max: share(f.maxconn),
+                total: 0,
+            })
+            .collect();
+        Ok(Worker {
+            log: AccessLog::open(&cfg.global.log)?,
+            pools: Pools {
+                pipes: PipePool::new((max as usize / 2).max(16), 0),
+                bufs: BufPool::default(),
+                spliced_bytes: 0,
+            },
+            cfg,
+            poll,
+            listeners,
+            sessions: Slab::new(),
+            frontends,
+            backends,
+            timers: Timers::default(),
+            ready: Vec::new(),
+            serial: 0,
+            cur: 0,
+            max,
+            accept_pending: true,
+            fd_pause_until: None,
+            stop_deadline: None,
+            master,
+            signals,
+            id: setup.id,
+        })
+    }
+
+    /// Runs until stopped; returns the process exit status.
+    pub fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(1024);
+        let mut ready_listeners = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout = if self.accept_pending || !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                [self.timers.next(), self.fd_pause_until, self.stop_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|t| t.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.id);
+                    return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENERS => self.accept_pending = true,
+                    MASTER => self.on_master_pipe(),
+                    SIGNALS => self.on_signal(),
+                    Token(t) => self.on_session_event(t - SESSION_BASE, ev),
+                }
+            }
+            if self.signals.hard.load(Ordering::Relaxed) {
+                self.kill_all();
+                self.log.flush();
+                return 0;
+            }
+            if self.accept_pending {
+                self.accept_pending = false;
+                if let Err(e) = self.listeners.ready(&mut ready_listeners) {
+                    log::error!("worker {}: listener poll failed: {e}", self.id);
+                }
+                for &i in &ready_listeners {
+                    self.accept_from(i);
+                }
+            }
+            let again = std::mem::take(&mut self.ready);
+            for key in again {
+                if self.sessions.contains(key) {
+                    self.advance(key);
+                }
+            }
+            self.fire_timers();
+            self.log.flush();
+            if let Some(deadline) = self.stop_deadline {
+                if self.sessions.is_empty() {
+                    return 0;
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "worker {}: hard_stop_after reached, closing {} connection(s)",
+                        self.id,
+                        self.sessions.len()
+                    );
+                    self.kill_all();
+                    self.log.flush();
+                    return 0;
+                }
+            }
+        }
+    }
+
+    fn on_master_pipe(&mut self) {
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.master).read(&mut buf) {
+                Ok(0) => {
+                    log::warn!("worker {}: master is gone, soft-stopping", self.id);
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&self.master.as_raw_fd()));
+                    self.soft_stop();
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.soft_stop();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.signals.pipe).read(&mut buf), Ok(n) if n > 0) {}
+        if self.signals.soft.swap(false, Ordering::Relaxed) {
+            self.soft_stop();
+        }
+    }
+
+    /// Stops accepting and lets open connections finish, up to hard_stop_after.
+    pub(crate) fn soft_stop(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        self.listeners.close_all();
+        self.accept_pending = false;
+        self.stop_deadline = Some(Instant::now() + self.cfg.global.hard_stop_after);
+        // Queued connections will never get a slot from a new accept, but they
+        // still get one when a connection ends: they keep their place.
+        log::info!(
+            "worker {}: soft stop, {} connection(s) to drain",
+            self.id,
+            self.sessions.len()
+        );
+    }
+
+    fn accept_from(&mut self, i: usize) {
+        let fe = self.listeners.get(i).frontend;
+        for _ in 0..ACCEPT_BATCH {
+            if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
+                self.pause_for_maxconn();
+                return;
+            }
+            match self.listeners.accept(i) {
+                Ok(Some(acc)) => self.on_accepted(fe, acc),
+                Ok(None) => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE)
+                            | Some(libc::ENFILE)
+                            | Some(libc::ENOBUFS)
+                            | Some(libc::ENOMEM)
+                    ) =>
+                {
+                    log::warn!(
+                        "worker {}: accept failed ({e}); pausing listeners for {:?}",
+                        self.id,
+                        FD_EXHAUSTED_PAUSE
+                    );
+                    for j in 0..self.listeners.len() {
+                        self.listeners.pause(j);
+                    }
+                    self.fd_pause_until = Some(Instant::now() + FD_EXHAUSTED_PAUSE);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("worker {}: accept failed: {e}", self.id);
+                    return;
+                }
+            }
+        }
+        // Batch bound hit: more may be waiting; come back next turn.
+        self.accept_pending = true;
+    }
+
+    /// Pauses listeners whose frontend (or the whole worker) is at maxconn.
+    fn pause_for_maxconn(&mut self) {
+        for j in 0..self.listeners.len() {
+            let fe = self.listeners.get(j).frontend;
+            if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
+                self.listeners.pause(j);
+            }
+        }
+    }
+
+    /// Resumes listeners that are below their limits again.
+    pub(crate) fn resume_listeners(&mut self) {
+        if self.stop_deadline.is_some() || self.fd_pause_until.is_some() {
+            return;
+        }
+        for j in 0..self.listeners.len() {
+            let fe = self.listeners.get(j).frontend;
+            if !self.listeners.is_active(j)
+                && self.cur < self.max
+                && self.frontends[fe].cur < self.frontends[fe].max
+            {
+                if let Err(e) = self.listeners.resume(j) {
+                    log::error!("worker {}: cannot resume listener: {e}", self.id);
+                } else {
+                    self.accept_pending = true;
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.fd_pause_until.is_some_and(|t| t <= now) {
+            self.fd_pause_until = None;
+            self.resume_listeners();
+        }
+        while let Some((key, serial)) = self.timers.pop_due(now) {
+            if self.sessions.get(key).is_some_and(|s| s.serial == serial) {
+                self.on_deadline(key, now);
+            }
+        }
+    }
+}
+
+fn register_signals() -> io::Result<SignalFlags> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    let soft = Arc::new(AtomicBool::new(false));
+    let hard = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGUSR1, soft.clone())?;
+    signal_hook::flag::register(SIGTERM, hard.clone())?;
+    signal_hook::flag::register(SIGINT, hard.clone())?;
+    for sig in [SIGUSR1, SIGTERM, SIGINT] {
+        signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+    }
+    Ok(SignalFlags {
+        soft,
+        hard,
+        pipe: read,
+    })
+}
