@@ -304,7 +304,7 @@ impl Worker {
     }
 
     /// Gives a freed server slot of backend `be` to connections in its queue.
-    fn offer_slots(&mut self, be: usize) {
+    pub(crate) fn offer_slots(&mut self, be: usize) {
         while let Some(&(key, serial)) = self.backends[be].queue.front() {
             let Some(s) = self
                 .sessions

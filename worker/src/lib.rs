@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod balance;
 mod dispatch;
 pub mod forward;
+pub mod health;
 pub mod listeners;
 pub mod session;
 pub mod splice;

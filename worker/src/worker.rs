@@ -29,6 +29,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::balance::Balancer;
 use crate::forward::{BufPool, Pools};
+use crate::health::{Checks, CHECK_BASE};
 use crate::listeners::Listeners;
 use crate::session::Session;
 use crate::splice::PipePool;
@@ -103,6 +104,8 @@ pub struct Worker {
     stop_deadline: Option<Instant>,
     master: UnixStream,
     signals: SignalFlags,
+    checks: Checks,
+    transitions: Vec<crate::health::Transition>,
     id: usize,
 }
 
@@ -160,6 +163,7 @@ impl Worker {
                 total: 0,
             })
             .collect();
+        let cfg_for_checks = cfg.clone();
         Ok(Worker {
             log: AccessLog::open(&cfg.global.log)?,
             pools: Pools {
@@ -183,6 +187,8 @@ impl Worker {
             stop_deadline: None,
             master,
             signals,
+            checks: Checks::new(&cfg_for_checks, setup.id),
+            transitions: Vec::new(),
             id: setup.id,
         })
     }
@@ -196,11 +202,16 @@ impl Worker {
             let timeout = if self.accept_pending || !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                [self.timers.next(), self.fd_pause_until, self.stop_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|t| t.saturating_duration_since(now))
+                [
+                    self.timers.next(),
+                    self.fd_pause_until,
+                    self.stop_deadline,
+                    self.checks.next_deadline(&self.cfg),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(now))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -213,6 +224,12 @@ impl Worker {
                     LISTENERS => self.accept_pending = true,
                     MASTER => self.on_master_pipe(),
                     SIGNALS => self.on_signal(),
+                    Token(t) if t >= CHECK_BASE => self.checks.on_event(
+                        Token(t),
+                        &self.cfg,
+                        self.poll.registry(),
+                        &mut self.transitions,
+                    ),
                     Token(t) => self.on_session_event(t - SESSION_BASE, ev),
                 }
             }
@@ -380,6 +397,14 @@ impl Worker {
         if self.fd_pause_until.is_some_and(|t| t <= now) {
             self.fd_pause_until = None;
             self.resume_listeners();
+        }
+        self.checks
+            .on_timer(&self.cfg, self.poll.registry(), now, &mut self.transitions);
+        for (be, server, up) in std::mem::take(&mut self.transitions) {
+            self.backends[be].balancer.servers[server].up = up;
+            if up {
+                self.offer_slots(be);
+            }
         }
         while let Some((key, serial)) = self.timers.pop_due(now) {
             if self.sessions.get(key).is_some_and(|s| s.serial == serial) {

@@ -1,0 +1,295 @@
+//! Active health checks: a server that stops answering leaves the rotation
+//! after `fall` failed checks and comes back after `rise` good ones.
+//!
+//! A check is a non-blocking TCP connect (layer 4) or, with `http = "GET
+//! /path"`, a request whose status line must be 2xx or 3xx (layer 7), bounded
+//! by `timeout.check`. Checks of one server are never concurrent, and each
+//! worker checks every server of its backends for now (the shared segment will
+//! let one worker check for all). Transitions are logged like HAProxy's
+//! `Server be/s is DOWN, reason: ...`.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use corral_config::Config;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// Health-check tokens start here, above every session token a worker can reach.
+pub const CHECK_BASE: usize = usize::MAX / 2;
+
+/// One check in progress.
+struct Probe {
+    stream: TcpStream,
+    started: Instant,
+    connected: bool,
+    sent: bool,
+    reply: Vec<u8>,
+}
+
+/// A checked server.
+struct Target {
+    backend: usize,
+    server: usize,
+    next: Instant,
+    probe: Option<Probe>,
+    successes: u32,
+    failures: u32,
+    up: bool,
+}
+
+/// A state change to apply to the balancer: (backend, server, up).
+pub type Transition = (usize, usize, bool);
+
+/// Every checked server of a worker.
+pub struct Checks {
+    targets: Vec<Target>,
+}
+
+impl Checks {
+    /// The servers to check: those of backends with `check`, whose own `check` is not false.
+    pub fn new(cfg: &Config, worker_id: usize) -> Checks {
+        let now = Instant::now();
+        let mut targets = Vec::new();
+        for (b, be) in cfg.backends.iter().enumerate() {
+            let Some(check) = &be.check else { continue };
+            for (s, srv) in be.servers.iter().enumerate() {
+                if !srv.check {
+                    continue;
+                }
+                // Spread the first checks over the interval so they do not all fire at once.
+                let n = targets.len() as u32 + worker_id as u32;
+                let offset = check.interval.mul_f64(f64::from(n % 16) / 16.0);
+                targets.push(Target {
+                    backend: b,
+                    server: s,
+                    next: now + offset,
+                    probe: None,
+                    successes: 0,
+                    failures: 0,
+                    up: true,
+                });
+            }
+        }
+        Checks { targets }
+    }
+
+    /// The next moment a check must start or time out.
+    pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
+        self.targets
+            .iter()
+            .map(|t| match &t.probe {
+                Some(p) => p.started + cfg.backends[t.backend].timeouts.check,
+                None => t.next,
+            })
+            .min()
+    }
+
+    /// Starts due checks and fails timed-out ones.
+    pub fn on_timer(
+        &mut self,
+        cfg: &Config,
+        registry: &Registry,
+        now: Instant,
+        out: &mut Vec<Transition>,
+    ) {
+        for i in 0..self.targets.len() {
+            let t = &mut self.targets[i];
+            let timeout = cfg.backends[t.backend].timeouts.check;
+            match &t.probe {
+                Some(p) if now >= p.started + timeout => {
+                    let what = if p.connected {
+                        "Layer7 timeout"
+                    } else {
+                        "Layer4 timeout"
+                    };
+                    self.finish(i, cfg, registry, Err(what.to_string()), out);
+                }
+                None if now >= t.next => {
+                    let addr = cfg.backends[t.backend].servers[t.server].addr;
+                    match connect(addr) {
+                        Ok(mut stream) => {
+                            let token = Token(CHECK_BASE + i);
+                            if registry
+                                .register(
+                                    &mut stream,
+                                    token,
+                                    Interest::READABLE | Interest::WRITABLE,
+                                )
+                                .is_ok()
+                            {
+                                t.probe = Some(Probe {
+                                    stream,
+                                    started: now,
+                                    connected: false,
+                                    sent: false,
+                                    reply: Vec::new(),
+                                });
+                            }
+                        }
+                        Err(e) => self.finish(
+                            i,
+                            cfg,
+                            registry,
+                            Err(format!("Layer4 connection problem: {e}")),
+                            out,
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Readiness on check `token`.
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        cfg: &Config,
+        registry: &Registry,
+        out: &mut Vec<Transition>,
+    ) {
+        let i = token.0 - CHECK_BASE;
+        let Some(t) = self.targets.get_mut(i) else {
+            return;
+        };
+        let http = cfg.backends[t.backend]
+            .check
+            .as_ref()
+            .and_then(|c| c.http.clone());
+        let Some(p) = t.probe.as_mut() else { return };
+        let result = step(
+            p,
+            http.as_deref(),
+            &cfg.backends[t.backend].servers[t.server].addr.to_string(),
+        );
+        match result {
+            Ok(None) => {}
+            Ok(Some(())) => self.finish(i, cfg, registry, Ok(()), out),
+            Err(e) => self.finish(i, cfg, registry, Err(e), out),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        i: usize,
+        cfg: &Config,
+        registry: &Registry,
+        result: Result<(), String>,
+        out: &mut Vec<Transition>,
+    ) {
+        let t = &mut self.targets[i];
+        let check = cfg.backends[t.backend]
+            .check
+            .as_ref()
+            .expect("checked backends have a check");
+        let duration = t
+            .probe
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.started.elapsed());
+        if let Some(mut p) = t.probe.take() {
+            let _ = registry.deregister(&mut p.stream);
+        }
+        t.next = Instant::now() + check.interval;
+        let name = format!(
+            "{}/{}",
+            cfg.backends[t.backend].name, cfg.backends[t.backend].servers[t.server].name
+        );
+        match result {
+            Ok(()) => {
+                t.failures = 0;
+                t.successes += 1;
+                if !t.up && t.successes >= check.rise {
+                    t.up = true;
+                    log::warn!(
+                        "Server {name} is UP, reason: check succeeded, check duration: {}ms",
+                        duration.as_millis()
+                    );
+                    out.push((t.backend, t.server, true));
+                }
+            }
+            Err(reason) => {
+                t.successes = 0;
+                t.failures += 1;
+                if t.up && t.failures >= check.fall {
+                    t.up = false;
+                    log::warn!(
+                        "Server {name} is DOWN, reason: {reason}, check duration: {}ms",
+                        duration.as_millis()
+                    );
+                    out.push((t.backend, t.server, false));
+                }
+            }
+        }
+    }
+}
+
+/// Advances one probe: `Ok(Some(()))` passed, `Ok(None)` not done yet.
+fn step(p: &mut Probe, http: Option<&str>, host: &str) -> Result<Option<()>, String> {
+    if !p.connected {
+        if let Ok(Some(e)) | Err(e) = p.stream.take_error() {
+            return Err(format!("Layer4 connection problem: {e}"));
+        }
+        match p.stream.peer_addr() {
+            Ok(_) => p.connected = true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+            Err(e) => return Err(format!("Layer4 connection problem: {e}")),
+        }
+    }
+    let Some(line) = http else {
+        return Ok(Some(()));
+    };
+    if !p.sent {
+        let line = if line.split_whitespace().count() >= 3 {
+            line.to_string()
+        } else {
+            format!("{line} HTTP/1.0")
+        };
+        let req = format!(
+            "{line}\r\nHost: {host}\r\nUser-Agent: corral-check\r\nConnection: close\r\n\r\n"
+        );
+        match p.stream.write(req.as_bytes()) {
+            Ok(_) => p.sent = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(format!("Layer7 socket error: {e}")),
+        }
+    }
+    let mut buf = [0u8; 512];
+    loop {
+        match p.stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                p.reply.extend_from_slice(&buf[..n]);
+                if p.reply.contains(&b'\n') || p.reply.len() > 4096 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(format!("Layer7 socket error: {e}")),
+        }
+    }
+    let status_line = String::from_utf8_lossy(&p.reply);
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(200..=399) => Ok(Some(())),
+        Some(c) => Err(format!("Layer7 wrong status, code: {c}")),
+        None => Err("Layer7 invalid response".to_string()),
+    }
+}
+
+fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(sock.into()))
+}
