@@ -87,7 +87,12 @@ impl Worker {
         let Some(be) = s.backend.or(self.cfg.frontends[s.frontend].default_backend) else {
             return self.finish(key, End::NoServer);
         };
-        s.backend = Some(be);
+        if s.backend.is_none() {
+            s.backend = Some(be);
+            let splice = self.cfg.frontends[s.frontend].splice && self.cfg.backends[be].splice;
+            s.c2s.set_splice(splice);
+            s.s2c.set_splice(splice);
+        }
         let pick = self.backends[be].balancer.pick(s.peer.ip(), &s.tried);
         match pick {
             Pick::Server(i) => self.connect(key, be, i),

@@ -141,6 +141,11 @@ impl Half {
         }
     }
 
+    /// Allows or forbids splice for this direction (frontend and backend must both allow it).
+    pub fn set_splice(&mut self, splice: bool) {
+        self.splice = splice;
+    }
+
     /// Bytes read from the source and not yet written.
     pub fn in_flight(&self) -> usize {
         self.in_pipe + self.buf.as_ref().map_or(0, |b| b.end - b.start)

@@ -1,0 +1,229 @@
+//! Where everything of a stick table sits in its region.
+//!
+//! ```text
+//! region:  TableHeader | shard 0 | shard 1 | ...            (shard stride apart)
+//! shard:   ShardHeader (64 B) | buckets: [u32; nbuckets] | entries: [entry; cap]
+//! entry:   EntryHeader (40 B) | key (key_len, padded to 8) | data words
+//! ```
+//!
+//! The table's `size` is split over shards exactly (shard i holds at most
+//! `size / S` entries, plus one for the first `size % S` shards), so the whole
+//! table never holds more than `size` live entries. Each shard has slack slots
+//! beyond its live cap for entries retired but not yet reclaimable (epochs).
+//! Links are entry indices + 1 within the shard (0 = none).
+
+use corral_config::{DataType, KeyType, Table};
+
+/// Bytes of the per-entry header (state, links, hash, expiry, use count...).
+pub const ENTRY_HEADER: u32 = 40;
+/// Bytes of a shard header: one cache line.
+pub const SHARD_HEADER: u64 = 64;
+/// Bytes of the table header at the start of the region.
+pub const TABLE_HEADER: u64 = 64;
+/// Largest number of shards: writers of different shards never contend.
+const MAX_SHARDS: u32 = 64;
+/// Target live entries per shard for small tables (fewer shards, exact sizes).
+const ENTRIES_PER_SHARD: u32 = 256;
+
+/// The computed layout of one table (the same in every process: derived only
+/// from the definition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Key type.
+    pub key_type: KeyType,
+    /// Bytes reserved for the key.
+    pub key_len: u32,
+    /// Configured capacity (live entries).
+    pub size: u32,
+    /// Shard count.
+    pub shards: u32,
+    /// Buckets per shard (power of two).
+    pub buckets: u32,
+    /// Entry slots per shard (live cap + slack for retired entries).
+    pub slots: u32,
+    /// Bytes per entry (multiple of 8).
+    pub entry_size: u32,
+    /// Offset of the key in an entry.
+    pub key_off: u32,
+    /// Each stored data type with its offset in an entry.
+    pub data: Vec<(DataType, u32)>,
+    /// Expiry in ms (0: never).
+    pub expire_ms: u32,
+}
+
+fn data_size(dt: DataType) -> u32 {
+    match dt {
+        DataType::ConnRate(_)
+        | DataType::HttpReqRate(_)
+        | DataType::HttpErrRate(_)
+        | DataType::BytesInRate(_)
+        | DataType::BytesOutRate(_)
+        | DataType::Gpc0Rate(_) => 16,
+        _ => 8,
+    }
+}
+
+impl Layout {
+    /// The layout of a configured table.
+    pub fn of(t: &Table) -> Layout {
+        let key_len = match t.key {
+            KeyType::Ip | KeyType::Integer => 4,
+            KeyType::Ipv6 => 16,
+            KeyType::String | KeyType::Binary => t.key_len.max(1),
+        };
+        let key_off = ENTRY_HEADER;
+        let mut off = key_off + key_len.div_ceil(8) * 8;
+        let mut data = Vec::new();
+        for &dt in &t.store {
+            data.push((dt, off));
+            off += data_size(dt);
+        }
+        let size = t.size.max(1);
+        let shards = (size / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
+        let live = size.div_ceil(shards);
+        let slots = live + (live / 4).max(8);
+        Layout {
+            key_type: t.key,
+            key_len,
+            size,
+            shards,
+            buckets: live.next_power_of_two(),
+            slots,
+            entry_size: off,
+            key_off,
+            data,
+            expire_ms: t
+                .expire
+                .map_or(0, |d| d.as_millis().min(u32::MAX as u128 / 2) as u32),
+        }
+    }
+
+    /// Live-entry cap of shard `s`: the configured size split exactly.
+    pub fn shard_cap(&self, s: u32) -> u32 {
+        self.size / self.shards + u32::from(s < self.size % self.shards)
+    }
+
+    /// Bytes from one shard to the next (64-byte aligned).
+    pub fn shard_stride(&self) -> u64 {
+        let buckets = (self.buckets as u64 * 4).div_ceil(64) * 64;
+        (SHARD_HEADER + buckets + self.slots as u64 * self.entry_size as u64).div_ceil(64) * 64
+    }
+
+    /// Bytes of the whole region.
+    pub fn region_len(&self) -> u64 {
+        TABLE_HEADER + self.shards as u64 * self.shard_stride()
+    }
+
+    /// Offset of shard `s`'s buckets, relative to the shard.
+    pub fn buckets_off(&self) -> u64 {
+        SHARD_HEADER
+    }
+
+    /// Offset of shard `s`'s entry `i`, relative to the shard.
+    pub fn entry_off(&self, i: u32) -> u64 {
+        SHARD_HEADER
+            + (self.buckets as u64 * 4).div_ceil(64) * 64
+            + i as u64 * self.entry_size as u64
+    }
+
+    /// Offset of a data type in an entry, if the table stores it.
+    pub fn data_off(&self, want: DataTypeName) -> Option<(u32, u32)> {
+        self.data
+            .iter()
+            .find_map(|&(dt, off)| (want.matches(dt)).then(|| (off, period_ms(dt))))
+    }
+
+    /// A fingerprint of what the region's bytes mean: a reload keeps the table
+    /// only if this is unchanged.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = crate::table::hash_bytes(format!("{self:?}").as_bytes());
+        h ^= crate::segment::LAYOUT_VERSION as u64;
+        h
+    }
+}
+
+/// A data type without its period, to ask a layout where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataTypeName {
+    /// server_id
+    ServerId,
+    /// conn_cur
+    ConnCur,
+    /// conn_cnt
+    ConnCnt,
+    /// conn_rate
+    ConnRate,
+    /// http_req_cnt
+    HttpReqCnt,
+    /// http_req_rate
+    HttpReqRate,
+    /// http_err_cnt
+    HttpErrCnt,
+    /// http_err_rate
+    HttpErrRate,
+    /// bytes_in_cnt
+    BytesInCnt,
+    /// bytes_out_cnt
+    BytesOutCnt,
+    /// bytes_in_rate
+    BytesInRate,
+    /// bytes_out_rate
+    BytesOutRate,
+    /// gpc0
+    Gpc0,
+    /// gpc0_rate
+    Gpc0Rate,
+}
+
+impl DataTypeName {
+    /// Whether `dt` is this data type (whatever its period).
+    pub fn matches(self, dt: DataType) -> bool {
+        self == DataTypeName::of(dt)
+    }
+
+    /// The name of a configured data type.
+    pub fn of(dt: DataType) -> DataTypeName {
+        match dt {
+            DataType::ServerId => DataTypeName::ServerId,
+            DataType::ConnCur => DataTypeName::ConnCur,
+            DataType::ConnCnt => DataTypeName::ConnCnt,
+            DataType::ConnRate(_) => DataTypeName::ConnRate,
+            DataType::HttpReqCnt => DataTypeName::HttpReqCnt,
+            DataType::HttpReqRate(_) => DataTypeName::HttpReqRate,
+            DataType::HttpErrCnt => DataTypeName::HttpErrCnt,
+            DataType::HttpErrRate(_) => DataTypeName::HttpErrRate,
+            DataType::BytesInCnt => DataTypeName::BytesInCnt,
+            DataType::BytesOutCnt => DataTypeName::BytesOutCnt,
+            DataType::BytesInRate(_) => DataTypeName::BytesInRate,
+            DataType::BytesOutRate(_) => DataTypeName::BytesOutRate,
+            DataType::Gpc0 => DataTypeName::Gpc0,
+            DataType::Gpc0Rate(_) => DataTypeName::Gpc0Rate,
+        }
+    }
+
+    /// Whether this is a rate (a [`crate::freq::FreqCtr`]) rather than a counter.
+    pub fn is_rate(self) -> bool {
+        matches!(
+            self,
+            DataTypeName::ConnRate
+                | DataTypeName::HttpReqRate
+                | DataTypeName::HttpErrRate
+                | DataTypeName::BytesInRate
+                | DataTypeName::BytesOutRate
+                | DataTypeName::Gpc0Rate
+        )
+    }
+}
+
+/// The period of a rate data type in ms (0 for counters).
+pub fn period_ms(dt: DataType) -> u32 {
+    match dt {
+        DataType::ConnRate(p)
+        | DataType::HttpReqRate(p)
+        | DataType::HttpErrRate(p)
+        | DataType::BytesInRate(p)
+        | DataType::BytesOutRate(p)
+        | DataType::Gpc0Rate(p) => p.as_millis().clamp(1, u32::MAX as u128 / 4) as u32,
+        _ => 0,
+    }
+}

@@ -1,0 +1,212 @@
+//! Crash safety of the shared stick tables, with real processes and SIGKILL.
+//!
+//! Four processes hammer one table (inserts, lookups, counter updates, expiry,
+//! eviction) while this supervisor SIGKILLs one of them every ~50 ms, does what
+//! the master does for a dead process (repair the shards whose lock it held,
+//! clear its epoch slot) and starts a replacement. Then a checker walks the
+//! segment: every entry reachable once, no slot in two places or in none, and
+//! (in the model phase, without eviction or expiry) every key's counter equal
+//! to a model kept beside it, give or take the kills that landed between the
+//! counter update and the model update.
+//!
+//! `harness = false`: the supervisor must be single-threaded when it forks.
+//! CRASH_SECS sets each phase's length (default 5 s per phase, 10 s in all).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use corral_config::{DataType, KeyType, Table};
+use corral_shm::freq::now_ms;
+use corral_shm::{DataTypeName, Segment, StickTable};
+
+const PROCS: usize = 4;
+
+struct Shared {
+    model: &'static [AtomicU64],
+    heartbeat: &'static [AtomicU64],
+}
+
+fn shared_array(n: usize) -> &'static [AtomicU64] {
+    // SAFETY: anonymous shared mapping of n u64s, zeroed, never unmapped;
+    // AtomicU64 is valid for zeroed memory and the mapping is 8-aligned.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            n * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        std::slice::from_raw_parts(p as *const AtomicU64, n)
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn child(t: &StickTable<'static>, slot: usize, keys: u32, sh: &Shared, model: bool) -> ! {
+    let seg = t.segment();
+    seg.epoch().claim(slot, std::process::id(), 1);
+    let mut rng = Rng(std::process::id() as u64 * 0x9E37_79B9 + 1);
+    let mut n = 0u64;
+    loop {
+        let k = (rng.next() % keys as u64) as u32;
+        let now = now_ms();
+        {
+            let g = seg.epoch().pin(slot);
+            if let Some(e) = t.get_or_create(&g, slot, &k.to_be_bytes(), now) {
+                e.add(DataTypeName::Gpc0, 1);
+                if model {
+                    sh.model[k as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                e.add_rate(DataTypeName::ConnRate, now, 1);
+            }
+        }
+        for _ in 0..4 {
+            let g = seg.epoch().pin(slot);
+            let k = (rng.next() % keys as u64) as u32;
+            if let Some(e) = t.lookup(&g, &k.to_be_bytes(), now) {
+                let _ = e.value(DataTypeName::Gpc0, now);
+            }
+        }
+        n += 1;
+        if n.is_multiple_of(64) {
+            t.expire_step(slot, now, 32);
+            sh.heartbeat[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn spawn(t: &StickTable<'static>, slot: usize, keys: u32, sh: &Shared, model: bool) -> libc::pid_t {
+    // SAFETY: this process is single-threaded (harness = false); the child
+    // only runs `child`, which never returns.
+    match unsafe { libc::fork() } {
+        0 => child(t, slot, keys, sh, model),
+        pid if pid > 0 => pid,
+        _ => panic!("fork failed"),
+    }
+}
+
+fn kill_and_recover(t: &StickTable<'static>, pid: libc::pid_t, slot: usize) -> u32 {
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+    let repaired = t.recover_from(slot, 0);
+    t.segment().epoch().clear(slot);
+    repaired
+}
+
+fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) {
+    let model = expire.is_none() && size >= keys;
+    let def = Table {
+        name: name.into(),
+        key: KeyType::Integer,
+        key_len: 0,
+        size,
+        expire,
+        store: vec![DataType::ConnRate(Duration::from_secs(1)), DataType::Gpc0],
+    };
+    let seg: &'static Segment = Box::leak(Box::new(Segment::create(256 << 20).unwrap()));
+    let t: &'static StickTable<'static> =
+        Box::leak(Box::new(StickTable::create(seg, &def).unwrap()));
+    let sh = Shared {
+        model: shared_array(keys as usize),
+        heartbeat: shared_array(PROCS + 1),
+    };
+    let mut pids: Vec<libc::pid_t> = (1..=PROCS).map(|s| spawn(t, s, keys, &sh, model)).collect();
+    let mut rng = Rng(0xC0FFEE);
+    let (mut kills, mut repairs) = (0u64, 0u32);
+    let start = Instant::now();
+    let mut last_beats: Vec<u64> = vec![0; PROCS + 1];
+    let mut last_check = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        std::thread::sleep(Duration::from_millis(30 + rng.next() % 40));
+        let victim = (rng.next() % PROCS as u64) as usize;
+        repairs += kill_and_recover(t, pids[victim], victim + 1);
+        kills += 1;
+        pids[victim] = spawn(t, victim + 1, keys, &sh, model);
+        if last_check.elapsed() > Duration::from_secs(1) {
+            // No deadlock: every process made progress during the last second
+            // (a replacement counts from its own start).
+            let beats: Vec<u64> = sh
+                .heartbeat
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            let stalled = (1..=PROCS).filter(|&s| beats[s] == last_beats[s]).count();
+            assert!(
+                stalled < PROCS,
+                "{name}: no process made progress for 1 s: deadlock"
+            );
+            last_beats = beats;
+            last_check = Instant::now();
+        }
+    }
+    for (i, &pid) in pids.iter().enumerate() {
+        repairs += kill_and_recover(t, pid, i + 1);
+    }
+    let (bad, total) = t.check();
+    assert!(
+        bad.is_empty(),
+        "{name}: inconsistent shards after {kills} kills: {bad:?}"
+    );
+    assert!(
+        total <= size,
+        "{name}: {total} entries in a table of size {size}"
+    );
+    let mut checked = 0;
+    if model {
+        let g = seg.epoch().pin(0);
+        let now = now_ms();
+        for k in 0..keys {
+            let m = sh.model[k as usize].load(Ordering::Relaxed);
+            let v = t
+                .lookup(&g, &k.to_be_bytes(), now)
+                .and_then(|e| e.value(DataTypeName::Gpc0, now));
+            match v {
+                Some(v) => {
+                    assert!(
+                        v >= m && v <= m + kills,
+                        "{name}: key {k}: counter {v}, model {m}, kills {kills}"
+                    );
+                    checked += 1;
+                }
+                None => assert_eq!(
+                    m, 0,
+                    "{name}: key {k} counted {m} times in the model but lost from the table"
+                ),
+            }
+        }
+    }
+    let inserts: u64 = sh
+        .heartbeat
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .sum::<u64>()
+        * 64;
+    println!(
+        "crash phase {name}: {secs:.0} s, {kills} SIGKILLs, {repairs} shard repairs, ~{inserts} updates, {total} entries, {checked} keys checked against the model: ok"
+    );
+}
+
+fn main() {
+    let secs: f64 = std::env::var("CRASH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    phase("model", 20_000, 5_000, None, secs);
+    phase("churn", 500, 5_000, Some(Duration::from_millis(50)), secs);
+    println!("2 passed, 0 failed");
+}

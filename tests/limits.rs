@@ -1,0 +1,172 @@
+//! Limits: a frontend at `maxconn` leaves new clients waiting (in the kernel
+//! backlog) instead of refusing them or overloading the servers; a server at
+//! its `maxconn` makes new connections wait in the backend queue, and a
+//! connection that waits longer than `timeout.queue` is closed.
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(fe_maxconn: Option<u32>, timeouts: &str, server: &str) -> String {
+    let port = free_port();
+    let maxconn = fe_maxconn
+        .map(|m| format!("maxconn = {m}"))
+        .unwrap_or_default();
+    format!(
+        r#"
+[global]
+workers = 1
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+{maxconn}
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+balance = "roundrobin"
+timeout = {{ {timeouts} }}
+server.a = {{ {server} }}
+"#
+    )
+}
+
+fn addr_of(s: &str) -> String {
+    format!(r#"addr = "{s}""#)
+}
+
+/// Frontend maxconn = 2: two clients are served; a third is accepted by the
+/// kernel but gets nothing through and no server connection is opened for it;
+/// when one of the first two closes, the third proceeds.
+#[test]
+fn frontend_maxconn_holds_extra_clients_until_a_slot_frees() {
+    let echo = EchoServer::start();
+    let corral = Corral::start(&config(
+        Some(2),
+        r#"connect = "1s", client = "10s", server = "10s""#,
+        &addr_of(&echo.addr.to_string()),
+    ));
+    let mut c1 = corral.connect();
+    let mut c2 = corral.connect();
+    echo_roundtrip(&mut c1, b"one");
+    echo_roundtrip(&mut c2, b"two");
+
+    let mut c3 = corral.connect(); // the kernel completes the handshake
+    std::io::Write::write_all(&mut c3, b"three").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        data_arrives_within(&mut c3, Duration::from_millis(800), &mut buf),
+        None,
+        "a third connection got data through a frontend with maxconn = 2"
+    );
+    assert_eq!(
+        echo.conns(),
+        2,
+        "corral opened a server connection beyond the frontend's maxconn"
+    );
+
+    drop(c1);
+    let t = Instant::now();
+    c3.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = [0u8; 5];
+    c3.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("third connection not served after a slot freed: {e}"));
+    assert_eq!(&got, b"three");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "third connection served {:?} after a slot freed",
+        t.elapsed()
+    );
+    echo_roundtrip(&mut c2, b"still");
+    assert_eq!(echo.conns(), 3);
+}
+
+/// Server maxconn = 1 with a queue: the second connection waits (no server
+/// connection, no data) while the first is open, then reaches the server once
+/// the first closes; its log line shows the time spent queued (Tw).
+#[test]
+fn server_maxconn_queues_then_serves() {
+    let a = NameServer::start("a");
+    let corral = Corral::start(&config(
+        None,
+        r#"connect = "1s", client = "10s", server = "10s", queue = "5s""#,
+        &format!(r#"addr = "{}", maxconn = 1"#, a.addr),
+    ));
+    let mut c1 = corral.connect();
+    assert_eq!(read_line(&mut c1).unwrap(), "a");
+    let mut c2 = corral.connect();
+    let c2_local = c2.local_addr().unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        data_arrives_within(&mut c2, Duration::from_millis(700), &mut buf),
+        None,
+        "second connection reached the server although it has maxconn = 1"
+    );
+    assert_eq!(a.conns(), 1, "server a got a second concurrent connection");
+
+    drop(c1);
+    let t = Instant::now();
+    assert_eq!(
+        read_line(&mut c2).unwrap_or_else(|e| panic!("queued connection never served: {e}")),
+        "a"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "queued connection served {:?} after the slot freed",
+        t.elapsed()
+    );
+    echo_roundtrip(&mut c2, b"after the queue");
+    drop(c2);
+    let l = corral.wait_log_line(c2_local, Duration::from_secs(3));
+    assert!(
+        l.tw >= 500,
+        "Tw (time queued) of the second connection should be >= 500 ms: {}",
+        l.raw
+    );
+    assert_eq!(l.term, "--", "{}", l.raw);
+}
+
+/// timeout queue = 1s: a connection queued behind a busy server (maxconn 1) is
+/// closed after about 1 s without ever reaching the server, and logged `sQ`.
+#[test]
+fn queue_timeout_closes_the_waiting_client() {
+    let a = NameServer::start("a");
+    let corral = Corral::start(&config(
+        None,
+        r#"connect = "1s", client = "10s", server = "10s", queue = "1s""#,
+        &format!(r#"addr = "{}", maxconn = 1"#, a.addr),
+    ));
+    let mut c1 = corral.connect();
+    assert_eq!(read_line(&mut c1).unwrap(), "a");
+    let mut c2 = corral.connect();
+    let c2_local: SocketAddr = c2.local_addr().unwrap();
+    let t = Instant::now();
+    let (how, _) = wait_closed(&mut c2, Duration::from_secs(4));
+    let waited = t.elapsed();
+    assert_ne!(
+        how,
+        Closed::StillOpen,
+        "queued client still open 4 s into a 1 s queue timeout"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(2500),
+        "queued client closed after {waited:?}, expected about 1 s"
+    );
+    assert_eq!(
+        a.conns(),
+        1,
+        "the timed-out connection must never reach the server"
+    );
+    let l = corral.wait_log_line(c2_local, Duration::from_secs(2));
+    assert_eq!(
+        l.term, "sQ",
+        "termination state of a queue timeout: {}",
+        l.raw
+    );
+    echo_roundtrip(&mut c1, b"first one unaffected");
+}
