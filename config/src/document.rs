@@ -54,7 +54,7 @@ pub fn parse(src: &str, file: &str) -> Result<Config, Errors> {
         ));
     }
     let mut d = Diag::default();
-    let config = resolve(doc.get_ref(), &mut d);
+    let config = resolve(doc.get_ref(), src, &mut d);
     if d.errors.is_empty() {
         Ok(config)
     } else {
@@ -80,7 +80,7 @@ pub fn load(path: &std::path::Path) -> Result<Config, Errors> {
 
 /// Walks the document; every problem goes to `d`, the result is only
 /// meaningful when `d` stays empty.
-fn resolve(doc: &DeTable<'_>, d: &mut Diag) -> Config {
+fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
     for (k, _) in doc.iter() {
         let key: &str = k.get_ref().as_ref();
         if key == "cache" {
@@ -121,8 +121,14 @@ fn resolve(doc: &DeTable<'_>, d: &mut Diag) -> Config {
 
     let mut frontends = Vec::new();
     let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+    let known = frontend::Known {
+        src,
+        global_maxconn: global.maxconn,
+        backends: &backends,
+        tables: &tables,
+    };
     for (name, sec) in named("frontend", d) {
-        let (fe, binds) = frontend::parse(name, &sec, &defaults, global.maxconn, &backends, d);
+        let (fe, binds) = frontend::parse(name, &sec, &defaults, &known, d);
         check_binds(name, &binds, &mut bound, d);
         frontends.push(fe);
     }

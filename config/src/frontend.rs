@@ -6,7 +6,7 @@ use toml::de::DeValue;
 
 use crate::addr;
 use crate::diag::{Diag, Span};
-use crate::model::{Backend, Frontend, Mode};
+use crate::model::{Backend, Frontend, Mode, Table};
 use crate::proxy::ProxySettings;
 use crate::rules;
 use crate::walk::{self, Section, Value};
@@ -23,23 +23,48 @@ const KEYS: &[&str] = &[
     "rules",
 ];
 
+/// What a frontend's settings may refer to, resolved before frontends are read.
+pub(crate) struct Known<'a> {
+    /// The source text, to point errors at a word inside a rule line.
+    pub(crate) src: &'a str,
+    /// `[global] maxconn`, the default of the frontend's.
+    pub(crate) global_maxconn: u32,
+    /// Every backend, in declaration order.
+    pub(crate) backends: &'a [Backend],
+    /// Every stick table, in declaration order.
+    pub(crate) tables: &'a [Table],
+}
+
 /// Reads one frontend. Returns it with each bind address's span, for the
 /// duplicate check across frontends.
 pub(crate) fn parse(
     name: &str,
     sec: &Section<'_, '_>,
     defaults: &ProxySettings,
-    global_maxconn: u32,
-    backends: &[Backend],
+    known: &Known<'_>,
     d: &mut Diag,
 ) -> (Frontend, Vec<(SocketAddr, Span)>) {
+    let backends = known.backends;
     sec.check_keys(KEYS, d);
     let own = ProxySettings::read(sec, d);
     let s = own.over(defaults);
     let mode = s.mode();
     let binds = sec.require("bind", d, bind).unwrap_or_default();
-    let maxconn = s.maxconn.unwrap_or(global_maxconn);
-    let rules = sec.read("rules", d, rule_lines).unwrap_or_default();
+    let maxconn = s.maxconn.unwrap_or(known.global_maxconn);
+    let lines = sec.read("rules", d, rule_lines).unwrap_or_default();
+    let cx = rules::Context {
+        frontend: name,
+        mode,
+        backends,
+        tables: known.tables,
+    };
+    let texts: Vec<&str> = lines.iter().map(|(l, _)| *l).collect();
+    let (ruleset, errors) = rules::build(&texts, &cx);
+    for (i, e) in errors {
+        let (line, span) = &lines[i];
+        d.error(word_span(known.src, span, line, e.offset), e.message);
+    }
+    let rules: Vec<String> = texts.iter().map(|l| l.to_string()).collect();
     let default_backend = sec.read("default_backend", d, |k, v, d| {
         let target = walk::string(k, v, d)?;
         let Some(i) = backends.iter().position(|b| b.name == target) else {
@@ -77,6 +102,7 @@ pub(crate) fn parse(
         splice: s.splice(),
         timeouts: s.timeouts(),
         rules,
+        ruleset,
     };
     (frontend, binds)
 }
@@ -113,21 +139,33 @@ fn bind(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Vec<(SocketAddr, Span
     Some(out)
 }
 
-/// `rules`: an array of directive lines, each checked by [`rules::check_rule`].
-fn rule_lines(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Vec<String>> {
+/// `rules`: an array of directive lines, each with its span.
+fn rule_lines<'a>(what: &str, v: &'a Value<'_>, d: &mut Diag) -> Option<Vec<(&'a str, Span)>> {
     let DeValue::Array(items) = v.get_ref() else {
         walk::mismatch(what, "an array of rule lines", v, d);
         return None;
     };
     let mut out = Vec::new();
     for item in items.iter() {
-        let Some(line) = walk::string("rules", item, d) else {
-            continue;
-        };
-        match rules::check_rule(line) {
-            Ok(()) => out.push(line.to_string()),
-            Err(e) => d.error(item.span(), e),
+        if let Some(line) = walk::string("rules", item, d) {
+            out.push((line, item.span()));
         }
     }
     Some(out)
+}
+
+/// Where byte `offset` of rule `line` is in the source: exactly when the
+/// string is written without escapes, else at the string's start.
+fn word_span(src: &str, item: &Span, line: &str, offset: usize) -> Span {
+    let raw = src.get(item.clone()).unwrap_or("");
+    for q in ["\"\"\"", "'''", "\"", "'"] {
+        if raw.len() >= 2 * q.len() && raw.starts_with(q) && raw.ends_with(q) {
+            if &raw[q.len()..raw.len() - q.len()] == line && offset <= line.len() {
+                let at = item.start + q.len() + offset;
+                return at..at + 1;
+            }
+            break;
+        }
+    }
+    item.clone()
 }

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::rules::ast::*;
+
 /// The whole configuration of one corral instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -154,8 +156,10 @@ pub struct Frontend {
     pub splice: bool,
     /// Timeouts (client side is the one that matters here).
     pub timeouts: Timeouts,
-    /// Rule lines, in order, as written (parsed by the rules issue).
+    /// Rule lines, in order, as written.
     pub rules: Vec<String>,
+    /// The rule lines parsed and resolved: ACLs, rules by phase, `use_backend`.
+    pub ruleset: RuleSet,
 }
 
 /// Load-balancing algorithm of a backend.

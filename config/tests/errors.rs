@@ -180,7 +180,7 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
     (
         "unknown rule directive",
         "[frontend.f]\nbind = \":80\"\ndefault_backend = \"b\"\nrules = [\"acl a src 1.2.3.4\", \"redirect prefix /x\"]\n",
-        4, 31,
+        4, 32, // the word inside the string
         "unknown rule directive 'redirect' (expected one of: acl, tcp-request, http-request, http-response, use_backend)",
     ),
     (

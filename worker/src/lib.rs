@@ -13,6 +13,7 @@ mod dispatch;
 pub mod forward;
 pub mod health;
 pub mod listeners;
+pub mod rules;
 pub mod session;
 pub mod splice;
 pub mod timers;
