@@ -108,7 +108,7 @@ fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
 
     let named = |key: &str, d: &mut Diag| named_sections(doc, key, d);
 
-    let tables: Vec<_> = named("table", d)
+    let mut tables: Vec<_> = named("table", d)
         .into_iter()
         .map(|(name, sec)| table::parse(name, &sec, d))
         .collect();
@@ -118,6 +118,18 @@ fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
         .into_iter()
         .map(|(name, sec)| backend::parse(name, &sec, &defaults, &table_names, d))
         .collect();
+    // Persistence stores the server in the table even when `store` omits it,
+    // as HAProxy's `stick on` does.
+    for stick in backends
+        .iter()
+        .filter_map(|b: &crate::Backend| b.stick.as_ref())
+    {
+        if let Some(t) = tables.iter_mut().find(|t| t.name == stick.table) {
+            if !t.store.contains(&crate::DataType::ServerId) {
+                t.store.push(crate::DataType::ServerId);
+            }
+        }
+    }
 
     let mut frontends = Vec::new();
     let mut bound: Vec<(SocketAddr, String)> = Vec::new();

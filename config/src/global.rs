@@ -23,6 +23,9 @@ const KEYS: &[&str] = &[
 
 /// Default process-wide connection cap.
 pub(crate) const DEFAULT_MAXCONN: u32 = 4096;
+/// Largest `workers`: two generations of workers (during a reload) and the
+/// master must fit in the shared segment's 256 process slots.
+pub(crate) const MAX_WORKERS: i128 = 127;
 
 /// Reads `[global]` (`None`: the section is absent, all defaults).
 pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
@@ -64,7 +67,7 @@ pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
 
 /// One worker per core (1 when the core count is unknown).
 fn auto_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS as usize))
 }
 
 /// `workers`: an integer >= 1 or `"auto"`.
@@ -73,9 +76,9 @@ fn workers(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<usize> {
     match v.get_ref() {
         DeValue::String(s) if s == "auto" => Some(auto_workers()),
         DeValue::Integer(_) => match walk::integer_of(v.get_ref()) {
-            Some(n) if (1..=4096).contains(&n) => Some(n as usize),
-            Some(n) if n > 4096 => {
-                walk::mismatch(what, "an integer between 1 and 4096 or \"auto\"", v, d);
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => Some(n as usize),
+            Some(n) if n > MAX_WORKERS => {
+                walk::mismatch(what, "an integer between 1 and 127 or \"auto\"", v, d);
                 None
             }
             _ => {

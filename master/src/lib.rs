@@ -8,6 +8,7 @@ pub mod bind;
 pub mod master;
 pub mod privileges;
 pub mod proctitle;
+pub mod shared;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +56,14 @@ pub fn run(cfg: Config, opts: Options) -> i32 {
         listeners.len(),
         opts.config_path.display()
     );
-    let code = match master::Master::new(Arc::new(cfg), listeners) {
+    let shared = match shared::SharedSegment::create(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot create the shared segment: {e}");
+            return 1;
+        }
+    };
+    let code = match master::Master::new(Arc::new(cfg), listeners, shared) {
         Ok(mut m) => m.run(),
         Err(e) => {
             log::error!("cannot start the master: {e}");

@@ -28,6 +28,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::proctitle;
+use crate::shared::SharedSegment;
 
 const SIGNALS: Token = Token(0);
 /// A worker that lived this long is considered healthy: its next respawn is immediate.
@@ -42,6 +43,8 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 struct Slot {
     id: usize,
     pid: Option<Pid>,
+    /// The worker's slot in the segment's epoch table (lock owner id).
+    epoch_slot: usize,
     started: Instant,
     respawn_at: Option<Instant>,
     backoff: Duration,
@@ -68,11 +71,16 @@ pub struct Master {
     lifeline_master_end: OwnedFd,
     slots: Vec<Slot>,
     stopping: Stopping,
+    shared: SharedSegment,
 }
 
 impl Master {
     /// Sets up signal handling around already-bound listeners.
-    pub fn new(cfg: Arc<Config>, listeners: Vec<(usize, TcpListener)>) -> io::Result<Master> {
+    pub fn new(
+        cfg: Arc<Config>,
+        listeners: Vec<(usize, TcpListener)>,
+        shared: SharedSegment,
+    ) -> io::Result<Master> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?;
         poll.registry()
@@ -82,6 +90,7 @@ impl Master {
             .map(|id| Slot {
                 id,
                 pid: None,
+                epoch_slot: id,
                 started: Instant::now(),
                 respawn_at: Some(Instant::now()),
                 backoff: Duration::ZERO,
@@ -96,6 +105,7 @@ impl Master {
             lifeline_master_end: master_end.into(),
             slots,
             stopping: Stopping::No,
+            shared,
         })
     }
 
@@ -165,6 +175,7 @@ impl Master {
                 match self.spawn(i) {
                     Ok(pid) => {
                         let s = &mut self.slots[i];
+                        self.shared.register(s.epoch_slot, pid.as_raw() as u32);
                         log::info!("worker {} started (pid {pid})", s.id);
                         s.pid = Some(pid);
                         s.started = now;
@@ -222,11 +233,17 @@ impl Master {
                 return 1;
             }
         };
+        let epoch_slot = self
+            .slots
+            .iter()
+            .find(|s| s.id == id)
+            .map_or(id, |s| s.epoch_slot);
         corral_worker::run(WorkerSetup {
             config: self.cfg.clone(),
             listeners: std::mem::take(&mut self.listeners),
             master_pipe: lifeline,
             id,
+            shared: self.shared.for_worker(epoch_slot),
         })
     }
 
@@ -252,6 +269,7 @@ impl Master {
                 continue;
             };
             slot.pid = None;
+            self.shared.recover(slot.epoch_slot, slot.id);
             let now = Instant::now();
             if self.stopping != Stopping::No {
                 log::info!("worker {} (pid {pid}) {what}", slot.id);

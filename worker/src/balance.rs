@@ -36,7 +36,8 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    fn has_slot(&self) -> bool {
+    /// Whether another connection fits under the server's maxconn.
+    pub fn has_slot(&self) -> bool {
         self.maxconn.is_none_or(|m| self.cur < m)
     }
 }
@@ -144,7 +145,8 @@ impl Balancer {
         self.servers[i].cur = self.servers[i].cur.saturating_sub(1);
     }
 
-    fn usable(&self, i: usize) -> bool {
+    /// Whether server `i` may get connections (up, and weighted unless `first`).
+    pub fn usable(&self, i: usize) -> bool {
         let s = &self.servers[i];
         s.up && (s.weight > 0 || self.algo == Balance::First)
     }

@@ -23,6 +23,7 @@ use crate::access_log::{ms, ConnLog};
 use crate::balance::Pick;
 use crate::listeners::Accepted;
 use crate::session::{reset_on_close, Blame, Phase, Session};
+use crate::stick::Verdict;
 use crate::worker::{Worker, PUMP_BUDGET, SESSION_BASE};
 
 /// How a connection ended, for the log's termination state.
@@ -77,14 +78,43 @@ impl Worker {
         self.cur += 1;
         self.frontends[fe].cur += 1;
         self.frontends[fe].total += 1;
+        let s = &mut self.sessions[key];
+        let client = &s.client;
+        let local_port = || client.local_addr().map_or(0, |a| a.port());
+        let verdict = self
+            .sticky
+            .tcp_connection(&self.cfg, fe, s.peer, local_port, &mut s.sc);
+        if verdict == Verdict::Reject {
+            return self.reject(key);
+        }
         self.dispatch(key);
+    }
+
+    /// `tcp-request connection reject`: close at once with an RST and no log
+    /// line (as HAProxy), counted per frontend.
+    fn reject(&mut self, key: usize) {
+        let mut s = self.sessions.remove(key);
+        let _ = self.poll.registry().deregister(&mut s.client);
+        reset_on_close(&s.client);
+        self.sticky.release(&mut s.sc, 0, 0);
+        self.cur -= 1;
+        self.frontends[s.frontend].cur -= 1;
+        self.denied[s.frontend] += 1;
+        drop(s);
+        self.resume_listeners();
     }
 
     /// Chooses a server for a new or retried connection and connects, queues
     /// it, or fails it.
     fn dispatch(&mut self, key: usize) {
         let s = &mut self.sessions[key];
-        let Some(be) = s.backend.or(self.cfg.frontends[s.frontend].default_backend) else {
+        let chosen = s.backend.or_else(|| {
+            let client = &s.client;
+            let local_port = || client.local_addr().map_or(0, |a| a.port());
+            self.sticky
+                .choose_backend(&self.cfg, s.frontend, s.peer, local_port, &s.sc)
+        });
+        let Some(be) = chosen.or(self.cfg.frontends[s.frontend].default_backend) else {
             return self.finish(key, End::NoServer);
         };
         if s.backend.is_none() {
@@ -93,7 +123,13 @@ impl Worker {
             s.c2s.set_splice(splice);
             s.s2c.set_splice(splice);
         }
-        let pick = self.backends[be].balancer.pick(s.peer.ip(), &s.tried);
+        let pick = match self.persistent_server(key, be) {
+            Some(p) => p,
+            None => {
+                let s = &self.sessions[key];
+                self.backends[be].balancer.pick(s.peer.ip(), &s.tried)
+            }
+        };
         match pick {
             Pick::Server(i) => self.connect(key, be, i),
             Pick::Full => {
@@ -108,6 +144,25 @@ impl Worker {
             }
             Pick::NoServer => self.finish(key, End::NoServer),
         }
+    }
+
+    /// The server this client sticks to, if persistence applies and the
+    /// server is usable (first attempt only: a failed connect redispatches).
+    fn persistent_server(&self, key: usize, be: usize) -> Option<Pick> {
+        let s = &self.sessions[key];
+        if !s.tried.is_empty() || self.cfg.backends[be].stick.is_none() {
+            return None;
+        }
+        let i = self.sticky.sticky_server(&self.cfg, be, s.peer)?;
+        let b = &self.backends[be].balancer;
+        if !b.servers[i].up {
+            return None;
+        }
+        Some(if b.servers[i].has_slot() {
+            Pick::Server(i)
+        } else {
+            Pick::Full
+        })
     }
 
     fn connect(&mut self, key: usize, be: usize, i: usize) {
@@ -232,6 +287,10 @@ impl Worker {
                         let now = Instant::now();
                         s.t_connect = Some(now - s.phase_started);
                         s.phase = Phase::Established;
+                        if let (Some(be), Some(i)) = (s.backend, s.server_idx) {
+                            self.sticky.learn_server(&self.cfg, be, i, s.peer);
+                        }
+                        let s = &mut self.sessions[key];
                         s.last_activity = now;
                         let deadline = now + self.idle_timeout(key).0;
                         let serial = self.sessions[key].serial;
@@ -338,6 +397,7 @@ impl Worker {
     pub(crate) fn finish(&mut self, key: usize, end: End) {
         let mut s = self.sessions.remove(key);
         s.release(&mut self.pools);
+        self.sticky.release(&mut s.sc, s.c2s.bytes, s.s2c.bytes);
         let _ = self.poll.registry().deregister(&mut s.client);
         if let Some(server) = s.server.as_mut() {
             let _ = self.poll.registry().deregister(server);

@@ -16,6 +16,7 @@ pub mod listeners;
 pub mod rules;
 pub mod session;
 pub mod splice;
+pub mod stick;
 pub mod timers;
 pub mod worker;
 

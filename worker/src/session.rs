@@ -81,6 +81,8 @@ pub struct Session {
     pub t_connect: Option<Duration>,
     /// Last time bytes moved in either direction.
     pub last_activity: Instant,
+    /// Stick counters (sc0..sc2) tracked by this connection.
+    pub sc: crate::stick::StickCounters,
 }
 
 impl Session {
@@ -115,6 +117,7 @@ impl Session {
             t_queue: None,
             t_connect: None,
             last_activity: now,
+            sc: Default::default(),
         }
     }
 

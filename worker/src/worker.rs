@@ -58,6 +58,8 @@ pub struct WorkerSetup {
     pub master_pipe: OwnedFd,
     /// This worker's number (1-based), for logs.
     pub id: usize,
+    /// The shared segment: stick tables and tracking records.
+    pub shared: crate::stick::Shared,
 }
 
 /// Per-frontend counters and limits of this worker.
@@ -104,6 +106,9 @@ pub struct Worker {
     stop_deadline: Option<Instant>,
     master: UnixStream,
     signals: SignalFlags,
+    pub(crate) sticky: crate::stick::Sticky,
+    /// Connections closed by `tcp-request connection reject`, per frontend.
+    pub(crate) denied: Vec<u64>,
     checks: Checks,
     transitions: Vec<crate::health::Transition>,
     id: usize,
@@ -187,6 +192,8 @@ impl Worker {
             stop_deadline: None,
             master,
             signals,
+            sticky: crate::stick::Sticky::new(setup.shared),
+            denied: vec![0; cfg_for_checks.frontends.len()],
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
             id: setup.id,
@@ -254,6 +261,7 @@ impl Worker {
                 }
             }
             self.fire_timers();
+            self.sticky.maintain();
             self.log.flush();
             if let Some(deadline) = self.stop_deadline {
                 if self.sessions.is_empty() {

@@ -77,6 +77,7 @@ pub(crate) struct ShardHeader {
 }
 
 /// A stick table mapped from the segment.
+#[derive(Clone)]
 pub struct StickTable<'s> {
     seg: &'s Segment,
     offset: u64,

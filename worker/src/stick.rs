@@ -1,0 +1,312 @@
+//! The worker's use of the shared stick tables: tracking rules, rule
+//! conditions on stick counters, and persistence (`stick = { on = "src" }`).
+//!
+//! * `tcp-request connection` rules run on accept, in order: `track-scN`
+//!   finds or creates the client's entry, raises `conn_cnt`, `conn_rate` and
+//!   (through a tracking record, see `corral_shm::track`) `conn_cur`; later
+//!   rules see those values, so `reject if { sc0_conn_cnt gt 50 }` rejects the
+//!   51st connection of a source, as HAProxy does (rejected connections count).
+//! * When the connection ends, whichever way, the byte counters are added and
+//!   the tracking is released (`conn_cur` comes down).
+//! * Persistence: the first server a client reaches is stored in its entry
+//!   (`server_id`, with a hash of the server's name so a reordered backend
+//!   after a reload does not send clients to the wrong server); later
+//!   connections go to that server while it is usable.
+
+use std::net::SocketAddr;
+
+use corral_config::{Config, ScData, TcpAction};
+use corral_shm::freq::now_ms;
+use corral_shm::table::DataTypeName;
+use corral_shm::track::{Tracked, Tracker, Tracks};
+use corral_shm::{EntryRef, Segment, StickTable};
+
+use crate::rules::{applies, Samples};
+
+/// Shared state a worker gets from the master.
+pub struct Shared {
+    /// The segment.
+    pub seg: &'static Segment,
+    /// Stick tables, in `Config::tables` order.
+    pub tables: Vec<StickTable<'static>>,
+    /// Tracking records.
+    pub tracks: Tracks,
+    /// This process's epoch slot (also its lock-owner id).
+    pub slot: usize,
+}
+
+/// Stick counters of one session: sc0, sc1, sc2.
+#[derive(Default, Debug)]
+pub struct StickCounters {
+    tracked: [Option<Tracked>; 3],
+}
+
+/// Expiry work per table per loop turn (entries looked at).
+const EXPIRE_BUDGET: u32 = 64;
+
+/// What the tcp-request connection rules decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the connection.
+    Accept,
+    /// Close it now.
+    Reject,
+}
+
+struct ConnSamples<'a> {
+    peer: SocketAddr,
+    local_port: u16,
+    entries: [Option<EntryRef<'a>>; 3],
+    now: u32,
+}
+
+fn data_name(what: ScData) -> DataTypeName {
+    match what {
+        ScData::ConnCur => DataTypeName::ConnCur,
+        ScData::ConnCnt => DataTypeName::ConnCnt,
+        ScData::ConnRate => DataTypeName::ConnRate,
+        ScData::HttpReqCnt => DataTypeName::HttpReqCnt,
+        ScData::HttpReqRate => DataTypeName::HttpReqRate,
+        ScData::HttpErrCnt => DataTypeName::HttpErrCnt,
+        ScData::HttpErrRate => DataTypeName::HttpErrRate,
+        ScData::Gpc0 => DataTypeName::Gpc0,
+        ScData::Gpc0Rate => DataTypeName::Gpc0Rate,
+        ScData::BytesInCnt => DataTypeName::BytesInCnt,
+        ScData::BytesOutCnt => DataTypeName::BytesOutCnt,
+    }
+}
+
+impl Samples for ConnSamples<'_> {
+    fn src(&self) -> std::net::IpAddr {
+        self.peer.ip()
+    }
+    fn dst_port(&self) -> u16 {
+        self.local_port
+    }
+    fn path(&self) -> Option<&str> {
+        None
+    }
+    fn url(&self) -> Option<&str> {
+        None
+    }
+    fn method(&self) -> Option<&str> {
+        None
+    }
+    fn header(&self, _name: &str) -> Option<&str> {
+        None
+    }
+    fn sc_value(&self, slot: u8, what: ScData) -> Option<i64> {
+        let e = self.entries.get(slot as usize)?.as_ref()?;
+        e.value(data_name(what), self.now)
+            .map(|v| v.min(i64::MAX as u64) as i64)
+    }
+}
+
+/// The worker's side of the shared tables.
+pub struct Sticky {
+    shared: Shared,
+    tracker: Tracker,
+}
+
+impl Sticky {
+    /// Takes the shared state; the process's tracking records start clear.
+    pub fn new(shared: Shared) -> Sticky {
+        shared.tracks.reset(shared.slot);
+        let tracker = Tracker::new(shared.tracks, shared.slot);
+        Sticky { shared, tracker }
+    }
+
+    fn entries(&self, sc: &StickCounters) -> [Option<EntryRef<'_>>; 3] {
+        std::array::from_fn(|i| {
+            sc.tracked[i].map(|t| self.shared.tables[t.table as usize].entry_at(t.shard, t.slot))
+        })
+    }
+
+    /// Runs frontend `fe`'s tcp-request connection rules for a new connection.
+    pub fn tcp_connection(
+        &mut self,
+        cfg: &Config,
+        fe: usize,
+        peer: SocketAddr,
+        local_port: impl Fn() -> u16,
+        sc: &mut StickCounters,
+    ) -> Verdict {
+        let rs = &cfg.frontends[fe].ruleset;
+        if rs.tcp_connection.is_empty() {
+            return Verdict::Accept;
+        }
+        let now = now_ms();
+        let port = rs
+            .tcp_connection
+            .iter()
+            .any(|r| r.cond.is_some())
+            .then(&local_port)
+            .unwrap_or(0);
+        for rule in &rs.tcp_connection {
+            let holds = {
+                let s = ConnSamples {
+                    peer,
+                    local_port: port,
+                    entries: self.entries(sc),
+                    now,
+                };
+                applies(rs, rule.cond.as_ref(), &s)
+            };
+            if !holds {
+                continue;
+            }
+            match &rule.action {
+                TcpAction::Accept => return Verdict::Accept,
+                TcpAction::Reject => return Verdict::Reject,
+                TcpAction::Track(t) => {
+                    let slot = t.slot as usize;
+                    if sc.tracked[slot].is_none() {
+                        sc.tracked[slot] = self.track(t.table, peer, now);
+                    }
+                }
+                TcpAction::IncGpc0 { slot } => {
+                    if let Some(e) = &self.entries(sc)[*slot as usize] {
+                        e.add(DataTypeName::Gpc0, 1);
+                        e.add_rate(DataTypeName::Gpc0Rate, now, 1);
+                        e.touch(now);
+                    }
+                }
+            }
+        }
+        Verdict::Accept
+    }
+
+    fn track(&mut self, table: usize, peer: SocketAddr, now: u32) -> Option<Tracked> {
+        let t = &self.shared.tables[table];
+        let mut key = [0u8; 16];
+        let n = t.encode_addr(peer.ip(), &mut key)?;
+        let guard = self.shared.seg.epoch().pin(self.shared.slot);
+        let e = t.get_or_create(&guard, self.shared.slot, &key[..n], now)?;
+        let tracked = self.tracker.track(table as u16, t, &e)?;
+        e.add(DataTypeName::ConnCnt, 1);
+        e.add_rate(DataTypeName::ConnRate, now, 1);
+        Some(tracked)
+    }
+
+    /// Ends every tracking of a session, adding its byte counts.
+    pub fn release(&mut self, sc: &mut StickCounters, bytes_in: u64, bytes_out: u64) {
+        let now = now_ms();
+        for t in sc.tracked.iter_mut().filter_map(Option::take) {
+            let table = &self.shared.tables[t.table as usize];
+            let e = table.entry_at(t.shard, t.slot);
+            e.add(DataTypeName::BytesInCnt, bytes_in as i64);
+            e.add(DataTypeName::BytesOutCnt, bytes_out as i64);
+            e.add_rate(
+                DataTypeName::BytesInRate,
+                now,
+                bytes_in.min(u32::MAX as u64) as u32,
+            );
+            e.add_rate(
+                DataTypeName::BytesOutRate,
+                now,
+                bytes_out.min(u32::MAX as u64) as u32,
+            );
+            e.touch(now);
+            self.tracker.untrack(table, t);
+        }
+    }
+
+    /// The server a client sticks to in backend `be`, if any and still configured.
+    pub fn sticky_server(&self, cfg: &Config, be: usize, peer: SocketAddr) -> Option<usize> {
+        let stick = cfg.backends[be].stick.as_ref()?;
+        let t = self.table(cfg, &stick.table)?;
+        let mut key = [0u8; 16];
+        let n = t.encode_addr(peer.ip(), &mut key)?;
+        let guard = self.shared.seg.epoch().pin(self.shared.slot);
+        let v = t
+            .lookup(&guard, &key[..n], now_ms())?
+            .value(DataTypeName::ServerId, now_ms())?;
+        decode_server(cfg, be, v)
+    }
+
+    /// Records that the client reached server `srv` of backend `be`.
+    pub fn learn_server(&self, cfg: &Config, be: usize, srv: usize, peer: SocketAddr) {
+        let Some(stick) = cfg.backends[be].stick.as_ref() else {
+            return;
+        };
+        let Some(t) = self.table(cfg, &stick.table) else {
+            return;
+        };
+        let mut key = [0u8; 16];
+        let Some(n) = t.encode_addr(peer.ip(), &mut key) else {
+            return;
+        };
+        let now = now_ms();
+        let guard = self.shared.seg.epoch().pin(self.shared.slot);
+        if let Some(e) = t.get_or_create(&guard, self.shared.slot, &key[..n], now) {
+            if let Some(c) = e.counter(DataTypeName::ServerId) {
+                c.store(
+                    encode_server(cfg, be, srv),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    fn table(&self, cfg: &Config, name: &str) -> Option<&StickTable<'static>> {
+        let i = cfg.tables.iter().position(|t| t.name == name)?;
+        self.shared.tables.get(i)
+    }
+
+    /// The backend chosen by frontend `fe`'s `use_backend` rules, if one applies.
+    pub fn choose_backend(
+        &self,
+        cfg: &Config,
+        fe: usize,
+        peer: SocketAddr,
+        local_port: impl Fn() -> u16,
+        sc: &StickCounters,
+    ) -> Option<usize> {
+        let rs = &cfg.frontends[fe].ruleset;
+        if rs.use_backend.is_empty() {
+            return None;
+        }
+        let s = ConnSamples {
+            peer,
+            local_port: local_port(),
+            entries: self.entries(sc),
+            now: now_ms(),
+        };
+        rs.use_backend
+            .iter()
+            .find(|u| applies(rs, u.cond.as_ref(), &s))
+            .map(|u| u.backend)
+    }
+
+    /// One loop turn's share of expiry on every table.
+    pub fn maintain(&self) {
+        let now = now_ms();
+        for t in &self.shared.tables {
+            t.expire_step(self.shared.slot, now, EXPIRE_BUDGET);
+        }
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    corral_shm::table::hash_bytes(name.as_bytes()) & 0xFFFF_FFFF
+}
+
+/// `server_id` as stored: name hash (high 32 bits) | server index + 1.
+fn encode_server(cfg: &Config, be: usize, srv: usize) -> u64 {
+    name_hash(&cfg.backends[be].servers[srv].name) << 32 | (srv as u64 + 1)
+}
+
+fn decode_server(cfg: &Config, be: usize, v: u64) -> Option<usize> {
+    let servers = &cfg.backends[be].servers;
+    let (hash, idx) = (v >> 32, (v & 0xFFFF_FFFF) as usize);
+    if idx == 0 {
+        return None;
+    }
+    if servers
+        .get(idx - 1)
+        .is_some_and(|s| name_hash(&s.name) == hash)
+    {
+        return Some(idx - 1);
+    }
+    servers.iter().position(|s| name_hash(&s.name) == hash)
+}
