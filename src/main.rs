@@ -32,9 +32,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before anything can rewrite argv (process titles): a reload re-executes
+    // the same command line.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&args[0]));
+    let cli = Cli::parse_from(&args);
     if cli.version {
-        println!("corral version {}", env!("CARGO_PKG_VERSION"));
+        println!("corral version {}", corral_master::version());
         return ExitCode::SUCCESS;
     }
     init_logging();
@@ -62,16 +66,15 @@ fn main() -> ExitCode {
         println!("Configuration file is valid");
         return ExitCode::SUCCESS;
     }
-    if cli.takeover.is_some() {
-        eprintln!("corral: --takeover is not available in this version yet");
-        return ExitCode::from(1);
-    }
     let code = corral_master::run(
         cfg,
         corral_master::Options {
             config_path: path,
             daemon: cli.daemon,
             pidfile: cli.pidfile,
+            takeover: cli.takeover,
+            args,
+            exe,
         },
     );
     ExitCode::from(code.clamp(0, 255) as u8)

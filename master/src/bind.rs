@@ -33,20 +33,54 @@ impl fmt::Display for BindError {
     }
 }
 
-/// Binds and listens on every frontend address. Returns (frontend index, socket).
-pub fn bind_all(cfg: &Config) -> Result<Vec<(usize, TcpListener)>, BindError> {
+/// Binds and listens on every frontend address, reusing `inherited` sockets
+/// whose address matches (a reload or takeover: the same kernel socket, so
+/// its accept queue survives and no connection is refused). Inherited
+/// sockets the config no longer names are closed. Returns (frontend, socket).
+pub fn bind_all(
+    cfg: &Config,
+    mut inherited: Vec<(TcpListener, SocketAddr)>,
+    messages: &mut Vec<String>,
+) -> Result<Vec<(usize, TcpListener)>, BindError> {
     let mut out = Vec::new();
     for (i, fe) in cfg.frontends.iter().enumerate() {
         for &addr in &fe.bind {
-            let sock = listen(addr, fe.backlog).map_err(|error| BindError {
+            let err = |error| BindError {
                 frontend: fe.name.clone(),
                 addr,
                 error,
-            })?;
+            };
+            let sock = match inherited.iter().position(|(_, a)| *a == addr) {
+                Some(pos) => {
+                    let (sock, _) = inherited.swap_remove(pos);
+                    // listen() again applies a changed backlog; the queue stays.
+                    relisten(&sock, fe.backlog).map_err(err)?;
+                    sock
+                }
+                None => {
+                    if !inherited.is_empty() || !messages.is_empty() {
+                        messages.push(format!("listener {addr} (frontend {}): bound", fe.name));
+                    }
+                    listen(addr, fe.backlog).map_err(err)?
+                }
+            };
             out.push((i, sock));
         }
     }
+    for (_, addr) in inherited {
+        messages.push(format!("listener {addr}: no longer configured, closed"));
+    }
     Ok(out)
+}
+
+fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    sock.set_nonblocking(true)?;
+    // SAFETY: listen(2) on a listening socket we own.
+    if unsafe { libc::listen(sock.as_raw_fd(), backlog.min(i32::MAX as u32) as i32) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One listening socket: SO_REUSEADDR, v6-only for IPv6, non-blocking.

@@ -1,36 +1,50 @@
-//! The master process: forks the workers, respawns them when they die, and
-//! turns signals into stops.
+//! The master process: forks the workers, respawns them when they die, turns
+//! signals into stops and reloads, and serves the stats socket.
 //!
 //! Single-threaded on purpose: it forks, and a forked multi-threaded process
 //! can inherit a lock held by a thread that does not exist in the child.
 //! Signals reach the loop through signal-hook's self-pipe (registered in mio):
 //! no handler does any work.
 //!
-//! Respawn: a worker that dies while the master is not stopping is replaced.
-//! The first replacement is immediate; a worker that dies again within
-//! [`STABLE_AFTER`] of its start doubles the delay, up to [`MAX_BACKOFF`], so a
-//! worker that cannot start does not make the master spin.
+//! **Generations.** Workers forked for the running config are the *current*
+//! generation; after a reload the previous ones are *old* workers, children of
+//! the same master (same pid across exec). Each new worker writes its number
+//! on the ready pipe once its loop is set up; only when every current worker
+//! is ready are the old ones soft-stopped (SIGUSR1), so something always
+//! accepts. A new generation that cannot start leaves the old one serving.
+//!
+//! **Respawn.** A current worker that dies while the master is not stopping is
+//! replaced: at once, then with a delay doubling up to [`MAX_BACKOFF`] while it
+//! keeps dying within [`STABLE_AFTER`] of its start.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Read};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use corral_config::Config;
+use corral_config::{Config, Level};
 use corral_worker::WorkerSetup;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
 
-use crate::proctitle;
+use crate::cli::{self, commands, Client};
 use crate::shared::SharedSegment;
+use crate::{notify, proctitle};
 
 const SIGNALS: Token = Token(0);
+const READY: Token = Token(1);
+const STATS: Token = Token(2);
+const CLIENT_BASE: usize = 16;
 /// A worker that lived this long is considered healthy: its next respawn is immediate.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// Upper bound of the respawn delay of a crash-looping worker.
@@ -38,16 +52,34 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After a hard stop, workers get this long to exit before SIGKILL.
 const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// One worker position: the process filling it, or when to fill it again.
+/// One worker position of the current generation.
 #[derive(Debug)]
-struct Slot {
-    id: usize,
-    pid: Option<Pid>,
-    /// The worker's slot in the segment's epoch table (lock owner id).
-    epoch_slot: usize,
-    started: Instant,
-    respawn_at: Option<Instant>,
-    backoff: Duration,
+pub(crate) struct Slot {
+    pub id: usize,
+    pub pid: Option<Pid>,
+    pub epoch_slot: Option<usize>,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub respawn_at: Option<Instant>,
+    pub backoff: Duration,
+    pub ready: bool,
+}
+
+/// A worker of a previous generation, finishing its connections.
+#[derive(Debug, Clone)]
+pub struct OldWorker {
+    /// Its pid (our child).
+    pub pid: Pid,
+    /// Its worker number in its generation.
+    pub id: usize,
+    /// Its epoch slot in the segment.
+    pub epoch_slot: usize,
+    /// Its config generation.
+    pub generation: u32,
+    /// When it started.
+    pub started_wall: SystemTime,
+    /// Soft-stopped already.
+    pub draining: bool,
 }
 
 /// How the master is stopping, if it is.
@@ -60,77 +92,182 @@ enum Stopping {
     Hard(Instant),
 }
 
+/// A generation switch in progress: waiting for the new workers to accept.
+pub(crate) struct Switch {
+    /// The CLI client waiting for the outcome of its `reload`.
+    pub reply: Option<usize>,
+    /// What the reload did (tables kept, listeners reused...), for the reply.
+    pub messages: Vec<String>,
+}
+
+/// What the master starts from, besides the config.
+pub struct Start {
+    /// Listening sockets by frontend.
+    pub listeners: Vec<(usize, TcpListener)>,
+    /// The shared segment.
+    pub shared: SharedSegment,
+    /// The stats socket, if configured.
+    pub stats: Option<UnixListener>,
+    /// Lifeline pair inherited from the previous generation.
+    pub lifeline: Option<(OwnedFd, OwnedFd)>,
+    /// Generation number of this master.
+    pub generation: u32,
+    /// Reloads that failed before.
+    pub failed_reloads: u32,
+    /// When the master process first started.
+    pub started: SystemTime,
+    /// Workers of previous generations (children inherited across exec).
+    pub old: Vec<OldWorker>,
+    /// A CLI connection waiting for the outcome of the reload that started us.
+    pub reply: Option<Client>,
+    /// What the start did, for that reply and the log.
+    pub messages: Vec<String>,
+    /// The instance we took over: soft-stopped once our workers accept.
+    pub takeover_victim: Option<Pid>,
+    /// Where the config came from and how we were started (to re-exec).
+    pub config_path: PathBuf,
+    /// The binary on disk, re-executed on reload.
+    pub exe: PathBuf,
+    /// The command line, re-used on reload.
+    pub args: Vec<OsString>,
+}
+
 /// The master's state.
 pub struct Master {
-    cfg: Arc<Config>,
-    poll: Poll,
-    signals: Option<Signals>,
-    listeners: Vec<(usize, TcpListener)>,
-    /// Workers hold the other end; it reads EOF when the master is gone.
-    lifeline_worker_end: OwnedFd,
-    lifeline_master_end: OwnedFd,
-    slots: Vec<Slot>,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) poll: Poll,
+    pub(crate) signals: Option<Signals>,
+    pub(crate) listeners: Vec<(usize, TcpListener)>,
+    pub(crate) lifeline: (OwnedFd, OwnedFd),
+    ready_rx: UnixStream,
+    ready_tx: OwnedFd,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) old: Vec<OldWorker>,
     stopping: Stopping,
-    shared: SharedSegment,
+    pub(crate) shared: SharedSegment,
+    pub(crate) generation: u32,
+    pub(crate) failed_reloads: u32,
+    pub(crate) started: SystemTime,
+    pub(crate) stats: Option<UnixListener>,
+    pub(crate) clients: Slab<Client>,
+    pub(crate) switch: Option<Switch>,
+    takeover_victim: Option<Pid>,
+    announced_ready: bool,
+    pub(crate) config_path: PathBuf,
+    pub(crate) exe: PathBuf,
+    pub(crate) args: Vec<OsString>,
+}
+
+fn client_token(key: usize) -> Token {
+    Token(CLIENT_BASE + key)
 }
 
 impl Master {
-    /// Sets up signal handling around already-bound listeners.
-    pub fn new(
-        cfg: Arc<Config>,
-        listeners: Vec<(usize, TcpListener)>,
-        shared: SharedSegment,
-    ) -> io::Result<Master> {
+    /// Sets up signals, the ready pipe and the stats socket around a start.
+    pub fn new(cfg: Arc<Config>, start: Start) -> io::Result<Master> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let (master_end, worker_end) = UnixStream::pair()?;
+        // Signals blocked across the exec that started us are delivered now.
+        crate::reload::unblock_signals();
+        let (ready_rx, ready_tx) = UnixStream::pair()?;
+        ready_rx.set_nonblocking(true)?;
+        poll.registry().register(
+            &mut SourceFd(&ready_rx.as_raw_fd()),
+            READY,
+            Interest::READABLE,
+        )?;
+        if let Some(l) = &start.stats {
+            poll.registry()
+                .register(&mut SourceFd(&l.as_raw_fd()), STATS, Interest::READABLE)?;
+        }
+        let lifeline = match start.lifeline {
+            Some(pair) => pair,
+            None => {
+                let (m, w) = UnixStream::pair()?;
+                (m.into(), w.into())
+            }
+        };
+        let now = Instant::now();
         let slots = (1..=cfg.global.workers)
             .map(|id| Slot {
                 id,
                 pid: None,
-                epoch_slot: id,
-                started: Instant::now(),
-                respawn_at: Some(Instant::now()),
+                epoch_slot: None,
+                started: now,
+                started_wall: SystemTime::now(),
+                respawn_at: Some(now),
                 backoff: Duration::ZERO,
+                ready: false,
             })
             .collect();
-        Ok(Master {
+        let mut m = Master {
             cfg,
             poll,
             signals: Some(signals),
-            listeners,
-            lifeline_worker_end: worker_end.into(),
-            lifeline_master_end: master_end.into(),
+            listeners: start.listeners,
+            lifeline,
+            ready_rx,
+            ready_tx: ready_tx.into(),
             slots,
+            old: start.old,
             stopping: Stopping::No,
-            shared,
-        })
+            shared: start.shared,
+            generation: start.generation,
+            failed_reloads: start.failed_reloads,
+            started: start.started,
+            stats: start.stats,
+            clients: Slab::new(),
+            switch: None,
+            takeover_victim: start.takeover_victim,
+            announced_ready: false,
+            config_path: start.config_path,
+            exe: start.exe,
+            args: start.args,
+        };
+        let reply = start.reply.map(|c| m.add_client(c));
+        m.switch = Some(Switch {
+            reply,
+            messages: start.messages,
+        });
+        Ok(m)
     }
 
     /// Runs until stopped; returns the exit status.
     pub fn run(&mut self) -> i32 {
-        proctitle::set("corral: master");
-        let mut events = Events::with_capacity(16);
+        proctitle::set(&format!("corral: master (gen {})", self.generation));
+        let mut events = Events::with_capacity(64);
+        // Old workers may have exited while we were being exec'd.
+        self.reap();
         loop {
             if self.stopping == Stopping::No {
                 self.spawn_due();
             }
-            if self.stopping != Stopping::No && self.slots.iter().all(|s| s.pid.is_none()) {
+            self.complete_switch();
+            if self.stopping != Stopping::No
+                && self.slots.iter().all(|s| s.pid.is_none())
+                && self.old.is_empty()
+            {
                 log::info!("all workers exited; master exiting");
+                self.shared.release_master_slot();
                 return 0;
             }
-            let now = Instant::now();
-            let next = match self.stopping {
-                Stopping::No => self.slots.iter().filter_map(|s| s.respawn_at).min(),
-                Stopping::Soft(t) | Stopping::Hard(t) => Some(t),
-            };
-            let timeout = next.map(|t| t.saturating_duration_since(now));
+            let timeout = self
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("master: poll failed: {e}");
                     return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => {}
+                    READY => self.on_ready(),
+                    STATS => self.accept_clients(),
+                    Token(t) => self.on_client(t - CLIENT_BASE),
                 }
             }
             let pending: Vec<i32> = self
@@ -140,26 +277,27 @@ impl Master {
                 .unwrap_or_default();
             for sig in pending {
                 match sig {
-                    SIGCHLD => self.reap(),
+                    SIGCHLD => {}
                     SIGTERM | SIGINT => self.hard_stop(),
                     SIGUSR1 => self.soft_stop(),
-                    SIGUSR2 | SIGHUP => log::warn!(
-                        "reload requested, but reload is not available in this version yet"
-                    ),
+                    SIGUSR2 | SIGHUP => self.reload(None),
                     _ => {}
                 }
             }
             // A child may have exited between the signal and now: reap anyway.
             self.reap();
+            self.expire_clients();
             match self.stopping {
                 Stopping::Soft(t) | Stopping::Hard(t) if Instant::now() >= t => {
-                    for s in self.slots.iter().filter(|s| s.pid.is_some()) {
-                        log::warn!(
-                            "worker {} (pid {}) did not exit in time: SIGKILL",
-                            s.id,
-                            s.pid.unwrap()
-                        );
-                        let _ = kill(s.pid.unwrap(), Signal::SIGKILL);
+                    let pids: Vec<Pid> = self
+                        .slots
+                        .iter()
+                        .filter_map(|s| s.pid)
+                        .chain(self.old.iter().map(|o| o.pid))
+                        .collect();
+                    for pid in pids {
+                        log::warn!("worker (pid {pid}) did not exit in time: SIGKILL");
+                        let _ = kill(pid, Signal::SIGKILL);
                     }
                     self.stopping = Stopping::Hard(Instant::now() + HARD_STOP_GRACE);
                 }
@@ -168,29 +306,60 @@ impl Master {
         }
     }
 
+    fn next_deadline(&self) -> Option<Instant> {
+        let stop = match self.stopping {
+            Stopping::No => None,
+            Stopping::Soft(t) | Stopping::Hard(t) => Some(t),
+        };
+        let respawn = if self.stopping == Stopping::No {
+            self.slots.iter().filter_map(|s| s.respawn_at).min()
+        } else {
+            None
+        };
+        let clients = self.clients.iter().map(|(_, c)| c.last + c.timeout).min();
+        [stop, respawn, clients].into_iter().flatten().min()
+    }
+
     fn spawn_due(&mut self) {
         let now = Instant::now();
         for i in 0..self.slots.len() {
-            if self.slots[i].pid.is_none() && self.slots[i].respawn_at.is_some_and(|t| t <= now) {
-                match self.spawn(i) {
-                    Ok(pid) => {
-                        let s = &mut self.slots[i];
-                        self.shared.register(s.epoch_slot, pid.as_raw() as u32);
-                        log::info!("worker {} started (pid {pid})", s.id);
-                        s.pid = Some(pid);
-                        s.started = now;
-                        s.respawn_at = None;
-                    }
-                    Err(e) => {
-                        let s = &mut self.slots[i];
-                        s.backoff = next_backoff(s.backoff);
-                        s.respawn_at = Some(now + s.backoff);
-                        log::error!(
-                            "cannot fork worker {}: {e}; retrying in {:?}",
-                            s.id,
-                            s.backoff
-                        );
-                    }
+            if self.slots[i].pid.is_some() || self.slots[i].respawn_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            let Some(epoch_slot) = self.shared.claim_slot() else {
+                log::error!(
+                    "no free process slot in the shared segment; worker {} not started",
+                    self.slots[i].id
+                );
+                self.slots[i].respawn_at = Some(now + MAX_BACKOFF);
+                continue;
+            };
+            self.slots[i].epoch_slot = Some(epoch_slot);
+            self.slots[i].ready = false;
+            match self.spawn(i) {
+                Ok(pid) => {
+                    self.shared.register(epoch_slot, pid.as_raw() as u32);
+                    let s = &mut self.slots[i];
+                    log::info!(
+                        "worker {} started (pid {pid}, generation {})",
+                        s.id,
+                        self.generation
+                    );
+                    s.pid = Some(pid);
+                    s.started = now;
+                    s.started_wall = SystemTime::now();
+                    s.respawn_at = None;
+                }
+                Err(e) => {
+                    self.shared.recover(epoch_slot, self.slots[i].id);
+                    let s = &mut self.slots[i];
+                    s.backoff = next_backoff(s.backoff);
+                    s.respawn_at = Some(now + s.backoff);
+                    log::error!(
+                        "cannot fork worker {}: {e}; retrying in {:?}",
+                        s.id,
+                        s.backoff
+                    );
                 }
             }
         }
@@ -202,49 +371,106 @@ impl Master {
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
-                let id = self.slots[i].id;
-                let code = self.become_worker(id);
+                let code = self.become_worker(i);
                 std::process::exit(code);
             }
         }
     }
 
-    /// In the forked child: shed the master's state, become worker `id`.
-    fn become_worker(&mut self, id: usize) -> i32 {
+    /// In the forked child: shed the master's state, become worker slot `i`.
+    fn become_worker(&mut self, i: usize) -> i32 {
+        let id = self.slots[i].id;
         // Dropping the master's Signals unregisters its handlers in this
         // process (the worker registers its own) and closes its self-pipe.
         drop(self.signals.take());
-        // SAFETY: closing fds of the master's poller and lifeline that this
-        // process will never use; they are not owned by anything that drops later
-        // (the child leaves through process::exit).
+        // SAFETY: closing fds of the master's poller, lifeline end and ready
+        // pipe read end, which this process never uses; nothing that drops
+        // later owns them (the child leaves through process::exit).
         unsafe {
             libc::close(self.poll.as_raw_fd());
-            libc::close(self.lifeline_master_end.as_raw_fd());
+            libc::close(self.lifeline.0.as_raw_fd());
+            libc::close(self.ready_rx.as_raw_fd());
+            if let Some(l) = &self.stats {
+                libc::close(l.as_raw_fd());
+            }
+            for (_, c) in self.clients.iter() {
+                libc::close(c.stream.as_raw_fd());
+            }
         }
-        proctitle::set(&format!("corral: worker {id}"));
+        proctitle::set(&format!("corral: worker {id} (gen {})", self.generation));
         if let Err(e) = crate::privileges::drop_to(&self.cfg.global) {
             log::error!("worker {id}: {e}");
             return 1;
         }
-        let lifeline = match self.lifeline_worker_end.try_clone() {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::error!("worker {id}: {e}");
-                return 1;
-            }
+        let (Ok(lifeline), Ok(ready)) = (self.lifeline.1.try_clone(), self.ready_tx.try_clone())
+        else {
+            log::error!("worker {id}: cannot duplicate the master's pipes");
+            return 1;
         };
-        let epoch_slot = self
-            .slots
-            .iter()
-            .find(|s| s.id == id)
-            .map_or(id, |s| s.epoch_slot);
+        let epoch_slot = self.slots[i].epoch_slot.expect("claimed before fork");
         corral_worker::run(WorkerSetup {
             config: self.cfg.clone(),
             listeners: std::mem::take(&mut self.listeners),
             master_pipe: lifeline,
+            ready: Some(ready),
             id,
+            generation: self.generation,
             shared: self.shared.for_worker(epoch_slot),
         })
+    }
+
+    /// Reads "worker N is accepting" bytes from the ready pipe.
+    fn on_ready(&mut self) {
+        let mut buf = [0u8; 256];
+        loop {
+            match (&self.ready_rx).read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    for &id in &buf[..n] {
+                        if let Some(s) = self.slots.iter_mut().find(|s| s.id == id as usize) {
+                            s.ready = true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Once every current worker accepts: soft-stop the old ones, answer the
+    /// reload, tell systemd.
+    fn complete_switch(&mut self) {
+        if self.switch.is_none() || !self.slots.iter().all(|s| s.ready && s.pid.is_some()) {
+            return;
+        }
+        let sw = self.switch.take().expect("checked");
+        let mut stopped = 0;
+        for o in self.old.iter_mut().filter(|o| !o.draining) {
+            let _ = kill(o.pid, Signal::SIGUSR1);
+            o.draining = true;
+            stopped += 1;
+        }
+        if let Some(victim) = self.takeover_victim.take() {
+            log::info!("taking over: soft-stopping the previous instance (pid {victim})");
+            let _ = kill(victim, Signal::SIGUSR1);
+        }
+        if stopped > 0 {
+            log::info!(
+                "generation {} accepting; {stopped} old worker(s) soft-stopped",
+                self.generation
+            );
+        }
+        notify::notify("READY=1");
+        self.announced_ready = true;
+        if let Some(key) = sw.reply {
+            let mut text = format!("Success=1\n--\ngeneration {}\n", self.generation);
+            for m in &sw.messages {
+                text.push_str(m);
+                text.push('\n');
+            }
+            self.answer_and_close(key, &text);
+        }
     }
 
     /// Collects every exited child and schedules replacements.
@@ -265,11 +491,26 @@ impl Master {
                 ),
                 _ => continue,
             };
+            if let Some(pos) = self.old.iter().position(|o| o.pid == pid) {
+                let o = self.old.remove(pos);
+                self.shared.recover(o.epoch_slot, o.id);
+                log::info!(
+                    "old worker {} of generation {} (pid {pid}) {what}",
+                    o.id,
+                    o.generation
+                );
+                let oldest = self.old.iter().map(|o| o.generation).min();
+                self.shared.free_unused(oldest);
+                continue;
+            }
             let Some(slot) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) else {
                 continue;
             };
             slot.pid = None;
-            self.shared.recover(slot.epoch_slot, slot.id);
+            slot.ready = false;
+            if let Some(e) = slot.epoch_slot.take() {
+                self.shared.recover(e, slot.id);
+            }
             let now = Instant::now();
             if self.stopping != Stopping::No {
                 log::info!("worker {} (pid {pid}) {what}", slot.id);
@@ -286,14 +527,31 @@ impl Master {
                 slot.id,
                 slot.backoff
             );
+            let id = slot.id;
+            if let Some(key) = self.switch.as_ref().and_then(|s| s.reply) {
+                if !self.old.is_empty() {
+                    self.switch.as_mut().expect("checked").reply = None;
+                    self.answer_and_close(
+                        key,
+                        &format!(
+                            "Success=0\n--\nworker {} of the new generation {what} before accepting; \
+                             the previous generation keeps serving while it is retried\n",
+                            id
+                        ),
+                    );
+                }
+            }
         }
     }
 
-    fn signal_workers(&self, sig: Signal) {
-        for s in &self.slots {
-            if let Some(pid) = s.pid {
-                let _ = kill(pid, sig);
-            }
+    fn signal_all(&self, sig: Signal) {
+        for pid in self
+            .slots
+            .iter()
+            .filter_map(|s| s.pid)
+            .chain(self.old.iter().map(|o| o.pid))
+        {
+            let _ = kill(pid, sig);
         }
     }
 
@@ -303,8 +561,12 @@ impl Master {
             return;
         }
         log::info!("soft stop: workers stop accepting and finish their connections");
-        self.close_listeners();
-        self.signal_workers(Signal::SIGUSR1);
+        notify::notify("STOPPING=1");
+        self.listeners.clear();
+        self.signal_all(Signal::SIGUSR1);
+        for o in &mut self.old {
+            o.draining = true;
+        }
         let deadline = Instant::now() + self.cfg.global.hard_stop_after + HARD_STOP_GRACE;
         self.stopping = Stopping::Soft(deadline);
     }
@@ -315,13 +577,198 @@ impl Master {
             return;
         }
         log::info!("hard stop: closing all connections");
-        self.close_listeners();
-        self.signal_workers(Signal::SIGTERM);
+        notify::notify("STOPPING=1");
+        self.listeners.clear();
+        self.signal_all(Signal::SIGTERM);
         self.stopping = Stopping::Hard(Instant::now() + HARD_STOP_GRACE);
     }
 
-    fn close_listeners(&mut self) {
-        self.listeners.clear();
+    // ---- stats socket -------------------------------------------------
+
+    fn level(&self) -> Level {
+        self.cfg.stats.as_ref().map_or(Level::Operator, |s| s.level)
+    }
+
+    pub(crate) fn add_client(&mut self, c: Client) -> usize {
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        let fd = c.stream.as_raw_fd();
+        entry.insert(c);
+        let _ = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            client_token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        key
+    }
+
+    fn accept_clients(&mut self) {
+        loop {
+            let accepted = match &self.stats {
+                Some(l) => l.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if let Ok(c) = Client::new(stream, self.level()) {
+                        self.add_client(c);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("stats socket accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_client(&mut self, key: usize) {
+        if let Some(c) = self.clients.try_remove(key) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        }
+    }
+
+    /// Sends `text` as the whole answer to client `key`, then closes it.
+    pub(crate) fn answer_and_close(&mut self, key: usize, text: &str) {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.prompt = false;
+            c.answer(text);
+            c.closing = true;
+            if matches!(c.flush(), Ok(true) | Err(_)) {
+                self.drop_client(key);
+            }
+        }
+    }
+
+    fn on_client(&mut self, key: usize) {
+        if self.switch.as_ref().and_then(|s| s.reply) == Some(key) {
+            // Waiting for the outcome of its reload: its EOF (socat shuts
+            // its write side) must not close it before the answer.
+            return;
+        }
+        let lines = match self.clients.get_mut(key).map(|c| c.read_lines()) {
+            Some(Ok(lines)) => lines,
+            Some(Err(_)) => return self.drop_client(key),
+            None => return,
+        };
+        for line in lines {
+            let was_interactive = self.clients[key].interactive;
+            for words in cli::parse::split_commands(&line) {
+                let outcome = {
+                    // Disjoint borrows: the view reads the master's fields,
+                    // the command may change the client's mode.
+                    let view = view_of(
+                        &self.cfg,
+                        &self.shared,
+                        &self.slots,
+                        &self.old,
+                        self.generation,
+                        self.failed_reloads,
+                        self.started,
+                    );
+                    commands::execute(&words, &mut self.clients[key], &view)
+                };
+                match outcome {
+                    commands::Outcome::Text(t) => self.clients[key].answer(&t),
+                    commands::Outcome::Silent => {}
+                    commands::Outcome::Quit => {
+                        self.clients[key].closing = true;
+                        break;
+                    }
+                    commands::Outcome::Reload => {
+                        self.reload(Some(key));
+                        return;
+                    }
+                    commands::Outcome::GetSocks => {
+                        self.give_sockets(key);
+                        return;
+                    }
+                }
+            }
+            let c = &mut self.clients[key];
+            if !was_interactive && !c.interactive {
+                // Non-interactive: one line, then the connection closes.
+                if !c.has_output() {
+                    c.answer("");
+                }
+                c.closing = true;
+                break;
+            } else if c.interactive && !was_interactive && c.prompt {
+                c.answer("");
+            }
+        }
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        match c.flush() {
+            Ok(true) if c.closing => self.drop_client(key),
+            Err(_) => self.drop_client(key),
+            _ => {}
+        }
+    }
+
+    fn expire_clients(&mut self) {
+        let now = Instant::now();
+        let idle: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now >= c.last + c.timeout)
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            if self.switch.as_ref().and_then(|s| s.reply) != Some(key) {
+                self.drop_client(key);
+            }
+        }
+    }
+}
+
+fn view_of<'a>(
+    cfg: &'a Config,
+    shared: &'a SharedSegment,
+    slots: &[Slot],
+    old: &[OldWorker],
+    generation: u32,
+    failed_reloads: u32,
+    started: SystemTime,
+) -> commands::View<'a> {
+    let mut workers: Vec<commands::ProcRow> = slots
+        .iter()
+        .filter_map(|s| {
+            s.pid.map(|pid| commands::ProcRow {
+                pid: pid.as_raw(),
+                id: s.id,
+                generation,
+                started: s.started_wall,
+                draining: false,
+            })
+        })
+        .collect();
+    workers.extend(old.iter().map(|o| commands::ProcRow {
+        pid: o.pid.as_raw(),
+        id: o.id,
+        generation: o.generation,
+        started: o.started_wall,
+        draining: o.draining,
+    }));
+    commands::View {
+        cfg,
+        tables: shared.tables(),
+        master: commands::ProcRow {
+            pid: std::process::id() as i32,
+            id: 0,
+            generation,
+            started,
+            draining: false,
+        },
+        failed_reloads,
+        workers,
+        slot: shared.master_slot(),
     }
 }
 

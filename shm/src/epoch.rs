@@ -136,6 +136,23 @@ impl<const N: usize> EpochState<N> {
         self.slots[i].pid.store(pid, Ordering::Release);
     }
 
+    /// Claims the first free slot at or after `from` for `pid` (compare-and-
+    /// swap on the pid, so two masters sharing a segment during a takeover
+    /// never take the same slot). `None` when all are taken.
+    pub fn claim_free(&self, from: usize, pid: u32, generation: u32) -> Option<usize> {
+        for i in from..N {
+            if self.slots[i]
+                .pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.claim(i, pid, generation);
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// Frees slot `i` of a dead process: unpins it so the epoch can advance.
     pub fn clear(&self, i: usize) {
         self.slots[i].state.store(0, Ordering::Release);

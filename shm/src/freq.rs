@@ -100,6 +100,14 @@ impl FreqCtr {
         curr + ((past as u64 * (period - elapsed) as u64) / period as u64) as u32
     }
 
+    /// Copies another counter's state (table migration on reload).
+    pub fn copy_from(&self, other: &FreqCtr) {
+        self.a
+            .store(other.a.load(Ordering::Acquire), Ordering::Relaxed);
+        self.b
+            .store(other.b.load(Ordering::Acquire), Ordering::Release);
+    }
+
     /// Sets the counter as `set table` does: current = `n`, previous = 0, tick = now.
     pub fn set(&self, now: u32, n: u32) {
         self.a.store(pack(now, n), Ordering::Release);

@@ -258,8 +258,18 @@ impl Segment {
     }
 
     /// Finds a live region by kind and name: (offset, len, fingerprint).
+    /// With several (a changed table during a reload), the newest.
     pub fn find_region(&self, kind: RegionKind, name: &str) -> Option<(u64, u64, u64)> {
-        self.header().regions.iter().find_map(|r| {
+        self.regions(kind, name).max_by_key(|r| r.0)
+    }
+
+    /// Every live region of this kind and name: (offset, len, fingerprint).
+    pub fn regions<'a>(
+        &'a self,
+        kind: RegionKind,
+        name: &'a str,
+    ) -> impl Iterator<Item = (u64, u64, u64)> + 'a {
+        self.header().regions.iter().filter_map(move |r| {
             if r.live.load(Ordering::Acquire) != 1 || r.kind.load(Ordering::Relaxed) != kind as u32
             {
                 return None;
@@ -273,6 +283,47 @@ impl Segment {
                 )
             })
         })
+    }
+
+    /// Names and offsets of the live regions of a kind (a reload finds removed tables).
+    pub fn region_names(&self, kind: RegionKind) -> Vec<(String, u64)> {
+        self.header()
+            .regions
+            .iter()
+            .filter(|r| {
+                r.live.load(Ordering::Acquire) == 1 && r.kind.load(Ordering::Relaxed) == kind as u32
+            })
+            .map(|r| {
+                let len = r.name.iter().position(|&b| b == 0).unwrap_or(48);
+                (
+                    String::from_utf8_lossy(&r.name[..len]).into_owned(),
+                    r.offset.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Frees the region at `offset` (master only, once no process uses it):
+    /// its pages go back to the system (the file is sparse again there) and
+    /// its directory entry is marked dead. Its address range is not reused.
+    pub fn free_region(&self, offset: u64) {
+        for r in self.header().regions.iter() {
+            if r.live.load(Ordering::Acquire) == 1 && r.offset.load(Ordering::Relaxed) == offset {
+                let len = r.len.load(Ordering::Relaxed);
+                r.live.store(2, Ordering::Release);
+                // SAFETY: punching a hole in our own memfd over a region no
+                // process uses any more; reads there return zeros.
+                unsafe {
+                    libc::fallocate(
+                        self.fd.as_raw_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        offset as libc::off_t,
+                        round_up(len) as libc::off_t,
+                    )
+                };
+                return;
+            }
+        }
     }
 
     /// Bytes of the segment handed out to regions so far.

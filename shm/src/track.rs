@@ -61,6 +61,12 @@ fn unpack(w: u64) -> (u64, u32, u32, u64) {
     )
 }
 
+impl PartialEq for Tracks {
+    fn eq(&self, other: &Tracks) -> bool {
+        self.offset == other.offset
+    }
+}
+
 impl Tracks {
     /// Creates the region, or maps it if a previous generation made one as large.
     pub fn open_or_create(seg: &'static Segment, per_proc: u32) -> io::Result<Tracks> {
@@ -74,6 +80,18 @@ impl Tracks {
             offset,
             per_proc,
         })
+    }
+
+    /// Every tracking region of the segment (a reload that changed maxconn
+    /// leaves the previous one in use by old workers).
+    pub fn all(seg: &'static Segment) -> Vec<Tracks> {
+        seg.regions(RegionKind::Track, REGION_NAME)
+            .map(|(offset, len, _)| Tracks {
+                seg,
+                offset,
+                per_proc: (len / 8 / MAX_PROCS as u64) as u32,
+            })
+            .collect()
     }
 
     fn record(&self, proc_slot: usize, i: u32) -> &'static AtomicU64 {

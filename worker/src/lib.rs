@@ -23,10 +23,17 @@ pub mod worker;
 pub use worker::{Worker, WorkerSetup};
 
 /// Runs a worker until it is stopped; returns the process exit status.
-pub fn run(setup: WorkerSetup) -> i32 {
+pub fn run(mut setup: WorkerSetup) -> i32 {
     let id = setup.id;
+    let ready = setup.ready.take();
     match Worker::new(setup) {
-        Ok(mut w) => w.run(),
+        Ok(mut w) => {
+            if let Some(fd) = ready {
+                // Listeners are registered: tell the master this worker accepts.
+                let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), &[id as u8]);
+            }
+            w.run()
+        }
         Err(e) => {
             log::error!("worker {id}: cannot start: {e}");
             1

@@ -56,8 +56,13 @@ pub struct WorkerSetup {
     pub listeners: Vec<(usize, TcpListener)>,
     /// Read end of the master's pipe: EOF means the master is gone.
     pub master_pipe: OwnedFd,
+    /// Write end of the master's ready pipe: the worker writes its number
+    /// once it accepts, so the master knows when to stop the old generation.
+    pub ready: Option<OwnedFd>,
     /// This worker's number (1-based), for logs.
     pub id: usize,
+    /// Config generation (reload count + 1), for logs.
+    pub generation: u32,
     /// The shared segment: stick tables and tracking records.
     pub shared: crate::stick::Shared,
 }

@@ -257,6 +257,20 @@ impl<'t> EntryRef<'t> {
         }
     }
 
+    /// Copies the data types both entries store (a table rebuilt by a reload).
+    pub fn copy_values_from(&self, old: &EntryRef<'_>) {
+        for &(dt, _) in &self.table.layout().data {
+            let name = DataTypeName::of(dt);
+            if name.is_rate() {
+                if let (Some((to, _)), Some((from, _))) = (self.rate(name), old.rate(name)) {
+                    to.copy_from(from);
+                }
+            } else if let (Some(to), Some(from)) = (self.counter(name), old.counter(name)) {
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The stored data types with their current values, in declaration order:
     /// `(name, period_ms, value)`.
     pub fn values(&self, now: u32) -> Vec<(DataTypeName, u32, u64)> {

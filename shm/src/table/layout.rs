@@ -18,8 +18,95 @@ use corral_config::{DataType, KeyType, Table};
 pub const ENTRY_HEADER: u32 = 40;
 /// Bytes of a shard header: one cache line.
 pub const SHARD_HEADER: u64 = 64;
-/// Bytes of the table header at the start of the region.
-pub const TABLE_HEADER: u64 = 64;
+/// Bytes of the table header at the start of the region: the layout itself,
+/// so any generation can map a table it has no definition for (to migrate or
+/// recover it after a reload).
+pub const TABLE_HEADER: u64 = 256;
+const HEADER_MAGIC: u64 = u64::from_le_bytes(*b"CRLtable");
+const MAX_DATA: usize = 16;
+
+/// The layout as stored at the start of a table region (plain data, written
+/// by the master before any other process can see the region).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct StoredLayout {
+    magic: u64,
+    key_type: u32,
+    key_len: u32,
+    size: u32,
+    shards: u32,
+    buckets: u32,
+    slots: u32,
+    entry_size: u32,
+    key_off: u32,
+    expire_ms: u32,
+    ndata: u32,
+    /// (data type id, period ms, offset in the entry)
+    data: [[u32; 3]; MAX_DATA],
+}
+
+const _: () = assert!(std::mem::size_of::<StoredLayout>() as u64 <= TABLE_HEADER);
+
+fn key_type_id(k: KeyType) -> u32 {
+    match k {
+        KeyType::Ip => 0,
+        KeyType::Ipv6 => 1,
+        KeyType::Integer => 2,
+        KeyType::String => 3,
+        KeyType::Binary => 4,
+    }
+}
+
+fn key_type_of(id: u32) -> Option<KeyType> {
+    Some(match id {
+        0 => KeyType::Ip,
+        1 => KeyType::Ipv6,
+        2 => KeyType::Integer,
+        3 => KeyType::String,
+        4 => KeyType::Binary,
+        _ => return None,
+    })
+}
+
+fn data_type_id(dt: DataType) -> u32 {
+    match dt {
+        DataType::ServerId => 0,
+        DataType::ConnCur => 1,
+        DataType::ConnCnt => 2,
+        DataType::ConnRate(_) => 3,
+        DataType::HttpReqCnt => 4,
+        DataType::HttpReqRate(_) => 5,
+        DataType::HttpErrCnt => 6,
+        DataType::HttpErrRate(_) => 7,
+        DataType::BytesInCnt => 8,
+        DataType::BytesOutCnt => 9,
+        DataType::BytesInRate(_) => 10,
+        DataType::BytesOutRate(_) => 11,
+        DataType::Gpc0 => 12,
+        DataType::Gpc0Rate(_) => 13,
+    }
+}
+
+fn data_type_of(id: u32, period_ms: u32) -> Option<DataType> {
+    let p = std::time::Duration::from_millis(period_ms as u64);
+    Some(match id {
+        0 => DataType::ServerId,
+        1 => DataType::ConnCur,
+        2 => DataType::ConnCnt,
+        3 => DataType::ConnRate(p),
+        4 => DataType::HttpReqCnt,
+        5 => DataType::HttpReqRate(p),
+        6 => DataType::HttpErrCnt,
+        7 => DataType::HttpErrRate(p),
+        8 => DataType::BytesInCnt,
+        9 => DataType::BytesOutCnt,
+        10 => DataType::BytesInRate(p),
+        11 => DataType::BytesOutRate(p),
+        12 => DataType::Gpc0,
+        13 => DataType::Gpc0Rate(p),
+        _ => return None,
+    })
+}
 /// Largest number of shards: writers of different shards never contend.
 const MAX_SHARDS: u32 = 64;
 /// Target live entries per shard for small tables (fewer shards, exact sizes).
@@ -101,6 +188,66 @@ impl Layout {
     /// Live-entry cap of shard `s`: the configured size split exactly.
     pub fn shard_cap(&self, s: u32) -> u32 {
         self.size / self.shards + u32::from(s < self.size % self.shards)
+    }
+
+    /// Writes the layout at `p`, the start of a fresh, private region.
+    ///
+    /// # Safety
+    /// `p` must point to at least [`TABLE_HEADER`] writable bytes that no
+    /// other process reads yet.
+    pub(crate) unsafe fn store(&self, p: *mut u8) {
+        let mut data = [[0u32; 3]; MAX_DATA];
+        for (d, &(dt, off)) in data.iter_mut().zip(&self.data) {
+            *d = [data_type_id(dt), period_ms(dt), off];
+        }
+        let stored = StoredLayout {
+            magic: HEADER_MAGIC,
+            key_type: key_type_id(self.key_type),
+            key_len: self.key_len,
+            size: self.size,
+            shards: self.shards,
+            buckets: self.buckets,
+            slots: self.slots,
+            entry_size: self.entry_size,
+            key_off: self.key_off,
+            expire_ms: self.expire_ms,
+            ndata: self.data.len().min(MAX_DATA) as u32,
+            data,
+        };
+        // SAFETY: upheld by the caller; the region is 8-aligned (page-aligned).
+        unsafe { std::ptr::write(p as *mut StoredLayout, stored) };
+    }
+
+    /// Reads a layout stored by [`Layout::store`]; `None` if it is not one.
+    ///
+    /// # Safety
+    /// `p` must point to at least [`TABLE_HEADER`] readable bytes.
+    pub(crate) unsafe fn load(p: *const u8) -> Option<Layout> {
+        // SAFETY: upheld by the caller; StoredLayout is plain integers.
+        let s = unsafe { std::ptr::read(p as *const StoredLayout) };
+        if s.magic != HEADER_MAGIC
+            || s.ndata as usize > MAX_DATA
+            || s.shards == 0
+            || !s.buckets.is_power_of_two()
+        {
+            return None;
+        }
+        let data = s.data[..s.ndata as usize]
+            .iter()
+            .map(|&[id, period, off]| Some((data_type_of(id, period)?, off)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Layout {
+            key_type: key_type_of(s.key_type)?,
+            key_len: s.key_len,
+            size: s.size,
+            shards: s.shards,
+            buckets: s.buckets,
+            slots: s.slots,
+            entry_size: s.entry_size,
+            key_off: s.key_off,
+            data,
+            expire_ms: s.expire_ms,
+        })
     }
 
     /// Bytes from one shard to the next (64-byte aligned).

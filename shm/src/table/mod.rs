@@ -118,6 +118,9 @@ impl<'s> StickTable<'s> {
             layout.region_len(),
             layout.fingerprint(),
         )?;
+        // SAFETY: the region was just allocated (zeroed, TABLE_HEADER bytes at
+        // its start) and no other process has been told about it yet.
+        unsafe { layout.store(seg.base().add(offset as usize)) };
         Ok(StickTable {
             seg,
             offset,
@@ -126,16 +129,59 @@ impl<'s> StickTable<'s> {
         })
     }
 
-    /// Maps an existing table region; `None` if absent or of another definition.
+    /// Maps an existing table region of exactly this definition; `None` if
+    /// there is none (absent, or changed: see [`StickTable::migrate_from`]).
     pub fn open(seg: &'s Segment, def: &Table) -> Option<StickTable<'s>> {
         let layout = Layout::of(def);
-        let (offset, len, fp) = seg.find_region(RegionKind::Table, &def.name)?;
-        (fp == layout.fingerprint() && len == layout.region_len()).then(|| StickTable {
+        let (offset, _, _) = seg
+            .regions(RegionKind::Table, &def.name)
+            .find(|&(_, len, fp)| fp == layout.fingerprint() && len == layout.region_len())?;
+        Some(StickTable {
             seg,
             offset,
             layout,
             name: def.name.clone(),
         })
+    }
+
+    /// Maps the table region at `offset` from the layout stored in it (a
+    /// region of a definition this process does not have: the previous
+    /// generation's, to migrate from or to recover after a crash).
+    pub fn open_region(seg: &'s Segment, offset: u64, name: &str) -> Option<StickTable<'s>> {
+        if offset + layout::TABLE_HEADER > seg.len() {
+            return None;
+        }
+        // SAFETY: the region starts at `offset` inside the mapping and holds
+        // at least TABLE_HEADER bytes written at its creation.
+        let layout = unsafe { Layout::load(seg.base().add(offset as usize)) }?;
+        (offset + layout.region_len() <= seg.len()).then(|| StickTable {
+            seg,
+            offset,
+            layout,
+            name: name.to_string(),
+        })
+    }
+
+    /// Copies every live entry of `old` (same name, another definition) into
+    /// this table when the key types match: key, expiry and the data types
+    /// both store. Returns how many entries were copied. `slot` is the
+    /// caller's process slot.
+    pub fn migrate_from(&self, old: &StickTable<'_>, slot: usize) -> u32 {
+        if old.layout.key_type != self.layout.key_type {
+            return 0;
+        }
+        let now = crate::freq::now_ms();
+        let mut n = 0;
+        let old_guard = old.seg.epoch().pin(slot);
+        old.for_each(&old_guard, now, |e| {
+            let Some(key) = e.key_copy() else { return };
+            let guard = self.seg.epoch().pin(slot);
+            if let Some(new) = self.get_or_create(&guard, slot, &key, now) {
+                new.copy_values_from(&e);
+                n += 1;
+            }
+        });
+        n
     }
 
     /// Maps the table if it exists with this definition, else creates it.

@@ -194,3 +194,31 @@ fn a_writer_killed_mid_insert_leaves_an_orphan_that_repair_retires() {
     assert_eq!(t.shard(s).lock.owner(), None);
     let _ = orphan;
 }
+
+#[test]
+fn a_region_describes_itself_and_migrates() {
+    let seg = segment();
+    let old_def = table_def(100, None);
+    let t = StickTable::create(seg, &old_def).unwrap();
+    let now = now_ms();
+    for n in 0..10 {
+        let g = seg.epoch().pin(0);
+        t.get_or_create(&g, 0, &key(n), now)
+            .unwrap()
+            .add(DataTypeName::ConnCnt, n as i64);
+    }
+    let again =
+        StickTable::open_region(seg, t.region_offset(), "t").expect("layout stored in the region");
+    assert_eq!(again.layout(), t.layout());
+    let mut new_def = table_def(200, None);
+    new_def.store = vec![DataType::ConnCnt, DataType::HttpReqCnt];
+    let new = StickTable::create(seg, &new_def).unwrap();
+    assert_eq!(new.migrate_from(&again, 0), 10);
+    let g = seg.epoch().pin(0);
+    assert_eq!(
+        new.lookup(&g, &key(7), now)
+            .unwrap()
+            .value(DataTypeName::ConnCnt, now),
+        Some(7)
+    );
+}
