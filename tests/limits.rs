@@ -170,3 +170,75 @@ fn queue_timeout_closes_the_waiting_client() {
     );
     echo_roundtrip(&mut c1, b"first one unaffected");
 }
+
+/// `memory_limit` (like `haproxy -m`): a worker whose memory budget is spent
+/// stops taking connections (they wait in the backlog) instead of failing an
+/// allocation; nothing crashes, and the waiting clients are served once
+/// connections close.
+#[test]
+fn memory_limit_refuses_work_instead_of_crashing() {
+    use std::io::Write;
+    let backend = EchoServer::start();
+    let port = free_port();
+    let c = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+memory_limit = "1MiB"
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+server.a = {{ addr = "{}" }}
+"#,
+        backend.addr
+    ));
+    let workers = c.worker_pids();
+    let mut conns: Vec<std::net::TcpStream> = (0..100).map(|_| c.connect()).collect();
+    let mut served = 0;
+    let mut waiting = Vec::new();
+    for s in conns.iter_mut() {
+        s.write_all(b"x").unwrap();
+    }
+    // One shared wait, then a quick look at each connection.
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut b = [0u8; 1];
+        if data_arrives_within(s, Duration::from_millis(5), &mut b).is_some() {
+            served += 1;
+        } else {
+            waiting.push(i);
+        }
+    }
+    assert!(
+        served > 0 && served < 100,
+        "a 1 MiB budget serves some, not all, of 100 connections: {served}"
+    );
+    assert_eq!(c.worker_pids(), workers, "no worker crashed");
+    // Free the served connections: the waiting ones get their turn.
+    let mut rest: Vec<std::net::TcpStream> = Vec::new();
+    for (i, s) in conns.into_iter().enumerate() {
+        if waiting.contains(&i) {
+            rest.push(s);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut later = 0;
+    for s in rest.iter_mut().take(10) {
+        let mut b = [0u8; 1];
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        if data_arrives_within(s, left, &mut b).is_some() {
+            later += 1;
+        }
+    }
+    assert_eq!(
+        later, 10,
+        "clients that waited are served once memory is free again"
+    );
+}
