@@ -218,7 +218,26 @@ fn from_handoff(cfg: &Config, opts: &Options, h: Handoff) -> Result<Start, Strin
         .collect();
     let listeners = bind::bind_all(cfg, inherited, &mut messages).map_err(|e| e.to_string())?;
     let stats = match (&cfg.stats, h.stats) {
-        (Some(_), Some(fd)) => Some(cli::adopt(fd).map_err(|e| e.to_string())?),
+        (Some(s), Some(fd)) => {
+            let l = cli::adopt(fd).map_err(|e| e.to_string())?;
+            let same = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p == s.socket))
+                .unwrap_or(false);
+            if same {
+                std::fs::set_permissions(
+                    &s.socket,
+                    std::os::unix::fs::PermissionsExt::from_mode(s.mode),
+                )
+                .map_err(|e| e.to_string())?;
+                Some(l)
+            } else {
+                drop(l);
+                messages.push(format!("stats socket moved to {}", s.socket.display()));
+                Some(cli::bind(s).map_err(|e| e.to_string())?)
+            }
+        }
         (Some(s), None) => Some(cli::bind(s).map_err(|e| e.to_string())?),
         (None, Some(fd)) => {
             drop(own(fd));

@@ -1534,3 +1534,90 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Starting corral from another binary or with extra arguments
+// ---------------------------------------------------------------------------
+
+impl Corral {
+    /// Like [`Corral::start`], but runs `bin` (e.g. a copy of the corral
+    /// binary that a test later replaces on disk) as `bin ARGS... -f FILE`
+    /// (e.g. `--takeover SOCKET`). Same readiness wait (every frontend
+    /// address listening and the configured number of workers, 5 s at most),
+    /// same cleanup on drop.
+    pub fn start_from(bin: &std::path::Path, args: &[&str], config: &str) -> Corral {
+        let dir = temp_dir("run");
+        let config_path = dir.join("corral.toml");
+        fs::write(&config_path, config).expect("write config");
+        let stdout = File::create(dir.join("stdout.log")).expect("stdout file");
+        let stderr = File::create(dir.join("stderr.log")).expect("stderr file");
+        let child = Command::new(bin)
+            .args(args)
+            .arg("-f")
+            .arg(&config_path)
+            .current_dir(&dir)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut c = Corral {
+            dir,
+            config_path,
+            child,
+            exit: None,
+            binds: parse_binds(config),
+            expected_workers: parse_workers(config),
+            seen_workers: Mutex::new(Vec::new()),
+        };
+        assert!(!c.binds.is_empty(), "test config has no frontend bind");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(st)) = c.child.try_wait() {
+                c.exit = Some(st);
+                panic!(
+                    "{} {args:?} exited during startup with {st}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+                    bin.display(),
+                    c.stderr_text(),
+                    c.log_text()
+                );
+            }
+            let listening = c.binds.iter().all(|a| is_listening(*a));
+            let workers = c.worker_pids().len();
+            let enough = match c.expected_workers {
+                Some(n) => workers == n,
+                None => workers >= 1,
+            };
+            if listening && enough {
+                return c;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} {args:?} not ready after 5 s (listening: {listening}, workers: {workers}, expected {:?})\n--- stderr ---\n{}\n--- stdout ---\n{}",
+                    bin.display(),
+                    c.expected_workers,
+                    c.stderr_text(),
+                    c.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Sends one command to a stats socket (non-interactive: `CMD\n`, then
+/// shutdown of the write side) and returns the whole answer, read to EOF
+/// (10 s timeouts).
+pub fn stats_command(socket: &std::path::Path, cmd: &str) -> io::Result<String> {
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    s.shutdown(Shutdown::Write)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}

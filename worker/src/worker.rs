@@ -323,6 +323,7 @@ impl Worker {
         if self.stop_deadline.is_some() {
             return;
         }
+        self.drain_listeners();
         self.listeners.close_all();
         self.accept_pending = false;
         self.stop_deadline = Some(Instant::now() + self.cfg.global.hard_stop_after);
@@ -333,6 +334,26 @@ impl Worker {
             self.id,
             self.sessions.len()
         );
+    }
+
+    /// Before closing the listeners on a soft stop: leave the exclusive wait
+    /// queues first (no new wakeup can land here), then accept what is
+    /// already queued. The kernel wakes one exclusive waiter per connection;
+    /// a connection whose wakeup landed here would otherwise sit in the queue
+    /// until the next connection wakes another worker.
+    fn drain_listeners(&mut self) {
+        for i in 0..self.listeners.len() {
+            self.listeners.pause(i);
+        }
+        for i in 0..self.listeners.len() {
+            let fe = self.listeners.get(i).frontend;
+            while self.cur < self.max && self.frontends[fe].cur < self.frontends[fe].max {
+                match self.listeners.accept(i) {
+                    Ok(Some(acc)) => self.on_accepted(fe, acc),
+                    _ => break,
+                }
+            }
+        }
     }
 
     fn accept_from(&mut self, i: usize) {

@@ -357,25 +357,6 @@ fn format_key(k: KeyType, b: &[u8]) -> String {
     }
 }
 
-fn data_name(d: DataTypeName) -> &'static str {
-    match d {
-        DataTypeName::ServerId => "server_id",
-        DataTypeName::ConnCur => "conn_cur",
-        DataTypeName::ConnCnt => "conn_cnt",
-        DataTypeName::ConnRate => "conn_rate",
-        DataTypeName::HttpReqCnt => "http_req_cnt",
-        DataTypeName::HttpReqRate => "http_req_rate",
-        DataTypeName::HttpErrCnt => "http_err_cnt",
-        DataTypeName::HttpErrRate => "http_err_rate",
-        DataTypeName::BytesInCnt => "bytes_in_cnt",
-        DataTypeName::BytesOutCnt => "bytes_out_cnt",
-        DataTypeName::BytesInRate => "bytes_in_rate",
-        DataTypeName::BytesOutRate => "bytes_out_rate",
-        DataTypeName::Gpc0 => "gpc0",
-        DataTypeName::Gpc0Rate => "gpc0_rate",
-    }
-}
-
 /// `show table NAME`: the summary line, then one line per live entry.
 fn dump_table(t: &StickTable<'_>, slot: usize) -> String {
     let mut s = table_summary(t);
@@ -400,9 +381,9 @@ fn dump_table(t: &StickTable<'_>, slot: usize) -> String {
                 value
             };
             if period > 0 {
-                let _ = write!(s, " {}({period})={value}", data_name(name));
+                let _ = write!(s, " {}({period})={value}", name.as_str());
             } else {
-                let _ = write!(s, " {}={value}", data_name(name));
+                let _ = write!(s, " {}={value}", name.as_str());
             }
         }
         s.push('\n');

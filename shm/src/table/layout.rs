@@ -348,6 +348,26 @@ impl DataTypeName {
         }
     }
 
+    /// HAProxy's name of the data type (`conn_rate`, `gpc0`...), as `show table` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataTypeName::ServerId => "server_id",
+            DataTypeName::ConnCur => "conn_cur",
+            DataTypeName::ConnCnt => "conn_cnt",
+            DataTypeName::ConnRate => "conn_rate",
+            DataTypeName::HttpReqCnt => "http_req_cnt",
+            DataTypeName::HttpReqRate => "http_req_rate",
+            DataTypeName::HttpErrCnt => "http_err_cnt",
+            DataTypeName::HttpErrRate => "http_err_rate",
+            DataTypeName::BytesInCnt => "bytes_in_cnt",
+            DataTypeName::BytesOutCnt => "bytes_out_cnt",
+            DataTypeName::BytesInRate => "bytes_in_rate",
+            DataTypeName::BytesOutRate => "bytes_out_rate",
+            DataTypeName::Gpc0 => "gpc0",
+            DataTypeName::Gpc0Rate => "gpc0_rate",
+        }
+    }
+
     /// Whether this is a rate (a [`crate::freq::FreqCtr`]) rather than a counter.
     pub fn is_rate(self) -> bool {
         matches!(
