@@ -181,6 +181,24 @@ fn killed_worker_releases_its_tracked_connections() {
         "conn_cur of the killed worker's connections was released: {} of 3 accepted",
         fresh.iter().filter(|s| s.is_some()).count()
     );
+    // The segment is a memfd: nothing named, nothing left in /dev/shm, crash or not.
+    let named: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !named.iter().any(|n| n.contains("corral")),
+        "/dev/shm holds {named:?}"
+    );
+    let maps =
+        std::fs::read_to_string(format!("/proc/{}/maps", c.master_pid())).unwrap_or_default();
+    assert!(
+        maps.contains("/memfd:corral-segment"),
+        "the master maps the memfd segment"
+    );
 }
 
 /// `stick = { on = "src", table = "per_ip" }` with two workers and round
