@@ -167,7 +167,7 @@ impl Layout {
         }
         let size = t.size.max(1);
         let shards = (size / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
-        let live = size.div_ceil(shards);
+        let live = Self::per_shard_cap(size, shards);
         let slots = live + (live / 4).max(8);
         Layout {
             key_type: t.key,
@@ -185,9 +185,21 @@ impl Layout {
         }
     }
 
-    /// Live-entry cap of shard `s`: the configured size split exactly.
-    pub fn shard_cap(&self, s: u32) -> u32 {
-        self.size / self.shards + u32::from(s < self.size % self.shards)
+    /// Live entries one shard may hold: its fair share of `size` plus four
+    /// standard deviations of how keys hash over shards, so a table fills up
+    /// to its `size` (the cap that matters, enforced table-wide) before any
+    /// shard is full on its own.
+    fn per_shard_cap(size: u32, shards: u32) -> u32 {
+        let share = size.div_ceil(shards);
+        if shards == 1 {
+            return share;
+        }
+        share + 4 * (share as f64).sqrt().ceil() as u32 + 8
+    }
+
+    /// Live-entry cap of any shard (see `per_shard_cap`).
+    pub fn shard_cap(&self, _s: u32) -> u32 {
+        Self::per_shard_cap(self.size, self.shards)
     }
 
     /// Writes the layout at `p`, the start of a fresh, private region.

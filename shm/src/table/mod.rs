@@ -334,9 +334,13 @@ impl<'s> StickTable<'s> {
         }
         // An expired entry of the same key is logically gone: retire it first.
         self.remove_expired_in_chain(s, b, now);
-        if shard.count.load(Ordering::Relaxed) >= self.layout.shard_cap(s)
-            && !self.evict_one(s, now)
-        {
+        // `size` bounds the whole table; a shard also has its own (larger)
+        // cap. Either full: make room in this shard. The table-wide count is
+        // a sum over shards, so concurrent inserts of several processes may
+        // overshoot `size` by at most one entry each.
+        let full = shard.count.load(Ordering::Relaxed) >= self.layout.shard_cap(s)
+            || self.len() >= self.layout.size;
+        if full && !self.evict_one(s, now) {
             return None;
         }
         let i = self.alloc(s)?;
