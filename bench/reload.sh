@@ -46,36 +46,16 @@ HARD_STOP=${HARD_STOP:-30s}
 TESTS=${TESTS:-"cpr ka"}
 DIRECT=${DIRECT:-1}
 DIRECT_SECS=${DIRECT_SECS:-6}
-SKIP_CORRAL=${SKIP_CORRAL:-0}
-SKIP_HAPROXY=${SKIP_HAPROXY:-0}
-PIN=${PIN:-1}
 BUILD=${BUILD:-0}
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-CORRAL=${CORRAL:-target/release/corral}
-[[ $CORRAL = /* ]] || CORRAL="$ROOT/$CORRAL"
 # The repo's own binary must be newer than the sources; another one (CORRAL=path) is taken as is.
 CORRAL_DEFAULT=0
 [[ $CORRAL -ef $ROOT/target/release/corral || $CORRAL = "$ROOT/target/release/corral" ]] && CORRAL_DEFAULT=1
 
-log() { printf '%s\n' "$*"; }
-die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
-
 # ---------------------------------------------------------------- tools
-need=()
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if ((${#need[@]})); then
-    [[ $(id -u) = 0 ]] || die "missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root"
-    log "installing ${need[*]} ..."
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-for t in haproxy python3; do
-    command -v "$t" >/dev/null 2>&1 || die "$t is still missing after installing"
-done
+need_tools haproxy python3
 [[ $RELOADS =~ ^[0-9]+$ ]] || die "RELOADS must be a whole number"
 
 # The corral binary must exist and, when it is the repo's own, be newer than
@@ -92,70 +72,33 @@ corral_stale() {
 }
 if [[ $SKIP_CORRAL != 1 ]] && why=$(corral_stale); then
     if [[ $BUILD = 1 ]]; then
-        log "$why: building it (cargo build --release) ..."
-        (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+        build_corral "$why"
         why=$(corral_stale) && die "$why, even after cargo build --release"
     else
+        # shellcheck disable=SC2016 # the backquotes are meant literally
         printf '%s.\nRun `cargo build --release` in %s first (or run this with BUILD=1 to have it\nbuilt, SKIP_CORRAL=1 to bench HAProxy alone, or CORRAL=path for another binary).\n' \
             "$why" "$ROOT" >&2
         exit 1
     fi
 fi
 
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_fd_limit
 
-TMP=$(mktemp -d /tmp/corral-reload.XXXXXX)
-STARTED=()
+make_workdir corral-reload
 
 # ---------------------------------------------------------------- python helpers
+# (the shared ones are in bench/lib.sh)
 cat >"$TMP/h.py" <<'PYEOF'
-import errno, json, os, random, selectors, socket, sys, threading, time
+import errno, json, os, selectors, socket, sys, threading, time
+from benchlib import COMMANDS, listen_rows, proc_stats, procs, run_delay, stat
 
 KINDS = ["refused", "reset", "timeout", "closed", "short", "mismatch", "other"]
-
-def stat(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    return s[s.rindex(")") + 2:].split()  # [0]=state [1]=ppid [2]=pgrp [11]=utime [12]=stime
-
-def procs(root):
-    """root, its descendants and its process group (it is started with setsid), no zombies."""
-    kids, group, state = {}, set(), {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            r = stat(d)
-        except OSError:
-            continue
-        p = int(d)
-        state[p] = r[0]
-        kids.setdefault(int(r[1]), []).append(p)
-        if int(r[2]) == root:
-            group.add(p)
-    out, todo = set(), [root]
-    while todo:
-        p = todo.pop()
-        if p in out:
-            continue
-        out.add(p)
-        todo += kids.get(p, [])
-    out |= group
-    return sorted(p for p in out if state.get(p) not in (None, "Z", "X"))
 
 def usage(pid):
     """(CPU seconds, seconds runnable but waiting for a CPU) of one process."""
     tck = os.sysconf("SC_CLK_TCK")
-    r = stat(pid)
-    cpu = (int(r[11]) + int(r[12])) / tck
-    wait = 0
-    try:
-        for t in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                wait += int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return cpu, wait / 1e9
+    r = stat(pid)  # OSError when pid is gone
+    return (int(r[11]) + int(r[12])) / tck, run_delay(pid)
 
 def tree_cpu(root):
     """CPU seconds of root's live processes, plus what its reaped children used
@@ -163,11 +106,7 @@ def tree_cpu(root):
     the master's own share."""
     tck = os.sysconf("SC_CLK_TCK")
     total, own = 0, 0
-    for p in procs(root):
-        try:
-            r = stat(p)
-        except OSError:
-            continue
+    for p, r in proc_stats(root):
         total += int(r[11]) + int(r[12])
         if p == root:
             own = int(r[11]) + int(r[12])
@@ -202,71 +141,10 @@ def watch(root, stop, out):
     with open(out, "w") as f:
         f.write(f"{cpu1 - cpu0:.3f} {wait:.3f} {maxp} {own1 - own0:.3f}\n")
 
-def listening(port):
-    want = f"{port:04X}"
-    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(fn).read().splitlines()[1:]
-        except OSError:
-            continue
-        for l in lines:
-            f = l.split()
-            if f[3] == "0A" and f[1].rsplit(":", 1)[1] == want:
-                return True
-    return False
-
 def listeners(port):
     """Inodes of the sockets listening on port: the same one before and after the
     reloads means the listener was handed over, never closed and bound again."""
-    want, out = f"{port:04X}", []
-    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(fn).read().splitlines()[1:]
-        except OSError:
-            continue
-        for l in lines:
-            f = l.split()
-            if f[3] == "0A" and f[1].rsplit(":", 1)[1] == want:
-                out.append(f[9])
-    return ",".join(sorted(out)) or "none"
-
-def freeports(n):
-    """n free ports below the ephemeral range, so that the churn of short
-    connections cannot take one between now and the server's bind()."""
-    try:
-        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    ports = []
-    while len(ports) < n:
-        p = random.randrange(10000, max(low, 10001))
-        if p in ports:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            ports.append(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-    return ports
-
-def wait(what, timeout, pids, port=None):
-    """Poll every 50 ms: 0 when ready, 2 when one of pids has no live process left, 3 on timeout."""
-    end = time.time() + timeout
-    while True:
-        if what == "gone":
-            if not procs(pids[0]):
-                return 0
-        else:
-            if any(not procs(p) for p in pids):
-                return 2
-            if listening(port):
-                return 0
-        if time.time() >= end:
-            return 3
-        time.sleep(0.05)
+    return ",".join(sorted(f[9] for f in listen_rows(port))) or "none"
 
 def cli(path, cmd, timeout=5):
     """One command on a stats / master CLI socket (non-interactive: it answers, then closes)."""
@@ -306,51 +184,6 @@ def showproc(path):
         elif len(f) >= 2 and f[1] == "worker" and f[0].isdigit():
             (old if sect == "old" else cur).append(f[0])
     print(f"master={master} reloads={reloads} workers={len(cur)} old={len(old)} old_pids={','.join(old) or '-'}")
-
-# ---------------------------------------------------------------- echo backend
-def echo(port):
-    """Echoes what it gets, closes when the peer closes. One thread, epoll."""
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(4096)
-    ls.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(ls, selectors.EVENT_READ, None)
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                for _ in range(64):
-                    try:
-                        c, _ = ls.accept()
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        time.sleep(0.01)
-                        break
-                    c.setblocking(False)
-                    sel.register(c, selectors.EVENT_READ, 1)
-                continue
-            c = key.fileobj
-            try:
-                d = c.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                d = b""
-            if d:
-                try:
-                    n = c.send(d)
-                    if n < len(d):  # rare with small messages: finish it blocking
-                        c.setblocking(True)
-                        c.settimeout(5)
-                        c.sendall(d[n:])
-                        c.setblocking(False)
-                    continue
-                except OSError:
-                    pass
-            sel.unregister(c)
-            c.close()
 
 # ---------------------------------------------------------------- load generator
 def classify(e):
@@ -645,47 +478,17 @@ def samples(fn):
     for k in KINDS:
         for s in r["samples"].get(k, []):
             print(f"{k}: {s}")
-
-def busy(secs):
-    def sample():
-        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        return sum(f), f[3] + f[4]
-    t0, i0 = sample()
-    time.sleep(secs)
-    t1, i1 = sample()
-    return round(100 * (1 - (i1 - i0) / max(t1 - t0, 1)))
-
 cmd, a = sys.argv[1], sys.argv[2:]
-if cmd == "procs":
-    print(" ".join(map(str, procs(int(a[0])))))
-elif cmd == "affinity":  # distinct Cpus_allowed_list of the processes
-    seen = set()
-    for p in procs(int(a[0])):
-        try:
-            for l in open(f"/proc/{p}/status"):
-                if l.startswith("Cpus_allowed_list:"):
-                    seen.add(l.split(":", 1)[1].strip())
-        except OSError:
-            pass
-    print(" ".join("cpus " + x for x in sorted(seen)))
+if cmd in COMMANDS:  # procs, affinity, busy, freeports, waitlisten, waitgone, echo...
+    COMMANDS[cmd](a)
 elif cmd == "watch":  # ROOT STOPFILE OUT
     watch(int(a[0]), a[1], a[2])
-elif cmd == "busy":
-    print(busy(float(a[0])))
 elif cmd == "listeners":
     print(listeners(int(a[0])))
-elif cmd == "freeports":
-    print(" ".join(map(str, freeports(int(a[0])))))
-elif cmd == "waitlisten":  # PORT TIMEOUT PID...
-    sys.exit(wait("listen", float(a[1]), [int(x) for x in a[2:]], port=int(a[0])))
-elif cmd == "waitgone":  # PID TIMEOUT
-    sys.exit(wait("gone", float(a[1]), [int(a[0])]))
 elif cmd == "cli":  # SOCK COMMAND
     sys.stdout.write(cli(a[0], a[1]))
 elif cmd == "showproc":  # SOCK
     showproc(a[0])
-elif cmd == "echo":
-    echo(int(a[0]))
 elif cmd == "load":  # MODE PORT SECS OUT CONC SIZE TIMEOUT
     load(a[0], int(a[1]), float(a[2]), a[3], int(a[4]), int(a[5]), float(a[6]))
 elif cmd == "phase":  # FILE [TIMES INTERVAL]
@@ -695,182 +498,49 @@ elif cmd == "samples":
 else:
     sys.exit("unknown helper " + cmd)
 PYEOF
-py() { python3 "$TMP/h.py" "$@"; }
-
-# ---------------------------------------------------------------- processes
-# start_bg NAME CMD...: start CMD in its own session (pgid = pid), log in $TMP/NAME.log.
-start_bg() {
-    local name=$1; shift
-    setsid "$@" </dev/null >"$TMP/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED+=("$LAST_PID")
-}
-
-alive() { [[ -n $(py procs "$1" 2>/dev/null) ]]; }
-
-# stop_tree PID: SIGTERM to PID, then wait up to 5 s for it and its processes to go,
-# then SIGKILL whatever is left of its group and descendants.
-stop_tree() {
-    local pid=$1 left p
-    kill -TERM "$pid" 2>/dev/null || true
-    py waitgone "$pid" 5 || true
-    left=$(py procs "$pid" 2>/dev/null || true)
-    if [[ -n $left ]]; then
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        # shellcheck disable=SC2086
-        kill -KILL $left 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=()
-    for p in "${STARTED[@]}"; do [[ $p = "$pid" ]] || keep+=("$p"); done
-    STARTED=("${keep[@]+"${keep[@]}"}")
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]+"${STARTED[@]}"}"; do stop_tree "$pid"; done
-    if [[ ${KEEP_TMP:-0} = 1 || $rc != 0 ]]; then
-        log "configs and logs kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_listen PORT PID NAME: until something listens on 127.0.0.1:PORT (10 s at most).
-wait_listen() {
-    local port=$1 pid=$2 name=$3
-    py waitlisten "$port" 10 "$pid" && return 0
-    log "---- last lines of $name's output ($TMP/$name.log):" >&2
-    tail -n 30 "$TMP/$name.log" >&2 || true
-    if alive "$pid"; then
-        die "$name did not listen on 127.0.0.1:$port within 10 s"
-    fi
-    die "$name did not start (it exited; output above)"
-}
 
 # ---------------------------------------------------------------- proxies
 # Both: one worker (thread), TCP mode, timeouts connect 5s / client and server 1m,
 # hard stop 30 s after a reload (longer than a run, so that reloads alone never
 # cut a long-lived connection within it), an admin stats socket, reload by
 # SIGUSR2 to the master.
-write_haproxy_cfg() { # FILE PORT BACKEND_PORT SOCK
-    cat >"$1" <<EOF
-global
-    nbthread 1
-    maxconn 10000
-    hard-stop-after $HARD_STOP
-    # the old worker hands its listeners to the new one (-x, done by the master itself)
-    stats socket $4 mode 600 expose-fd listeners level admin
-    # maxconn 10000 wants ~20000 fds, at the limit of this machine: without this
-    # HAProxy 2.6 refuses to start ("Cannot raise FD limit").
-    no strict-limits
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 1m
-    timeout server 1m
-
-frontend fe
-    bind 127.0.0.1:$2
-    default_backend be
-
-backend be
-    server s1 127.0.0.1:$3
-EOF
+write_haproxy_cfg() { # FILE PORT BACKEND_PORT
+    haproxy_cfg "$@" 10000 1m \
+        "hard-stop-after $HARD_STOP
+# the old worker hands its listeners to the new one (-x, done by the master itself)
+stats socket $TMP/haproxy-stats.sock mode 600 expose-fd listeners level admin" "" ""
 }
 
-write_corral_cfg() { # FILE PORT BACKEND_PORT SOCK
-    cat >"$1" <<EOF
-[global]
-workers = 1
-maxconn = 10000
-hard_stop_after = "$HARD_STOP"
-log = "/dev/null"
-
-[stats]
-socket = "$4"
-level = "admin"
-
-[frontend.fe]
-bind = "127.0.0.1:$2"
-mode = "tcp"
-default_backend = "be"
-timeout = { client = "1m" }
-
-[backend.be]
-mode = "tcp"
-timeout = { connect = "5s", server = "1m" }
-server.s1 = { addr = "127.0.0.1:$3" }
-EOF
+write_corral_cfg() { # FILE PORT BACKEND_PORT
+    corral_cfg "$@" 10000 1m "hard_stop_after = \"$HARD_STOP\"" \
+        "[stats]
+socket = \"$TMP/corral-stats.sock\"
+level = \"admin\"" "" ""
 }
 
-# start_proxy KIND BACKEND_PORT: sets PROXY_PID (the master), PROXY_PORT and
-# PROXY_CLI (a socket that answers `show proc`: HAProxy's master CLI, -S; corral's
-# stats socket, which its master serves).
-start_proxy() {
-    local kind=$1 be=$2 cfg
-    PROXY_PORT=$(py freeports 1)
-    case $kind in
-    haproxy)
-        cfg=$TMP/haproxy.cfg
-        write_haproxy_cfg "$cfg" "$PROXY_PORT" "$be" "$TMP/haproxy-stats.sock"
-        haproxy -c -q -f "$cfg" >"$TMP/haproxy-check.log" 2>&1 ||
-            { cat "$TMP/haproxy-check.log" >&2; die "HAProxy rejected its config $cfg"; }
-        PROXY_CLI=$TMP/haproxy-master.sock
-        rm -f "$PROXY_CLI"
-        start_bg "haproxy-$PHASE_TAG" "${ON_PROXY[@]}" haproxy -W -db -S "$PROXY_CLI" -f "$cfg"
-        ;;
-    corral)
-        cfg=$TMP/corral.toml
-        write_corral_cfg "$cfg" "$PROXY_PORT" "$be" "$TMP/corral-stats.sock"
-        "$CORRAL" -c -f "$cfg" >"$TMP/corral-check.log" 2>&1 ||
-            { cat "$TMP/corral-check.log" >&2; die "corral -c rejected its config $cfg"; }
-        PROXY_CLI=$TMP/corral-stats.sock
-        start_bg "corral-$PHASE_TAG" "${ON_PROXY[@]}" "$CORRAL" -f "$cfg"
-        ;;
+# start_reloadable KIND BACKEND_PORT: start_proxy (bench/lib.sh), plus PROXY_CLI, a
+# socket that answers `show proc`: HAProxy's master CLI (-S); corral's stats socket,
+# which its master serves.
+HAPROXY_ARGS=(-S "$TMP/haproxy-master.sock")
+start_reloadable() {
+    case $1 in
+    haproxy) PROXY_CLI=$TMP/haproxy-master.sock; rm -f "$PROXY_CLI" ;;
+    corral) PROXY_CLI=$TMP/corral-stats.sock ;;
     esac
-    PROXY_PID=$LAST_PID
-    wait_listen "$PROXY_PORT" "$PROXY_PID" "$kind-$PHASE_TAG"
-    sleep 0.5 # let the workers come up behind the listener
-    alive "$PROXY_PID" || die "$kind exited right after starting (see $TMP/$kind-$PHASE_TAG.log)"
-    if ((${#ON_PROXY[@]})) && [[ -z ${R[affinity.$kind]:-} ]]; then
-        R[affinity.$kind]=$(py affinity "$PROXY_PID")
-        [[ ${R[affinity.$kind]} = *"cpus $PROXY_CPUS"* ]] ||
-            log "  note: $kind's processes run on other CPUs than $PROXY_CPUS: ${R[affinity.$kind]}"
-    fi
-}
-
-stop_proxy() {
-    stop_tree "$PROXY_PID"
-    PROXY_PID=
+    start_proxy "$@"
 }
 
 # CPU pinning as in bench/tcp.sh: the proxy (master, workers, and whatever a
 # reload re-executes or forks: affinity is inherited) on the last CPU, the load
 # generator, the echo backend and the helpers on the others.
-ON_PROXY=() ON_LOAD=()
-NCPU=$(nproc)
-if [[ $PIN = 1 ]] && ((NCPU >= 2)); then
-    PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
-    LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
-    command -v taskset >/dev/null 2>&1 || die "taskset (util-linux) is missing; or run with PIN=0"
-    ON_PROXY=(taskset -c "$PROXY_CPUS")
-    ON_LOAD=(taskset -c "$LOAD_CPUS")
+pin_cpus
+if ((${#ON_PROXY[@]})); then
     # This script and its helpers too: polling from an unpinned shell lands on the
     # proxy's CPU and takes time from it (it made the baseline runs ~20% slower).
     taskset -pc "$LOAD_CPUS" $$ >/dev/null || die "taskset -pc $LOAD_CPUS $$ failed"
 fi
 
-PROXIES=()
-[[ $SKIP_HAPROXY = 1 ]] || PROXIES+=(haproxy)
-[[ $SKIP_CORRAL = 1 ]] || PROXIES+=(corral)
+choose_proxies
 ((${#PROXIES[@]})) || die "SKIP_HAPROXY=1 and SKIP_CORRAL=1: nothing to run"
 
 declare -A R # results: R[key.proxy.load]
@@ -878,31 +548,19 @@ PHASE_TAG=probe
 
 # ---------------------------------------------------------------- header
 log "reloads under load: corral vs HAProxy, TCP mode, loopback"
-log "  machine: $NCPU cpus, $(uname -sr)"
-log "  $(haproxy -v 2>/dev/null | head -n 1)"
-[[ $SKIP_CORRAL = 1 ]] || log "  corral: $CORRAL ($("$CORRAL" -v 2>&1 | head -n 1 || true))"
-if ((${#ON_PROXY[@]})); then
-    log "  pinned: proxy on CPU $PROXY_CPUS, load generator and echo backend on CPU $LOAD_CPUS (PIN=0 to disable)"
-else
-    log "  not pinned"
-fi
+log_setup "load generator and echo backend"
 log "  each load: ${SECS} s baseline, then ${SECS} s with $RELOADS reloads ${INTERVAL} s apart (kill -USR2 to the master) from t=1 s"
 log "  cpr: $CONC connections in flight, each connect / $SIZE bytes / echo / close; ka: $KA_CONNS long-lived connections,"
 log "    $SIZE-byte round trips; python3 generator ($([[ ${ENGINE:-loop} = threads ]] && echo "a thread per connection" || echo "one epoll loop"))"
 log "  hard-stop-after $HARD_STOP; reply / connect timeout ${TIMEOUT} s"
 log "  HTTP keep-alive (wrk) half: not run, corral has no HTTP mode yet (issue 4: add it when the HTTP issue lands)"
 log "  workdir $TMP"
-busy=$(py busy 1)
-if ((busy > 10)); then
-    log "  WARNING: the machine is already ${busy}% busy before the benchmark starts (load: $(cut -d' ' -f1-3 /proc/loadavg));"
-    log "           other work on it (builds, tests) makes the rates noisy (errors are not affected)"
-fi
+warn_if_busy "makes the rates noisy (errors are not affected)"
 if awk -v s="$SECS" -v n="$RELOADS" -v i="$INTERVAL" 'BEGIN { exit !(1 + n * i + 0.5 > s) }'; then
     SECS=$(awk -v n="$RELOADS" -v i="$INTERVAL" 'BEGIN { printf "%.1f", 1 + n * i + 1 }')
     log "  note: $RELOADS reloads ${INTERVAL} s apart need longer runs: SECS raised to $SECS"
 fi
 
-want() { [[ " $TESTS " = *" $1 "* ]]; }
 LOADS=()
 want cpr && LOADS+=(cpr)
 want ka && LOADS+=(ka)
@@ -911,15 +569,14 @@ declare -A LOADNAME=([cpr]="connection per request" [ka]="long-lived connections
 
 # ---------------------------------------------------------------- echo backend
 P_ECHO=$(py freeports 1)
-start_bg echo "${ON_LOAD[@]}" python3 "$TMP/h.py" echo "$P_ECHO"
+start_server echo "$P_ECHO" python3 "$TMP/h.py" echo "$P_ECHO"
 ECHO_PID=$LAST_PID
-wait_listen "$P_ECHO" "$ECHO_PID" echo
 
 # ---------------------------------------------------------------- corral: does it reload?
 # A binary from before the reload work starts fine but ignores SIGUSR2: find out
 # in 2-3 s rather than after a whole run.
 if [[ $SKIP_CORRAL != 1 ]]; then
-    start_proxy corral "$P_ECHO"
+    start_reloadable corral "$P_ECHO"
     ok=0 after=
     if before=$(py showproc "$PROXY_CLI" 2>/dev/null) && [[ $before = master=* ]]; then
         kill -USR2 "$PROXY_PID"
@@ -1032,7 +689,7 @@ for m in "${LOADS[@]}"; do
     log "== ${LOADNAME[$m]} ($m)"
     for p in "${PROXIES[@]}"; do
         PHASE_TAG=$m
-        start_proxy "$p" "$P_ECHO"
+        start_reloadable "$p" "$P_ECHO"
         k=$p.$m
 
         # baseline
