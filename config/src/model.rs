@@ -260,6 +260,19 @@ pub enum KeyType {
     Binary,
 }
 
+impl KeyType {
+    /// The type as written in `[table.NAME] type` and shown by `show table`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Ip => "ip",
+            KeyType::Ipv6 => "ipv6",
+            KeyType::Integer => "integer",
+            KeyType::String => "string",
+            KeyType::Binary => "binary",
+        }
+    }
+}
+
 /// One data type stored in a stick table entry, with HAProxy's name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataType {

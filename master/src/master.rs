@@ -328,8 +328,11 @@ impl Master {
             }
             let Some(epoch_slot) = self.shared.claim_slot() else {
                 log::error!(
-                    "no free process slot in the shared segment; worker {} not started",
-                    self.slots[i].id
+                    "worker {} not started: all {} process slots of the shared segment are taken \
+                     (old workers still draining after many reloads? lower hard_stop_after); retrying in {:?}",
+                    self.slots[i].id,
+                    corral_shm::epoch::MAX_PROCS,
+                    MAX_BACKOFF
                 );
                 self.slots[i].respawn_at = Some(now + MAX_BACKOFF);
                 continue;

@@ -127,23 +127,12 @@ pub(crate) fn track(
             format!(
                 "table '{}' has keys of type {}, but track key '{}' needs {needs} table",
                 t.text,
-                key_type(kt),
+                kt.as_str(),
                 k.text
             ),
         ));
     }
     Ok(Track { slot, key, table })
-}
-
-/// How a key type is written in `[table.NAME]`.
-fn key_type(k: KeyType) -> &'static str {
-    match k {
-        KeyType::Ip => "ip",
-        KeyType::Ipv6 => "ipv6",
-        KeyType::Integer => "integer",
-        KeyType::String => "string",
-        KeyType::Binary => "binary",
-    }
 }
 
 /// A backend reference of `use_backend`, of the frontend's mode.

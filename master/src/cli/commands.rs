@@ -320,22 +320,12 @@ fn show_proc(v: &View<'_>) -> String {
     s
 }
 
-fn key_type_name(k: KeyType) -> &'static str {
-    match k {
-        KeyType::Ip => "ip",
-        KeyType::Ipv6 => "ipv6",
-        KeyType::Integer => "integer",
-        KeyType::String => "string",
-        KeyType::Binary => "binary",
-    }
-}
-
 fn table_summary(t: &StickTable<'_>) -> String {
     let l = t.layout();
     format!(
         "# table: {}, type: {}, size:{}, used:{}\n",
         t.name(),
-        key_type_name(l.key_type),
+        l.key_type.as_str(),
         l.size,
         t.len()
     )
