@@ -242,3 +242,59 @@ server.a = {{ addr = "{}" }}
         "clients that waited are served once memory is free again"
     );
 }
+
+/// Global maxconn is a cap on the whole instance, not per worker: with
+/// `workers = 2` and `maxconn = 3` exactly three connections are served at
+/// once (shares 2 + 1; a worker at its share leaves the accept wait queue so
+/// the other one gets the connections); the fourth waits until one closes.
+#[test]
+fn global_maxconn_is_exact_across_workers() {
+    use std::io::Write;
+    let backend = EchoServer::start();
+    let port = free_port();
+    let c = Corral::start(&format!(
+        r#"
+[global]
+workers = 2
+maxconn = 3
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+server.a = {{ addr = "{}" }}
+"#,
+        backend.addr
+    ));
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    for i in 0..3 {
+        let mut s = c.connect();
+        s.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            data_arrives_within(&mut s, Duration::from_secs(2), &mut b).is_some(),
+            "connection {i} of 3 is served"
+        );
+        conns.push(s);
+    }
+    let mut fourth = c.connect();
+    fourth.write_all(b"y").unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        data_arrives_within(&mut fourth, Duration::from_millis(700), &mut b).is_none(),
+        "a fourth concurrent connection waits"
+    );
+    assert_eq!(
+        backend.active(),
+        3,
+        "the server sees exactly three connections"
+    );
+    drop(conns.remove(1));
+    assert!(
+        data_arrives_within(&mut fourth, Duration::from_secs(2), &mut b).is_some(),
+        "once one closes, the waiting one is served"
+    );
+}

@@ -78,6 +78,11 @@ impl Worker {
         self.cur += 1;
         self.frontends[fe].cur += 1;
         self.frontends[fe].total += 1;
+        if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
+            // At the cap: leave the wait queue now, so the next connection's
+            // wakeup goes to a worker with room instead of stranding here.
+            self.pause_for_maxconn();
+        }
         let s = &mut self.sessions[key];
         let client = &s.client;
         let local_port = || client.local_addr().map_or(0, |a| a.port());

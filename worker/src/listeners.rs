@@ -50,8 +50,8 @@ pub struct Accepted {
 }
 
 impl Listeners {
-    /// Takes ownership of the inherited listeners and puts them in an
-    /// exclusive epoll set.
+    /// Takes ownership of the inherited listeners; [`Listeners::resume`]
+    /// puts each in the exclusive epoll set.
     pub fn new(sockets: Vec<(usize, TcpListener)>) -> io::Result<Listeners> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -72,9 +72,8 @@ impl Listeners {
                 active: false,
             });
         }
-        for i in 0..me.list.len() {
-            me.resume(i)?;
-        }
+        // Not polled yet: the worker enables the listeners it has room for
+        // (a worker must never sit in a wait queue it will not accept from).
         Ok(me)
     }
 

@@ -124,7 +124,12 @@ impl Worker {
     pub fn new(setup: WorkerSetup) -> io::Result<Worker> {
         let cfg = setup.config;
         let n = cfg.global.workers.max(1) as u32;
-        let share = |max: u32| max.div_ceil(n).max(1);
+        // Worker `id` of `n` gets `max / n`, plus one for the first `max % n`
+        // workers: the shares add up to exactly `max`. A worker at its share
+        // leaves the exclusive wait queue, so the kernel hands new connections
+        // to workers with room: the cap holds for the whole instance.
+        let idx = (setup.id.max(1) - 1) as u32;
+        let share = |max: u32| max / n + u32::from(idx < max % n);
         let poll = Poll::new()?;
         let listeners = Listeners::new(setup.listeners)?;
         poll.registry().register(
@@ -174,7 +179,7 @@ impl Worker {
             })
             .collect();
         let cfg_for_checks = cfg.clone();
-        Ok(Worker {
+        let mut w = Worker {
             log: AccessLog::open(&cfg.global.log)?,
             pools: Pools {
                 pipes: PipePool::new((max as usize / 2).max(16), 0),
@@ -202,7 +207,9 @@ impl Worker {
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
             id: setup.id,
-        })
+        };
+        w.resume_listeners();
+        Ok(w)
     }
 
     /// Runs until stopped; returns the process exit status.
@@ -397,7 +404,7 @@ impl Worker {
     }
 
     /// Pauses listeners whose frontend (or the whole worker) is at maxconn.
-    fn pause_for_maxconn(&mut self) {
+    pub(crate) fn pause_for_maxconn(&mut self) {
         for j in 0..self.listeners.len() {
             let fe = self.listeners.get(j).frontend;
             if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
