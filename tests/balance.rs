@@ -252,3 +252,50 @@ fn backup_is_used_only_while_the_active_server_is_down() {
     assert_eq!(counts.get("a"), Some(&5), "active back up: {counts:?}");
     drop(a2);
 }
+
+/// Health checks are spread over workers: with `workers = 2` a server gets one
+/// check per interval (from the worker in charge of it), not one per worker;
+/// and a server marked down by that worker is avoided by every worker.
+#[test]
+fn health_checks_are_spread_over_workers_and_shared() {
+    let a = NameServer::start("a");
+    let b = NameServer::start("b");
+    let b_addr = b.addr;
+    let c = Corral::start(&lb_config(
+        2,
+        "roundrobin",
+        r#"check = { interval = "200ms", rise = 1, fall = 1 }"#,
+        &[
+            ("a", format!("addr = \"{}\"", a.addr)),
+            ("b", format!("addr = \"{b_addr}\"")),
+        ],
+    ));
+    let before = a.conns();
+    thread::sleep(Duration::from_millis(2000));
+    let checks = a.conns() - before;
+    assert!(
+        (6..=14).contains(&checks),
+        "one check per 200 ms over 2 s, not two: {checks}"
+    );
+    drop(b); // b goes down: the worker checking it marks it down for both
+    thread::sleep(Duration::from_millis(700));
+    let logged_before = c.log_text().lines().count();
+    for _ in 0..20 {
+        assert_eq!(name_via(c.addr()), "a");
+    }
+    thread::sleep(Duration::from_millis(300));
+    // No worker even tried b (a worker unaware of the check would have
+    // retried: retries > 0 in its log line).
+    let lines: Vec<LogLine> = c
+        .log_text()
+        .lines()
+        .skip(logged_before)
+        .filter_map(LogLine::parse)
+        .collect();
+    assert!(lines.len() >= 20, "{} log lines", lines.len());
+    assert!(
+        lines.iter().all(|l| l.retries == 0 && l.server == "a"),
+        "every worker knew b was down: {:?}",
+        lines.iter().map(|l| &l.raw).collect::<Vec<_>>()
+    );
+}

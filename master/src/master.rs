@@ -156,6 +156,8 @@ pub struct Master {
     pub(crate) config_path: PathBuf,
     pub(crate) exe: PathBuf,
     pub(crate) args: Vec<OsString>,
+    /// Server health flags shared by this generation's workers.
+    health: Arc<corral_shm::flags::SharedFlags>,
 }
 
 fn client_token(key: usize) -> Token {
@@ -189,6 +191,8 @@ impl Master {
                 (m.into(), w.into())
             }
         };
+        let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
+        let health = Arc::new(corral_shm::flags::SharedFlags::new(servers)?);
         let now = Instant::now();
         let slots = (1..=cfg.global.workers)
             .map(|id| Slot {
@@ -225,6 +229,7 @@ impl Master {
             config_path: start.config_path,
             exe: start.exe,
             args: start.args,
+            health,
         };
         let reply = start.reply.map(|c| m.add_client(c));
         m.switch = Some(Switch {
@@ -419,6 +424,7 @@ impl Master {
             id,
             generation: self.generation,
             shared: self.shared.for_worker(epoch_slot),
+            health: self.health.clone(),
         })
     }
 

@@ -8,12 +8,15 @@
 //!   recover a lock held by a dead process.
 //! * [`table`]: stick tables with lock-free lookups, atomic counters,
 //!   [`freq`] rates computed as HAProxy's freq_ctr, budgeted expiry and eviction.
+//! * [`flags`]: per-generation flags (server health) with one writer each.
 //! * [`track`]: per-process records of tracked entries, undone by the master
 //!   when a process dies.
 //!
 //! No sockets here: the worker and master crates do the I/O.
 
 pub mod epoch;
+#[cfg(not(loom))]
+pub mod flags;
 pub mod freq;
 pub mod lock;
 mod primitive;

@@ -3,10 +3,15 @@
 //!
 //! A check is a non-blocking TCP connect (layer 4) or, with `http = "GET
 //! /path"`, a request whose status line must be 2xx or 3xx (layer 7), bounded
-//! by `timeout.check`. Checks of one server are never concurrent, and each
-//! worker checks every server of its backends for now (the shared segment will
-//! let one worker check for all). Transitions are logged like HAProxy's
+//! by `timeout.check`. Checks of one server are never concurrent.
+//! Transitions are logged like HAProxy's
 //! `Server be/s is DOWN, reason: ...`.
+//!
+//! Checks are spread over workers: server number `k` (counting servers
+//! across backends in config order) is checked by worker `k mod N`, which
+//! publishes the result in a flag every worker of the generation reads
+//! (`corral_shm::flags`), so a backend sees one check per interval whatever
+//! the number of workers, and one log line per transition.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -47,14 +52,17 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// The servers to check: those of backends with `check`, whose own `check` is not false.
+    /// The servers this worker checks: those of backends with `check`, whose
+    /// own `check` is not false, and whose number is this worker's share
+    /// (`k mod workers == worker_id - 1`).
     pub fn new(cfg: &Config, worker_id: usize) -> Checks {
         let now = Instant::now();
+        let workers = cfg.global.workers.max(1);
         let mut targets = Vec::new();
         for (b, be) in cfg.backends.iter().enumerate() {
             let Some(check) = &be.check else { continue };
             for (s, srv) in be.servers.iter().enumerate() {
-                if !srv.check {
+                if !srv.check || server_number(cfg, b, s) % workers != worker_id.max(1) - 1 {
                     continue;
                 }
                 // Spread the first checks over the interval so they do not all fire at once.
@@ -222,6 +230,16 @@ impl Checks {
             }
         }
     }
+}
+
+/// The number of server `s` of backend `b`, counting servers across backends
+/// in config order: the index of its health flag.
+pub fn server_number(cfg: &Config, b: usize, s: usize) -> usize {
+    cfg.backends[..b]
+        .iter()
+        .map(|be| be.servers.len())
+        .sum::<usize>()
+        + s
 }
 
 /// Advances one probe: `Ok(Some(()))` passed, `Ok(None)` not done yet.

@@ -65,6 +65,9 @@ pub struct WorkerSetup {
     pub generation: u32,
     /// The shared segment: stick tables and tracking records.
     pub shared: crate::stick::Shared,
+    /// Server health flags of this generation (0 up, 1 down), one per server
+    /// in config order; each is written by the worker that checks the server.
+    pub health: Arc<corral_shm::flags::SharedFlags>,
 }
 
 /// Per-frontend counters and limits of this worker.
@@ -116,6 +119,7 @@ pub struct Worker {
     pub(crate) denied: Vec<u64>,
     checks: Checks,
     transitions: Vec<crate::health::Transition>,
+    health: Arc<corral_shm::flags::SharedFlags>,
     id: usize,
 }
 
@@ -206,6 +210,7 @@ impl Worker {
             denied: vec![0; cfg_for_checks.frontends.len()],
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
+            health: setup.health,
             id: setup.id,
         };
         w.resume_listeners();
@@ -238,6 +243,8 @@ impl Worker {
                     return 1;
                 }
             }
+            // Health decided by other workers applies before any dispatch.
+            self.sync_health();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENERS => self.accept_pending = true,
@@ -442,14 +449,34 @@ impl Worker {
         self.checks
             .on_timer(&self.cfg, self.poll.registry(), now, &mut self.transitions);
         for (be, server, up) in std::mem::take(&mut self.transitions) {
-            self.backends[be].balancer.servers[server].up = up;
-            if up {
-                self.offer_slots(be);
-            }
+            let k = crate::health::server_number(&self.cfg, be, server);
+            self.health.set(k, u32::from(!up));
         }
+        self.sync_health();
         while let Some((key, serial)) = self.timers.pop_due(now) {
             if self.sessions.get(key).is_some_and(|s| s.serial == serial) {
                 self.on_deadline(key, now);
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Copies the shared health flags into the balancers (one load per
+    /// server per loop turn); a server that came back gets the queue.
+    fn sync_health(&mut self) {
+        let mut k = 0;
+        for be in 0..self.backends.len() {
+            let mut came_up = false;
+            for s in 0..self.backends[be].balancer.servers.len() {
+                let up = self.health.get(k) == 0;
+                let srv = &mut self.backends[be].balancer.servers[s];
+                came_up |= up && !srv.up;
+                srv.up = up;
+                k += 1;
+            }
+            if came_up {
+                self.offer_slots(be);
             }
         }
     }
