@@ -315,61 +315,7 @@ impl Corral {
     /// at most) until every frontend address is listening and the configured
     /// number of workers exists. Panics with corral's stderr otherwise.
     pub fn start(config: &str) -> Corral {
-        let dir = temp_dir("run");
-        let config_path = dir.join("corral.toml");
-        fs::write(&config_path, config).expect("write config");
-        let stdout = File::create(dir.join("stdout.log")).expect("stdout file");
-        let stderr = File::create(dir.join("stderr.log")).expect("stderr file");
-        let child = Command::new(corral_bin())
-            .arg("-f")
-            .arg(&config_path)
-            .current_dir(&dir)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .spawn()
-            .expect("spawn corral");
-        let mut c = Corral {
-            dir,
-            config_path,
-            child,
-            exit: None,
-            binds: parse_binds(config),
-            expected_workers: parse_workers(config),
-            seen_workers: Mutex::new(Vec::new()),
-        };
-        assert!(!c.binds.is_empty(), "test config has no frontend bind");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(st)) = c.child.try_wait() {
-                c.exit = Some(st);
-                panic!(
-                    "corral exited during startup with {st}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-                    c.stderr_text(),
-                    c.log_text()
-                );
-            }
-            let listening = c.binds.iter().all(|a| is_listening(*a));
-            let workers = c.worker_pids().len();
-            let enough = match c.expected_workers {
-                Some(n) => workers == n,
-                None => workers >= 1,
-            };
-            if listening && enough {
-                return c;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "corral not ready after 5 s (listening: {listening}, workers: {workers}, expected {:?})\n--- stderr ---\n{}\n--- stdout ---\n{}",
-                    c.expected_workers,
-                    c.stderr_text(),
-                    c.log_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        Corral::start_from(std::path::Path::new(corral_bin()), &[], config)
     }
 
     /// The frontend addresses found in the config's `bind` lines, in order.
