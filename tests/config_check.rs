@@ -339,3 +339,24 @@ fn version_is_printed() {
         "corral -v printed {text:?}"
     );
 }
+
+/// Every config under examples/ stays valid: they are what newcomers run first.
+#[test]
+fn every_example_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = run_corral(&["-c", "-f", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{} is invalid:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "examples/ holds the configs README points to");
+}
