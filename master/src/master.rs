@@ -158,6 +158,8 @@ pub struct Master {
     pub(crate) args: Vec<OsString>,
     /// Server health flags shared by this generation's workers.
     health: Arc<corral_shm::flags::SharedFlags>,
+    /// Per-worker counters of this generation (see `corral_worker::worker::COUNTERS`).
+    counters: Arc<corral_shm::flags::SharedFlags>,
 }
 
 fn client_token(key: usize) -> Token {
@@ -193,6 +195,9 @@ impl Master {
         };
         let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
         let health = Arc::new(corral_shm::flags::SharedFlags::new(servers)?);
+        let counters = Arc::new(corral_shm::flags::SharedFlags::new(
+            cfg.global.workers * corral_worker::worker::COUNTERS,
+        )?);
         let now = Instant::now();
         let slots = (1..=cfg.global.workers)
             .map(|id| Slot {
@@ -230,6 +235,7 @@ impl Master {
             exe: start.exe,
             args: start.args,
             health,
+            counters,
         };
         let reply = start.reply.map(|c| m.add_client(c));
         m.switch = Some(Switch {
@@ -425,6 +431,7 @@ impl Master {
             generation: self.generation,
             shared: self.shared.for_worker(epoch_slot),
             health: self.health.clone(),
+            counters: self.counters.clone(),
         })
     }
 
@@ -674,6 +681,7 @@ impl Master {
                     let view = view_of(
                         &self.cfg,
                         &self.shared,
+                        &self.counters,
                         &self.slots,
                         &self.old,
                         self.generation,
@@ -737,9 +745,11 @@ impl Master {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn view_of<'a>(
     cfg: &'a Config,
     shared: &'a SharedSegment,
+    counters: &corral_shm::flags::SharedFlags,
     slots: &[Slot],
     old: &[OldWorker],
     generation: u32,
@@ -765,9 +775,19 @@ fn view_of<'a>(
         started: o.started_wall,
         draining: o.draining,
     }));
+    let n = corral_worker::worker::COUNTERS;
+    let sum = |field: usize| {
+        (0..counters.len() / n)
+            .map(|w| counters.get(w * n + field))
+            .sum::<u64>()
+    };
     commands::View {
         cfg,
         tables: shared.tables(),
+        curr_conns: sum(0),
+        cum_conns: sum(1),
+        pipes_used: sum(2),
+        pipes_free: sum(3),
         master: commands::ProcRow {
             pid: std::process::id() as i32,
             id: 0,

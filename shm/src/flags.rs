@@ -1,6 +1,8 @@
 //! A small array of flags shared by the processes forked from one master
 //! generation: server health (up/down) decided by the one worker that checks
-//! a server, read by every worker that balances over it.
+//! a server, read by every worker that balances over it; and each worker's
+//! counters (current and cumulated connections, pipes), summed by the master
+//! for `show info`.
 //!
 //! An anonymous MAP_SHARED mapping created before forking: no name, no fd,
 //! gone when the last process of the generation exits. Each flag has a
@@ -11,11 +13,11 @@
 
 use std::io;
 
-use crate::primitive::{AtomicU32, Ordering};
+use crate::primitive::{AtomicU64, Ordering};
 
 /// Flags shared across the fork of one generation.
 pub struct SharedFlags {
-    base: *const AtomicU32,
+    base: *const AtomicU64,
     len: usize,
 }
 
@@ -28,7 +30,7 @@ unsafe impl Sync for SharedFlags {}
 impl SharedFlags {
     /// Maps `len` zeroed flags (at least one page).
     pub fn new(len: usize) -> io::Result<SharedFlags> {
-        let bytes = (len.max(1) * 4).div_ceil(4096) * 4096;
+        let bytes = (len.max(1) * 8).div_ceil(4096) * 4096;
         // SAFETY: anonymous shared mapping; the result is checked.
         let p = unsafe {
             libc::mmap(
@@ -44,24 +46,24 @@ impl SharedFlags {
             return Err(io::Error::last_os_error());
         }
         Ok(SharedFlags {
-            base: p as *const AtomicU32,
+            base: p as *const AtomicU64,
             len,
         })
     }
 
-    fn flag(&self, i: usize) -> &AtomicU32 {
+    fn flag(&self, i: usize) -> &AtomicU64 {
         assert!(i < self.len, "flag {i} of {}", self.len);
-        // SAFETY: `i < len` flags of a live, zero-initialised, 4-aligned mapping.
+        // SAFETY: `i < len` flags of a live, zero-initialised, page-aligned mapping.
         unsafe { &*self.base.add(i) }
     }
 
     /// Reads flag `i`.
-    pub fn get(&self, i: usize) -> u32 {
+    pub fn get(&self, i: usize) -> u64 {
         self.flag(i).load(Ordering::Acquire)
     }
 
     /// Sets flag `i` (by its single writer).
-    pub fn set(&self, i: usize, v: u32) {
+    pub fn set(&self, i: usize, v: u64) {
         self.flag(i).store(v, Ordering::Release);
     }
 

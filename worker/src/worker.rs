@@ -68,7 +68,14 @@ pub struct WorkerSetup {
     /// Server health flags of this generation (0 up, 1 down), one per server
     /// in config order; each is written by the worker that checks the server.
     pub health: Arc<corral_shm::flags::SharedFlags>,
+    /// This generation's per-worker counters ([`COUNTERS`] per worker, worker
+    /// `id` at `(id - 1) * COUNTERS`), written by each worker once per loop turn.
+    pub counters: Arc<corral_shm::flags::SharedFlags>,
 }
+
+/// Counters each worker publishes: current connections, cumulated
+/// connections, pipes in use, idle pipes.
+pub const COUNTERS: usize = 4;
 
 /// Per-frontend counters and limits of this worker.
 pub(crate) struct FrontendState {
@@ -120,6 +127,7 @@ pub struct Worker {
     checks: Checks,
     transitions: Vec<crate::health::Transition>,
     health: Arc<corral_shm::flags::SharedFlags>,
+    counters: Arc<corral_shm::flags::SharedFlags>,
     id: usize,
 }
 
@@ -211,6 +219,7 @@ impl Worker {
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
             health: setup.health,
+            counters: setup.counters,
             id: setup.id,
         };
         w.resume_listeners();
@@ -282,6 +291,7 @@ impl Worker {
             self.fire_timers();
             self.sticky.maintain();
             self.log.flush();
+            self.publish_counters();
             if let Some(deadline) = self.stop_deadline {
                 if self.sessions.is_empty() {
                     return 0;
@@ -450,7 +460,7 @@ impl Worker {
             .on_timer(&self.cfg, self.poll.registry(), now, &mut self.transitions);
         for (be, server, up) in std::mem::take(&mut self.transitions) {
             let k = crate::health::server_number(&self.cfg, be, server);
-            self.health.set(k, u32::from(!up));
+            self.health.set(k, u64::from(!up));
         }
         self.sync_health();
         while let Some((key, serial)) = self.timers.pop_due(now) {
@@ -462,6 +472,19 @@ impl Worker {
 }
 
 impl Worker {
+    /// Publishes this worker's counters for `show info` (four stores a turn).
+    fn publish_counters(&self) {
+        let base = (self.id.max(1) - 1) * COUNTERS;
+        if base + COUNTERS > self.counters.len() {
+            return;
+        }
+        let total: u64 = self.frontends.iter().map(|f| f.total).sum();
+        self.counters.set(base, self.cur as u64);
+        self.counters.set(base + 1, total);
+        self.counters.set(base + 2, self.pools.pipes.used() as u64);
+        self.counters.set(base + 3, self.pools.pipes.free() as u64);
+    }
+
     /// Copies the shared health flags into the balancers (one load per
     /// server per loop turn); a server that came back gets the queue.
     fn sync_health(&mut self) {

@@ -58,6 +58,14 @@ pub struct View<'a> {
     pub workers: Vec<ProcRow>,
     /// This master's epoch slot (for `clear table` locks).
     pub slot: usize,
+    /// Connections open in the current generation's workers.
+    pub curr_conns: u64,
+    /// Connections accepted by the current generation's workers.
+    pub cum_conns: u64,
+    /// Pipes lent out for splicing.
+    pub pipes_used: u64,
+    /// Idle pooled pipes.
+    pub pipes_free: u64,
 }
 
 const HELP: &[(&str, &str, Level)] = &[
@@ -240,7 +248,11 @@ fn show_info(v: &View<'_>) -> String {
         ("Uptime_sec", up.as_secs().to_string()),
         ("Maxconn", v.cfg.global.maxconn.to_string()),
         ("Hard_maxconn", v.cfg.global.maxconn.to_string()),
+        ("CurrConns", v.curr_conns.to_string()),
+        ("CumConns", v.cum_conns.to_string()),
         ("Maxpipes", (v.cfg.global.maxconn / 2).to_string()),
+        ("PipesUsed", v.pipes_used.to_string()),
+        ("PipesFree", v.pipes_free.to_string()),
         ("Nbworkers", v.cfg.global.workers.to_string()),
         ("Generation", v.master.generation.to_string()),
         ("Reloads", v.master.generation.saturating_sub(1).to_string()),
