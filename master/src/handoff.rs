@@ -31,6 +31,9 @@ pub struct InheritedWorker {
     pub generation: u32,
     /// When it started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// Already soft-stopped (else it still accepts and must be stopped once
+    /// the new generation accepts).
+    pub draining: bool,
 }
 
 /// Everything a new master generation inherits.
@@ -54,6 +57,8 @@ pub struct Handoff {
     pub cli_reply: Option<RawFd>,
     /// Workers of previous generations, still running.
     pub workers: Vec<InheritedWorker>,
+    /// An instance being taken over, to soft-stop once the new workers accept.
+    pub victim: Option<i32>,
 }
 
 impl Handoff {
@@ -76,13 +81,21 @@ impl Handoff {
         if let Some(fd) = self.cli_reply {
             f.push(format!("cli={fd}"));
         }
+        if let Some(pid) = self.victim {
+            f.push(format!("victim={pid}"));
+        }
         for (fd, addr) in &self.listeners {
             f.push(format!("lst={fd}@{addr}"));
         }
         for w in &self.workers {
             f.push(format!(
-                "wrk={},{},{},{},{}",
-                w.pid, w.id, w.epoch_slot, w.generation, w.started_ms
+                "wrk={},{},{},{},{},{}",
+                w.pid,
+                w.id,
+                w.epoch_slot,
+                w.generation,
+                w.started_ms,
+                u8::from(w.draining)
             ));
         }
         f.join(";")
@@ -104,6 +117,7 @@ impl Handoff {
                 "seg" => h.segment = Some(num(v)? as RawFd),
                 "stats" => h.stats = Some(num(v)? as RawFd),
                 "cli" => h.cli_reply = Some(num(v)? as RawFd),
+                "victim" => h.victim = Some(num(v)? as i32),
                 "life" => {
                     let (m, w) = v.split_once(',').ok_or_else(bad)?;
                     h.lifeline = Some((num(m)? as RawFd, num(w)? as RawFd));
@@ -115,7 +129,7 @@ impl Handoff {
                 }
                 "wrk" => {
                     let p: Vec<&str> = v.split(',').collect();
-                    if p.len() != 5 {
+                    if p.len() != 6 {
                         return Err(bad());
                     }
                     h.workers.push(InheritedWorker {
@@ -124,6 +138,7 @@ impl Handoff {
                         epoch_slot: num(p[2])? as usize,
                         generation: num(p[3])? as u32,
                         started_ms: num(p[4])? as u64,
+                        draining: num(p[5])? != 0,
                     });
                 }
                 _ => return Err(format!("unknown field '{k}'")),
@@ -169,7 +184,9 @@ mod tests {
                 epoch_slot: 2,
                 generation: 3,
                 started_ms: 1_795_000_000_500,
+                draining: true,
             }],
+            victim: Some(4321),
         };
         let s = h.encode();
         assert_eq!(Handoff::decode(&s).unwrap(), h);

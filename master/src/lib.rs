@@ -260,7 +260,7 @@ fn from_handoff(cfg: &Config, opts: &Options, h: Handoff) -> Result<Start, Strin
             epoch_slot: w.epoch_slot,
             generation: w.generation,
             started_wall: at(w.started_ms),
-            draining: w.generation < h.generation,
+            draining: w.draining,
         })
         .collect();
     log::info!(
@@ -279,6 +279,7 @@ fn from_handoff(cfg: &Config, opts: &Options, h: Handoff) -> Result<Start, Strin
     start.old = old;
     start.reply = reply;
     start.messages = messages;
+    start.takeover_victim = h.victim.map(Pid::from_raw);
     Ok(start)
 }
 

@@ -151,7 +151,7 @@ pub struct Master {
     pub(crate) stats: Option<UnixListener>,
     pub(crate) clients: Slab<Client>,
     pub(crate) switch: Option<Switch>,
-    takeover_victim: Option<Pid>,
+    pub(crate) takeover_victim: Option<Pid>,
     announced_ready: bool,
     pub(crate) config_path: PathBuf,
     pub(crate) exe: PathBuf,
@@ -597,6 +597,11 @@ impl Master {
         self.listeners.clear();
         self.signal_all(Signal::SIGTERM);
         self.stopping = Stopping::Hard(Instant::now() + HARD_STOP_GRACE);
+    }
+
+    /// Whether a soft or hard stop is under way (a reload is refused then).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping != Stopping::No
     }
 
     // ---- stats socket -------------------------------------------------

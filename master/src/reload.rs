@@ -90,13 +90,17 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
 impl Master {
     /// Reloads; `reply` is the CLI client that asked (it gets the outcome).
     pub(crate) fn reload(&mut self, reply: Option<usize>) {
-        log::info!("reload requested: checking {}", self.config_path.display());
         let fail = |m: &mut Master, text: String| {
             m.failed_reloads += 1;
             if let Some(key) = reply {
                 m.answer_and_close(key, &format!("Success=0\n--\n{text}"));
             }
         };
+        if self.is_stopping() {
+            log::warn!("reload ignored: the master is stopping");
+            return fail(self, "the master is stopping\n".into());
+        }
+        log::info!("reload requested: checking {}", self.config_path.display());
         let new_cfg = match corral_config::load(&self.config_path) {
             Ok(c) => c,
             Err(errors) => {
@@ -144,6 +148,7 @@ impl Master {
                     epoch_slot: s.epoch_slot?,
                     generation: self.generation,
                     started_ms: ms_since_epoch(s.started_wall),
+                    draining: false,
                 })
             })
             .collect();
@@ -153,7 +158,25 @@ impl Master {
             epoch_slot: o.epoch_slot,
             generation: o.generation,
             started_ms: ms_since_epoch(o.started_wall),
+            draining: o.draining,
         }));
+        // A reload still waiting for its workers is superseded by this one:
+        // answer its client now (only one waiting client crosses the exec).
+        if let Some(pending) = self
+            .switch
+            .as_ref()
+            .and_then(|s| s.reply)
+            .filter(|&k| Some(k) != reply)
+        {
+            if let Some(sw) = self.switch.as_mut() {
+                sw.reply = None;
+            }
+            let text = format!(
+                "Success=1\n--\ngeneration {} (superseded by a newer reload before all its workers accepted)\n",
+                self.generation
+            );
+            self.answer_and_close(pending, &text);
+        }
         let mut handoff = Handoff {
             generation: self.generation,
             failed_reloads: self.failed_reloads,
@@ -170,6 +193,7 @@ impl Master {
                 .and_then(|k| self.clients.get(k))
                 .map(|c| c.stream.as_raw_fd()),
             workers,
+            victim: self.takeover_victim.map(|p| p.as_raw()),
         };
         handoff
             .listeners

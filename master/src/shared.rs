@@ -104,6 +104,8 @@ impl SharedSegment {
                 return SharedSegment::create(cfg, generation);
             }
         };
+        // Our previous image (same pid, before the exec) held a slot: free it.
+        seg.epoch().release_pid(std::process::id());
         let master_slot = seg
             .epoch()
             .claim_free(0, std::process::id(), generation)
@@ -244,4 +246,44 @@ impl SharedSegment {
 /// region's own header is not needed: only the generic walk is used).
 fn old_table(seg: &'static Segment, offset: u64, name: &str) -> Option<StickTable<'static>> {
     StickTable::open_region(seg, offset, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    /// A master re-executed for a reload keeps its pid: each generation must
+    /// free its previous image's slot, or ~250 reloads exhaust the segment.
+    #[test]
+    fn reloads_do_not_leak_the_master_slot() {
+        let cfg = corral_config::parse(
+            "[frontend.f]\nbind = \"127.0.0.1:1\"\nmode = \"tcp\"\ndefault_backend = \"b\"\n\
+             [backend.b]\nmode = \"tcp\"\nserver.a = { addr = \"127.0.0.1:2\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut gen = SharedSegment::create(&cfg, 1).unwrap();
+        for g in 2..=300 {
+            // SAFETY: dup of the memfd we hold, handed to inherit as exec would.
+            let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(gen.seg.fd().as_raw_fd())) };
+            gen = SharedSegment::inherit(&cfg, fd, g, &mut Vec::new())
+                .expect("a free slot after many reloads");
+        }
+        let me = std::process::id();
+        let held = (0..corral_shm::epoch::MAX_PROCS)
+            .filter(|&i| {
+                gen.seg
+                    .epoch()
+                    .slot(i)
+                    .pid
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == me
+            })
+            .count();
+        assert_eq!(
+            held, 1,
+            "the master holds exactly one slot after 299 reloads"
+        );
+    }
 }

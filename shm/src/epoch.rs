@@ -153,6 +153,16 @@ impl<const N: usize> EpochState<N> {
         None
     }
 
+    /// Frees every slot registered to `pid`: a master re-executed for a
+    /// reload keeps its pid, and its previous image's slot must not leak.
+    pub fn release_pid(&self, pid: u32) {
+        for i in 0..N {
+            if self.slots[i].pid.load(Ordering::Acquire) == pid {
+                self.clear(i);
+            }
+        }
+    }
+
     /// Frees slot `i` of a dead process: unpins it so the epoch can advance.
     pub fn clear(&self, i: usize) {
         self.slots[i].state.store(0, Ordering::Release);

@@ -153,11 +153,16 @@ impl Tracker {
     /// Ends a tracking: lowers conn_cur and use_count, frees the record.
     pub fn untrack(&mut self, table: &StickTable<'_>, tr: Tracked) {
         let e = table.entry_at(tr.shard, tr.slot);
+        let r = self.tracks.record(self.proc_slot, tr.record);
+        // Back to RESERVED first: killed between here and the end, the master
+        // leaves the counts alone (over-count by one at worst, never under).
+        r.store(
+            (r.load(Ordering::Relaxed) & !0xFF) | RESERVED,
+            Ordering::Release,
+        );
         e.add(DataTypeName::ConnCur, -1);
         e.release();
-        self.tracks
-            .record(self.proc_slot, tr.record)
-            .store(0, Ordering::Release);
+        r.store(0, Ordering::Release);
         self.free.push(tr.record);
     }
 }

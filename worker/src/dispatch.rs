@@ -144,7 +144,7 @@ impl Worker {
                     s.phase_started = Instant::now();
                     self.backends[be].queue.push_back((key, s.serial));
                     let at = s.phase_started + self.cfg.backends[be].timeouts.queue;
-                    self.timers.arm(at, key, s.serial);
+                    self.arm(key, at);
                 }
             }
             Pick::NoServer => self.finish(key, End::NoServer),
@@ -185,6 +185,7 @@ impl Worker {
         s.srv.readable = false;
         s.srv.writable = false;
         let at = now + self.cfg.backends[be].timeouts.connect;
+        s.armed = Some(at);
         self.timers.arm(at, key, s.serial);
         match start_connect(addr) {
             Ok(mut stream) => {
@@ -298,8 +299,7 @@ impl Worker {
                         let s = &mut self.sessions[key];
                         s.last_activity = now;
                         let deadline = now + self.idle_timeout(key).0;
-                        let serial = self.sessions[key].serial;
-                        self.timers.arm(deadline, key, serial);
+                        self.arm(key, deadline);
                         self.forward(key);
                     }
                     Err(_) => self.connect_failed(key, false),
@@ -341,6 +341,13 @@ impl Worker {
         }
     }
 
+    /// Arms `at` as the session's one live deadline (earlier entries go stale).
+    fn arm(&mut self, key: usize, at: Instant) {
+        let s = &mut self.sessions[key];
+        s.armed = Some(at);
+        self.timers.arm(at, key, s.serial);
+    }
+
     /// A deadline armed for this session is due: act if it is real, re-arm if
     /// activity moved it.
     pub(crate) fn on_deadline(&mut self, key: usize, now: Instant) {
@@ -366,7 +373,7 @@ impl Worker {
                 if now >= due {
                     self.finish(key, End::Timeout(blame));
                 } else {
-                    self.timers.arm(due, key, s.serial);
+                    self.arm(key, due);
                 }
             }
         }

@@ -83,6 +83,8 @@ pub struct Session {
     pub last_activity: Instant,
     /// Stick counters (sc0..sc2) tracked by this connection.
     pub sc: crate::stick::StickCounters,
+    /// The deadline this connection armed last; older heap entries are stale.
+    pub armed: Option<Instant>,
 }
 
 impl Session {
@@ -118,6 +120,7 @@ impl Session {
             t_connect: None,
             last_activity: now,
             sc: Default::default(),
+            armed: None,
         }
     }
 

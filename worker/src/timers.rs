@@ -1,10 +1,11 @@
 //! Deadlines of connections: a min-heap with lazy deletion.
 //!
 //! A connection pushes an entry only when its deadline may have moved *earlier*
-//! (a state change: queued, connecting, established). Activity that pushes the
-//! deadline *later* (bytes moved) only updates the connection's own clock; when
-//! the stale heap entry fires, the owner recomputes its real deadline and
-//! re-arms. So the per-byte path never touches the heap, and an idle worker
+//! (a state change: queued, connecting, established) and remembers the one it
+//! armed last; entries it armed before are stale and dropped when they fire.
+//! Activity that pushes the deadline *later* (bytes moved) only updates the
+//! connection's own clock; when its current entry fires, the owner recomputes
+//! its real deadline and re-arms. So a connection has one live entry. So the per-byte path never touches the heap, and an idle worker
 //! sleeps exactly until the next deadline.
 
 use std::cmp::Reverse;
@@ -28,11 +29,11 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// Pops one entry that is due at `now`, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+    /// Pops one entry that is due at `now`, if any: (key, serial, deadline).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64, Instant)> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => {
-                self.heap.pop().map(|Reverse((_, k, s))| (k, s))
+                self.heap.pop().map(|Reverse((at, k, s))| (k, s, at))
             }
             _ => None,
         }
@@ -62,8 +63,14 @@ mod tests {
         t.arm(now + Duration::from_secs(1), 2, 0);
         assert_eq!(t.next(), Some(now + Duration::from_secs(1)));
         assert_eq!(t.pop_due(now), None);
-        assert_eq!(t.pop_due(now + Duration::from_secs(3)), Some((2, 0)));
-        assert_eq!(t.pop_due(now + Duration::from_secs(3)), Some((1, 0)));
+        assert_eq!(
+            t.pop_due(now + Duration::from_secs(3)),
+            Some((2, 0, now + Duration::from_secs(1)))
+        );
+        assert_eq!(
+            t.pop_due(now + Duration::from_secs(3)),
+            Some((1, 0, now + Duration::from_secs(2)))
+        );
         assert!(t.is_empty());
     }
 }

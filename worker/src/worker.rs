@@ -463,8 +463,12 @@ impl Worker {
             self.health.set(k, u64::from(!up));
         }
         self.sync_health();
-        while let Some((key, serial)) = self.timers.pop_due(now) {
-            if self.sessions.get(key).is_some_and(|s| s.serial == serial) {
+        while let Some((key, serial, at)) = self.timers.pop_due(now) {
+            if self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.serial == serial && s.armed == Some(at))
+            {
                 self.on_deadline(key, now);
             }
         }

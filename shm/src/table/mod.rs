@@ -173,10 +173,19 @@ impl<'s> StickTable<'s> {
         let now = crate::freq::now_ms();
         let mut n = 0;
         let old_guard = old.seg.epoch().pin(slot);
+        // One pin per slot at a time: in the same segment, the walk's pin
+        // covers the inserts too (a second pin's drop would unpin the walk).
+        let same = std::ptr::eq(old.seg, self.seg);
         old.for_each(&old_guard, now, |e| {
             let Some(key) = e.key_copy() else { return };
-            let guard = self.seg.epoch().pin(slot);
-            if let Some(new) = self.get_or_create(&guard, slot, &key, now) {
+            let own;
+            let guard = if same {
+                &old_guard
+            } else {
+                own = self.seg.epoch().pin(slot);
+                &own
+            };
+            if let Some(new) = self.get_or_create(guard, slot, &key, now) {
                 new.copy_values_from(&e);
                 n += 1;
             }
@@ -427,6 +436,10 @@ impl<'s> StickTable<'s> {
     /// Pushes an unreachable entry on the limbo list, tagged with the epoch read
     /// after it became unreachable.
     pub(crate) fn retire(&self, s: u32, e: &EntryRef<'_>) {
+        // The unlink (a store) must be visible before the epoch is read (a
+        // load): otherwise the tag could be an epoch at which a reader can
+        // still reach the entry, and it would be reused one epoch too early.
+        crate::primitive::fence(Ordering::SeqCst);
         let shard = self.shard(s);
         e.hdr().state.store(RETIRED, Ordering::Relaxed);
         e.hdr()
