@@ -310,23 +310,23 @@ fn every_form_parses() {
                 }),
             },
             HttpRequestRule {
-                action: HttpRequestAction::SetHeader {
+                action: HttpRequestAction::Header(HeaderAction::Set {
                     name: "X-Forwarded-Proto".into(),
                     value: "http".into(),
-                },
+                }),
                 cond: None,
             },
             HttpRequestRule {
-                action: HttpRequestAction::AddHeader {
+                action: HttpRequestAction::Header(HeaderAction::Add {
                     name: "X-Note".into(),
                     value: "two words".into(),
-                },
+                }),
                 cond: None,
             },
             HttpRequestRule {
-                action: HttpRequestAction::DelHeader {
+                action: HttpRequestAction::Header(HeaderAction::Del {
                     name: "Proxy".into(),
-                },
+                }),
                 cond: None,
             },
             HttpRequestRule {
@@ -344,21 +344,21 @@ fn every_form_parses() {
         ],
         http_response: vec![
             HttpResponseRule {
-                action: HttpResponseAction::SetHeader {
+                action: HeaderAction::Set {
                     name: "Server".into(),
                     value: "corral".into(),
                 },
                 cond: None,
             },
             HttpResponseRule {
-                action: HttpResponseAction::AddHeader {
+                action: HeaderAction::Add {
                     name: "Cache-Control".into(),
                     value: "no-store".into(),
                 },
                 cond: when(vec![vec![named(0)]]),
             },
             HttpResponseRule {
-                action: HttpResponseAction::DelHeader {
+                action: HeaderAction::Del {
                     name: "X-Powered-By".into(),
                 },
                 cond: None,

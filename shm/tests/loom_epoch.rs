@@ -19,14 +19,19 @@ struct World {
     reused: [AtomicBool; 2],
 }
 
+/// Two blocks, block 0 reachable, nothing reused, no process pinned.
+fn world() -> Arc<World> {
+    Arc::new(World {
+        epoch: EpochState::new(),
+        current: AtomicUsize::new(0),
+        reused: [AtomicBool::new(false), AtomicBool::new(false)],
+    })
+}
+
 #[test]
 fn a_block_is_not_reused_while_a_pinned_reader_may_hold_it() {
     loom::model(|| {
-        let w = Arc::new(World {
-            epoch: EpochState::new(),
-            current: AtomicUsize::new(0),
-            reused: [AtomicBool::new(false), AtomicBool::new(false)],
-        });
+        let w = world();
         let r = w.clone();
         let reader = thread::spawn(move || {
             let g = r.epoch.pin(0);
@@ -56,11 +61,7 @@ fn a_block_is_not_reused_while_a_pinned_reader_may_hold_it() {
 #[test]
 fn an_unpinned_world_reclaims() {
     loom::model(|| {
-        let w = Arc::new(World {
-            epoch: EpochState::new(),
-            current: AtomicUsize::new(0),
-            reused: [AtomicBool::new(false), AtomicBool::new(false)],
-        });
+        let w = world();
         let r = w.clone();
         let t = thread::spawn(move || {
             let _g = r.epoch.pin(0);

@@ -2,7 +2,7 @@
 //! headers, statuses, `return` options, backends.
 
 use super::acl::{call, is_token};
-use super::ast::{HttpRequestAction, Track, TrackKey};
+use super::ast::{HeaderAction, HttpRequestAction, Track, TrackKey};
 use super::cond::Cursor;
 use super::lexer::Token;
 use super::{Context, RuleError};
@@ -178,12 +178,26 @@ pub(crate) fn http_status(t: &Token) -> Result<u16, RuleError> {
         })
 }
 
+/// `set-header NAME VALUE`, `add-header NAME VALUE` or `del-header NAME`
+/// (the action word already read), for requests and responses alike.
+pub(crate) fn header_action(word: &str, c: &mut Cursor<'_>) -> Result<HeaderAction, RuleError> {
+    Ok(match word {
+        "set-header" => {
+            let (name, value) = header(c, word, true)?;
+            HeaderAction::Set { name, value }
+        }
+        "add-header" => {
+            let (name, value) = header(c, word, true)?;
+            HeaderAction::Add { name, value }
+        }
+        _ => HeaderAction::Del {
+            name: header(c, word, false)?.0,
+        },
+    })
+}
+
 /// `NAME VALUE...` (`value`: a value is required) of a header action.
-pub(crate) fn header(
-    c: &mut Cursor<'_>,
-    action: &str,
-    value: bool,
-) -> Result<(String, String), RuleError> {
+fn header(c: &mut Cursor<'_>, action: &str, value: bool) -> Result<(String, String), RuleError> {
     let n = c.expect(&format!("header name after '{action}'"))?;
     if !is_token(&n.text) {
         return Err(RuleError::new(

@@ -153,25 +153,8 @@ pub enum HttpRequestAction {
         /// The HTTP status sent.
         status: u16,
     },
-    /// `set-header NAME VALUE`: replace every occurrence of the header.
-    SetHeader {
-        /// Header name.
-        name: String,
-        /// Value, words joined by one space.
-        value: String,
-    },
-    /// `add-header NAME VALUE`: append the header.
-    AddHeader {
-        /// Header name.
-        name: String,
-        /// Value, words joined by one space.
-        value: String,
-    },
-    /// `del-header NAME`: remove every occurrence of the header.
-    DelHeader {
-        /// Header name.
-        name: String,
-    },
+    /// `set-header`, `add-header`, `del-header` on the request.
+    Header(HeaderAction),
     /// `return [status N] [content-type T] [string S]`: answer directly.
     Return {
         /// The HTTP status (200 by default).
@@ -192,30 +175,30 @@ pub enum HttpRequestAction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpResponseRule {
     /// What it does.
-    pub action: HttpResponseAction,
+    pub action: HeaderAction,
     /// When it applies (`None`: always).
     pub cond: Option<Cond>,
 }
 
-/// Actions of `http-response`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum HttpResponseAction {
-    /// `set-header NAME VALUE`.
-    SetHeader {
+/// Header rewriting, the same for `http-request` and `http-response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderAction {
+    /// `set-header NAME VALUE`: replace every occurrence of the header.
+    Set {
         /// Header name.
         name: String,
         /// Value, words joined by one space.
         value: String,
     },
-    /// `add-header NAME VALUE`.
-    AddHeader {
+    /// `add-header NAME VALUE`: append the header.
+    Add {
         /// Header name.
         name: String,
         /// Value, words joined by one space.
         value: String,
     },
-    /// `del-header NAME`.
-    DelHeader {
+    /// `del-header NAME`: remove every occurrence of the header.
+    Del {
         /// Header name.
         name: String,
     },

@@ -3,11 +3,10 @@
 
 use super::acl::parse_test;
 use super::actions::{
-    backend, gpc_slot, header, http_status, ret, track, track_slot, unknown_action,
+    backend, gpc_slot, header_action, http_status, ret, track, track_slot, unknown_action,
 };
 use super::ast::{
-    AclTest, HttpRequestAction, HttpRequestRule, HttpResponseAction, HttpResponseRule, TcpAction,
-    TcpRule, UseBackend,
+    AclTest, HttpRequestAction, HttpRequestRule, HttpResponseRule, TcpAction, TcpRule, UseBackend,
 };
 use super::cond::{record, CondCx, Cursor, ScUse};
 use super::lexer::Token;
@@ -159,17 +158,9 @@ pub(crate) fn parse_line(
                     HttpRequestAction::Deny { status }
                 }
                 "return" => ret(&mut c)?,
-                "set-header" => {
-                    let (name, value) = header(&mut c, "set-header", true)?;
-                    HttpRequestAction::SetHeader { name, value }
+                w @ ("set-header" | "add-header" | "del-header") => {
+                    HttpRequestAction::Header(header_action(w, &mut c)?)
                 }
-                "add-header" => {
-                    let (name, value) = header(&mut c, "add-header", true)?;
-                    HttpRequestAction::AddHeader { name, value }
-                }
-                "del-header" => HttpRequestAction::DelHeader {
-                    name: header(&mut c, "del-header", false)?.0,
-                },
                 t => match (track_slot(t), gpc_slot(act)?) {
                     (Some(slot), _) => HttpRequestAction::Track(track(slot, true, &mut c, cx)?),
                     (None, Some(slot)) => {
@@ -193,17 +184,7 @@ pub(crate) fn parse_line(
                 RESP_ACTIONS.join(", ")
             ))?;
             let action = match act.text.as_str() {
-                "set-header" => {
-                    let (name, value) = header(&mut c, "set-header", true)?;
-                    HttpResponseAction::SetHeader { name, value }
-                }
-                "add-header" => {
-                    let (name, value) = header(&mut c, "add-header", true)?;
-                    HttpResponseAction::AddHeader { name, value }
-                }
-                "del-header" => HttpResponseAction::DelHeader {
-                    name: header(&mut c, "del-header", false)?.0,
-                },
+                w @ ("set-header" | "add-header" | "del-header") => header_action(w, &mut c)?,
                 _ => return Err(unknown_action(act, "http-response", RESP_ACTIONS)),
             };
             let cond = c.cond(&conds(None), uses)?;

@@ -354,17 +354,17 @@ fn http_request_and_response_rules() {
             }),
             &HttpRequestAction::Deny { status: 403 },
             &HttpRequestAction::Deny { status: 429 },
-            &HttpRequestAction::SetHeader {
+            &HttpRequestAction::Header(HeaderAction::Set {
                 name: "X-Forwarded-Proto".into(),
                 value: "http".into()
-            },
-            &HttpRequestAction::AddHeader {
+            }),
+            &HttpRequestAction::Header(HeaderAction::Add {
                 name: "X-Note".into(),
                 value: "a b c 100% if".into()
-            },
-            &HttpRequestAction::DelHeader {
+            }),
+            &HttpRequestAction::Header(HeaderAction::Del {
                 name: "Cookie".into()
-            },
+            }),
             &HttpRequestAction::Return {
                 status: 503,
                 content_type: Some("text/plain".into()),
@@ -379,19 +379,19 @@ fn http_request_and_response_rules() {
         ]
     );
     assert!(rs.http_request[6].cond.is_some());
-    let r: Vec<&HttpResponseAction> = rs.http_response.iter().map(|r| &r.action).collect();
+    let r: Vec<&HeaderAction> = rs.http_response.iter().map(|r| &r.action).collect();
     assert_eq!(
         r,
         [
-            &HttpResponseAction::SetHeader {
+            &HeaderAction::Set {
                 name: "Server".into(),
                 value: "corral".into()
             },
-            &HttpResponseAction::AddHeader {
+            &HeaderAction::Add {
                 name: "Via".into(),
                 value: "1.1 corral".into()
             },
-            &HttpResponseAction::DelHeader {
+            &HeaderAction::Del {
                 name: "X-Powered-By".into()
             },
         ]
