@@ -300,3 +300,34 @@ fn a_full_table_evicts_the_oldest() {
         "the oldest clients were evicted: {old_forgotten} of 10"
     );
 }
+
+/// `dst_port` reaches the rules (corral asks the kernel for it only when a
+/// rule reads it): one frontend on two ports rejects one of them.
+#[test]
+fn dst_port_rules_see_the_port_the_client_came_in_on() {
+    let a = NameServer::start("a");
+    let (p1, p2) = (free_port(), free_port());
+    let c = Corral::start(&format!(
+        r#"
+[frontend.fe]
+bind = ["127.0.0.1:{p1}", "127.0.0.1:{p2}"]
+mode = "tcp"
+default_backend = "be"
+rules = ["tcp-request connection reject if {{ dst_port {p2} }}"]
+
+[backend.be]
+mode = "tcp"
+server.a = {{ addr = "{}" }}
+"#,
+        a.addr
+    ));
+    let via = |port: u16| {
+        name_from(
+            Ipv4Addr::LOCALHOST,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    };
+    assert_eq!(via(p1).as_deref(), Some("a"), "port {p1} is served");
+    assert_eq!(via(p2), None, "port {p2} is rejected");
+    assert_eq!(c.binds().len(), 2);
+}

@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 
-use corral_config::{Config, ScData, TcpAction};
+use corral_config::{AclRef, Config, Fetch, RuleSet, ScData, TcpAction};
 use corral_shm::freq::now_ms;
 use corral_shm::table::DataTypeName;
 use corral_shm::track::{Tracked, Tracker, Tracks};
@@ -106,14 +106,46 @@ impl Samples for ConnSamples<'_> {
 pub struct Sticky {
     shared: Shared,
     tracker: Tracker,
+    /// Per frontend: whether any rule reads `dst_port` (a getsockname per
+    /// connection is paid only then).
+    dst_port: Vec<bool>,
+}
+
+/// Whether any ACL of the rule set, named or anonymous, fetches `dst_port`.
+fn reads_dst_port(rs: &RuleSet) -> bool {
+    let named = rs
+        .acls
+        .iter()
+        .flat_map(|a| &a.tests)
+        .any(|t| t.fetch == Fetch::DstPort);
+    let conds = rs
+        .tcp_connection
+        .iter()
+        .filter_map(|r| r.cond.as_ref())
+        .chain(rs.use_backend.iter().filter_map(|u| u.cond.as_ref()))
+        .chain(rs.http_request.iter().filter_map(|r| r.cond.as_ref()))
+        .chain(rs.http_response.iter().filter_map(|r| r.cond.as_ref()));
+    named
+        || conds
+            .flat_map(|c| c.or_terms.iter().flatten())
+            .any(|t| matches!(&t.acl, AclRef::Anonymous(test) if test.fetch == Fetch::DstPort))
 }
 
 impl Sticky {
     /// Takes the shared state; the process's tracking records start clear.
-    pub fn new(shared: Shared) -> Sticky {
+    pub fn new(cfg: &Config, shared: Shared) -> Sticky {
         shared.tracks.reset(shared.slot);
         let tracker = Tracker::new(shared.tracks, shared.slot);
-        Sticky { shared, tracker }
+        let dst_port = cfg
+            .frontends
+            .iter()
+            .map(|f| reads_dst_port(&f.ruleset))
+            .collect();
+        Sticky {
+            shared,
+            tracker,
+            dst_port,
+        }
     }
 
     fn entries(&self, sc: &StickCounters) -> [Option<EntryRef<'_>>; 3] {
@@ -136,12 +168,7 @@ impl Sticky {
             return Verdict::Accept;
         }
         let now = now_ms();
-        let port = rs
-            .tcp_connection
-            .iter()
-            .any(|r| r.cond.is_some())
-            .then(&local_port)
-            .unwrap_or(0);
+        let port = if self.dst_port[fe] { local_port() } else { 0 };
         for rule in &rs.tcp_connection {
             let holds = {
                 let s = ConnSamples {
@@ -268,7 +295,7 @@ impl Sticky {
         }
         let s = ConnSamples {
             peer,
-            local_port: local_port(),
+            local_port: if self.dst_port[fe] { local_port() } else { 0 },
             entries: self.entries(sc),
             now: now_ms(),
         };

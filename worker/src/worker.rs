@@ -214,7 +214,7 @@ impl Worker {
             stop_deadline: None,
             master,
             signals,
-            sticky: crate::stick::Sticky::new(setup.shared),
+            sticky: crate::stick::Sticky::new(&cfg_for_checks, setup.shared),
             denied: vec![0; cfg_for_checks.frontends.len()],
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
