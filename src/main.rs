@@ -1,7 +1,7 @@
 //! The `corral` command: parse the command line, check or load the config,
 //! hand over to the master. Everything else lives in the crates.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,12 +11,18 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "corral", disable_version_flag = true)]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML); `-` reads it from standard input.
     #[arg(short = 'f', value_name = "FILE")]
     config: Option<PathBuf>,
     /// Check the configuration and exit: 0 if valid, 1 with every error otherwise.
     #[arg(short = 'c')]
     check: bool,
+    /// With -c: print nothing when the configuration is valid.
+    #[arg(short = 'q')]
+    quiet: bool,
+    /// The file name errors are reported against (with `-f -`).
+    #[arg(long = "config-label", value_name = "NAME", hide = true)]
+    config_label: Option<String>,
     /// Run in the background (daemon).
     #[arg(short = 'D')]
     daemon: bool,
@@ -41,57 +47,64 @@ fn main() -> ExitCode {
         println!("corral version {}", corral_master::version());
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    corral_master::init_logging();
     let Some(path) = cli.config else {
         eprintln!("corral: no configuration file given (use -f FILE)");
         return ExitCode::from(1);
     };
-    let cfg = match corral_config::load(&path) {
+    let opts = |path: PathBuf| corral_master::Options {
+        config_path: path,
+        daemon: cli.daemon,
+        pidfile: cli.pidfile.clone(),
+        takeover: cli.takeover.clone(),
+        args: args.clone(),
+        exe: exe.clone(),
+    };
+    if !cli.check && corral_master::after_exec() {
+        // A reload's new image: the validated config comes with the handoff,
+        // the file is not read again. This never exits for a bad config.
+        let code = corral_master::run_after_exec(opts(path));
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if path.as_os_str() == "-" && !cli.check {
+        eprintln!("corral: -f - (standard input) only checks a configuration (with -c): a running instance reloads from a file");
+        return ExitCode::from(1);
+    }
+    let label = cli
+        .config_label
+        .clone()
+        .unwrap_or_else(|| path.display().to_string());
+    let text = if path.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::stdin().read_to_string(&mut t).map(|_| t)
+    } else {
+        std::fs::read_to_string(&path)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{label}:0:0: cannot read the configuration: {e}");
+            eprintln!("corral: 1 error(s) in {label}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = match corral_config::parse(&text, &label) {
         Ok(cfg) => cfg,
         Err(errors) => {
             let mut err = std::io::stderr().lock();
             for e in errors.iter() {
                 let _ = writeln!(err, "{e}");
             }
-            let _ = writeln!(
-                err,
-                "corral: {} error(s) in {}",
-                errors.len(),
-                path.display()
-            );
+            let _ = writeln!(err, "corral: {} error(s) in {label}", errors.len());
             return ExitCode::from(1);
         }
     };
     if cli.check {
-        println!("Configuration file is valid");
+        if !cli.quiet {
+            println!("Configuration file is valid");
+        }
         return ExitCode::SUCCESS;
     }
-    let code = corral_master::run(
-        cfg,
-        corral_master::Options {
-            config_path: path,
-            daemon: cli.daemon,
-            pidfile: cli.pidfile,
-            takeover: cli.takeover,
-            args,
-            exe,
-        },
-    );
+    let code = corral_master::run(cfg, text, opts(path));
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-/// Process events go to stderr as `[LEVEL] (pid) message`; `CORRAL_LOG`
-/// sets the level (default info).
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CORRAL_LOG", "info"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "[{}] ({}) {}",
-                record.level(),
-                std::process::id(),
-                record.args()
-            )
-        })
-        .init();
 }

@@ -7,6 +7,10 @@ use crate::walk::{self, did_you_mean, Section, Value};
 use toml::de::DeValue;
 
 /// Keys `[table.NAME]` accepts.
+/// Largest table: entry slots are addressed with 24 bits per shard (64
+/// shards) in tracking records, and 500 M entries is already ~60 GB.
+pub const MAX_TABLE_SIZE: u32 = 500_000_000;
+
 const KEYS: &[&str] = &["type", "size", "expire", "key_len", "store", "peers"];
 
 /// Data types without a period.
@@ -56,16 +60,14 @@ pub(crate) fn parse(name: &str, sec: &Section<'_, '_>, d: &mut Diag) -> Table {
     });
     let size = sec.require("size", d, |k, v, d| {
         let n = walk::size(k, v, 1, d)?;
-        match u32::try_from(n) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                d.error(
-                    v.span(),
-                    format!("'size' must be at most {}, found {n}", u32::MAX),
-                );
-                None
-            }
+        if n > MAX_TABLE_SIZE as u64 {
+            d.error(
+                v.span(),
+                format!("'size' must be at most {MAX_TABLE_SIZE}, found {n}"),
+            );
+            return None;
         }
+        Some(n as u32)
     });
     let expire = sec.read("expire", d, walk::positive_duration);
     let key_len = sec.read_at("key_len", d, |k, v, d| {

@@ -80,6 +80,8 @@ pub struct OldWorker {
     pub started_wall: SystemTime,
     /// Soft-stopped already.
     pub draining: bool,
+    /// Uses a segment of another layout version (see `handoff::InheritedWorker`).
+    pub foreign: bool,
 }
 
 /// How the master is stopping, if it is.
@@ -100,6 +102,18 @@ pub(crate) struct Switch {
     pub messages: Vec<String>,
 }
 
+/// How a start went, for the waiting CLI client and the log.
+#[derive(Debug, Default)]
+pub struct StartOutcome {
+    /// What the start (or the reload before the exec) did.
+    pub messages: Vec<String>,
+    /// The reload failed after the exec and this image fell back (see
+    /// `start.rs`): the reason, answered as `Success=0`.
+    pub failure: Option<String>,
+    /// Wait mode: no config to run, spawn nothing.
+    pub wait: bool,
+}
+
 /// What the master starts from, besides the config.
 pub struct Start {
     /// Listening sockets by frontend.
@@ -108,6 +122,8 @@ pub struct Start {
     pub shared: SharedSegment,
     /// The stats socket, if configured.
     pub stats: Option<UnixListener>,
+    /// Stats socket files of other paths, removed once the start is done.
+    pub stale_sockets: Vec<PathBuf>,
     /// Lifeline pair inherited from the previous generation.
     pub lifeline: Option<(OwnedFd, OwnedFd)>,
     /// Generation number of this master.
@@ -116,12 +132,15 @@ pub struct Start {
     pub failed_reloads: u32,
     /// When the master process first started.
     pub started: SystemTime,
+    /// Running workers of this very generation (a fallback to the previous
+    /// generation after a failed exec): they take their slots as they are.
+    pub current: Vec<OldWorker>,
     /// Workers of previous generations (children inherited across exec).
     pub old: Vec<OldWorker>,
     /// A CLI connection waiting for the outcome of the reload that started us.
     pub reply: Option<Client>,
-    /// What the start did, for that reply and the log.
-    pub messages: Vec<String>,
+    /// How the start went.
+    pub outcome: StartOutcome,
     /// The instance we took over: soft-stopped once our workers accept.
     pub takeover_victim: Option<Pid>,
     /// Where the config came from and how we were started (to re-exec).
@@ -130,6 +149,47 @@ pub struct Start {
     pub exe: PathBuf,
     /// The command line, re-used on reload.
     pub args: Vec<OsString>,
+    /// The running config's text (handed over as the one to fall back to).
+    pub cfg_text: String,
+}
+
+impl Start {
+    /// A start of generation 1 with nothing inherited.
+    pub fn new(
+        opts: &crate::Options,
+        shared: SharedSegment,
+        listeners: Vec<(usize, TcpListener)>,
+        cfg_text: String,
+    ) -> Start {
+        Start {
+            listeners,
+            shared,
+            stats: None,
+            stale_sockets: Vec::new(),
+            lifeline: None,
+            generation: 1,
+            failed_reloads: 0,
+            started: SystemTime::now(),
+            current: Vec::new(),
+            old: Vec::new(),
+            reply: None,
+            outcome: StartOutcome::default(),
+            takeover_victim: None,
+            config_path: opts.config_path.clone(),
+            exe: opts.exe.clone(),
+            args: opts.args.clone(),
+            cfg_text,
+        }
+    }
+}
+
+/// What the loop needs besides the start.
+struct LoopParts {
+    poll: Poll,
+    signals: Signals,
+    ready_rx: UnixStream,
+    ready_tx: OwnedFd,
+    lifeline: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// The master's state.
@@ -156,10 +216,10 @@ pub struct Master {
     pub(crate) config_path: PathBuf,
     pub(crate) exe: PathBuf,
     pub(crate) args: Vec<OsString>,
-    /// Server health flags shared by this generation's workers.
-    health: Arc<corral_shm::flags::SharedFlags>,
-    /// Per-worker counters of this generation (see `corral_worker::worker::COUNTERS`).
-    counters: Arc<corral_shm::flags::SharedFlags>,
+    /// The running config's text (the fallback handed to the next image).
+    pub(crate) cfg_text: String,
+    /// Wait mode (see `start.rs`): no config of ours runs, spawn nothing.
+    pub(crate) waiting: bool,
 }
 
 fn client_token(key: usize) -> Token {
@@ -167,14 +227,12 @@ fn client_token(key: usize) -> Token {
 }
 
 impl Master {
-    /// Sets up signals, the ready pipe and the stats socket around a start.
-    pub fn new(cfg: Arc<Config>, start: Start) -> io::Result<Master> {
+    /// The poller, signals, ready pipe and (for a first start) lifeline.
+    fn loop_parts(start: &Start) -> io::Result<LoopParts> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        // Signals blocked across the exec that started us are delivered now.
-        crate::reload::unblock_signals();
         let (ready_rx, ready_tx) = UnixStream::pair()?;
         ready_rx.set_nonblocking(true)?;
         poll.registry().register(
@@ -186,31 +244,86 @@ impl Master {
             poll.registry()
                 .register(&mut SourceFd(&l.as_raw_fd()), STATS, Interest::READABLE)?;
         }
-        let lifeline = match start.lifeline {
-            Some(pair) => pair,
+        let lifeline = match &start.lifeline {
+            Some(_) => None,
             None => {
                 let (m, w) = UnixStream::pair()?;
-                (m.into(), w.into())
+                Some((m.into(), w.into()))
             }
         };
-        let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
-        let health = Arc::new(corral_shm::flags::SharedFlags::new(servers)?);
-        let counters = Arc::new(corral_shm::flags::SharedFlags::new(
-            cfg.global.workers * corral_worker::worker::COUNTERS,
-        )?);
+        Ok(LoopParts {
+            poll,
+            signals,
+            ready_rx,
+            ready_tx: ready_tx.into(),
+            lifeline,
+        })
+    }
+
+    /// Sets up signals, the ready pipe and the stats socket around a start.
+    /// On failure (out of fds) the start is given back, untouched.
+    pub fn new(cfg: Arc<Config>, mut start: Start) -> Result<Master, Box<(io::Error, Start)>> {
+        let parts = match Master::loop_parts(&start) {
+            Ok(p) => p,
+            Err(e) => return Err(Box::new((e, start))),
+        };
+        let lifeline = match start.lifeline.take().or(parts.lifeline) {
+            Some(pair) => pair,
+            None => {
+                return Err(Box::new((
+                    io::Error::other("no lifeline socket pair"),
+                    start,
+                )))
+            }
+        };
+        // Signals blocked across the exec that started us are delivered now.
+        crate::reload::unblock_signals();
+        let LoopParts {
+            poll,
+            signals,
+            ready_rx,
+            ready_tx,
+            ..
+        } = parts;
         let now = Instant::now();
-        let slots = (1..=cfg.global.workers)
-            .map(|id| Slot {
-                id,
-                pid: None,
-                epoch_slot: None,
-                started: now,
-                started_wall: SystemTime::now(),
-                respawn_at: Some(now),
-                backoff: Duration::ZERO,
-                ready: false,
+        let slots: Vec<Slot> = (1..=cfg.global.workers)
+            .map(|id| match start.current.iter().find(|w| w.id == id) {
+                // A running worker of this generation (a fallback after a
+                // failed exec) keeps its slot; it accepts already.
+                Some(w) => Slot {
+                    id,
+                    pid: Some(w.pid),
+                    epoch_slot: Some(w.epoch_slot),
+                    started: now,
+                    started_wall: w.started_wall,
+                    respawn_at: None,
+                    backoff: Duration::ZERO,
+                    ready: true,
+                },
+                None => Slot {
+                    id,
+                    pid: None,
+                    epoch_slot: None,
+                    started: now,
+                    started_wall: SystemTime::now(),
+                    respawn_at: Some(now),
+                    backoff: Duration::ZERO,
+                    ready: false,
+                },
             })
             .collect();
+        for path in &start.stale_sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut old = start.old;
+        // Running workers of this generation beyond its worker count (none
+        // today) are old workers.
+        old.extend(
+            start
+                .current
+                .into_iter()
+                .filter(|w| !slots.iter().any(|s| s.pid == Some(w.pid))),
+        );
         let mut m = Master {
             cfg,
             poll,
@@ -218,9 +331,9 @@ impl Master {
             listeners: start.listeners,
             lifeline,
             ready_rx,
-            ready_tx: ready_tx.into(),
+            ready_tx,
             slots,
-            old: start.old,
+            old,
             stopping: Stopping::No,
             shared: start.shared,
             generation: start.generation,
@@ -234,14 +347,36 @@ impl Master {
             config_path: start.config_path,
             exe: start.exe,
             args: start.args,
-            health,
-            counters,
+            cfg_text: start.cfg_text,
+            waiting: start.outcome.wait,
         };
+        let oldest = m.old.iter().map(|o| o.generation).min();
+        m.shared.free_unused(oldest);
         let reply = start.reply.map(|c| m.add_client(c));
-        m.switch = Some(Switch {
-            reply,
-            messages: start.messages,
-        });
+        match start.outcome.failure {
+            Some(why) => {
+                // The reload failed after the exec: say so now. Old workers
+                // not yet stopped are stopped once the current ones accept
+                // (a fallback); in wait mode nothing replaces them.
+                if let Some(key) = reply {
+                    m.answer_and_close(key, &format!("Success=0\n--\n{why}\n"));
+                }
+                if !m.waiting {
+                    m.switch = Some(Switch {
+                        reply: None,
+                        messages: Vec::new(),
+                    });
+                } else {
+                    notify::notify("READY=1");
+                }
+            }
+            None => {
+                m.switch = Some(Switch {
+                    reply,
+                    messages: start.outcome.messages,
+                })
+            }
+        }
         Ok(m)
     }
 
@@ -365,7 +500,7 @@ impl Master {
                     s.respawn_at = None;
                 }
                 Err(e) => {
-                    self.shared.recover(epoch_slot, self.slots[i].id);
+                    self.shared.clear_slot(epoch_slot);
                     let s = &mut self.slots[i];
                     s.backoff = next_backoff(s.backoff);
                     s.respawn_at = Some(now + s.backoff);
@@ -429,9 +564,9 @@ impl Master {
             ready: Some(ready),
             id,
             generation: self.generation,
-            shared: self.shared.for_worker(epoch_slot),
-            health: self.health.clone(),
-            counters: self.counters.clone(),
+            shared: self.shared.for_worker(epoch_slot, id),
+            health: self.shared.health().clone(),
+            counters: self.shared.counters().clone(),
         })
     }
 
@@ -509,7 +644,11 @@ impl Master {
             };
             if let Some(pos) = self.old.iter().position(|o| o.pid == pid) {
                 let o = self.old.remove(pos);
-                self.shared.recover(o.epoch_slot, o.id);
+                // A foreign worker's slot and records are in another segment.
+                if !o.foreign {
+                    self.carry_counts(o.generation, o.id);
+                    self.shared.recover(o.epoch_slot, o.generation, o.id);
+                }
                 log::info!(
                     "old worker {} of generation {} (pid {pid}) {what}",
                     o.id,
@@ -524,9 +663,14 @@ impl Master {
             };
             slot.pid = None;
             slot.ready = false;
-            if let Some(e) = slot.epoch_slot.take() {
-                self.shared.recover(e, slot.id);
+            let (id, epoch_slot) = (slot.id, slot.epoch_slot.take());
+            self.carry_counts(self.generation, id);
+            if let Some(e) = epoch_slot {
+                self.shared.recover(e, self.generation, id);
             }
+            let Some(slot) = self.slots.iter_mut().find(|s| s.id == id) else {
+                continue;
+            };
             let now = Instant::now();
             if self.stopping != Stopping::No {
                 log::info!("worker {} (pid {pid}) {what}", slot.id);
@@ -557,6 +701,18 @@ impl Master {
                     );
                 }
             }
+        }
+    }
+
+    /// Keeps what a worker that is gone counted (its row is reused by the
+    /// one that replaces it).
+    fn carry_counts(&mut self, generation: u32, id: usize) {
+        use corral_worker::counters::{COUNTERS, CUM_CONNS};
+        if let Some(c) = self.shared.counters_of(generation) {
+            let base = (id.max(1) - 1) * COUNTERS;
+            let n = c.get(base + CUM_CONNS);
+            c.set(base + CUM_CONNS, 0);
+            self.shared.carry_conns(n);
         }
     }
 
@@ -672,61 +828,105 @@ impl Master {
             // its write side) must not close it before the answer.
             return;
         }
-        let lines = match self.clients.get_mut(key).map(|c| c.read_lines()) {
-            Some(Ok(lines)) => lines,
+        match self.clients.get_mut(key).map(|c| c.read_input()) {
+            Some(Ok(())) => {}
             Some(Err(_)) => return self.drop_client(key),
             None => return,
-        };
-        for line in lines {
-            let was_interactive = self.clients[key].interactive;
-            for words in cli::parse::split_commands(&line) {
-                let outcome = {
-                    // Disjoint borrows: the view reads the master's fields,
-                    // the command may change the client's mode.
-                    let view = view_of(
-                        &self.cfg,
-                        &self.shared,
-                        &self.counters,
-                        &self.slots,
-                        &self.old,
-                        self.generation,
-                        self.failed_reloads,
-                        self.started,
-                    );
-                    commands::execute(&words, &mut self.clients[key], &view)
-                };
-                match outcome {
-                    commands::Outcome::Text(t) => self.clients[key].answer(&t),
-                    commands::Outcome::Silent => {}
-                    commands::Outcome::Quit => {
-                        self.clients[key].closing = true;
-                        break;
-                    }
-                    commands::Outcome::Reload => {
-                        self.reload(Some(key));
-                        return;
-                    }
-                    commands::Outcome::GetSocks => {
-                        self.give_sockets(key);
-                        return;
+        }
+        self.run_client(key);
+    }
+
+    /// Runs what the client queued, in order, streaming a dump as the
+    /// client reads: a dump produces only while little output waits, and the
+    /// commands after it wait for it. Never blocks on the client.
+    fn run_client(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.clients.get_mut(key) else {
+                return;
+            };
+            if c.dump.is_some() {
+                if c.pending() >= cli::LOW_WATER {
+                    match c.flush() {
+                        Ok(true) => continue,
+                        Ok(false) => return, // the next writable event resumes
+                        Err(_) => return self.drop_client(key),
                     }
                 }
-            }
-            let c = &mut self.clients[key];
-            if !was_interactive && !c.interactive {
-                // Non-interactive: one line, then the connection closes.
-                if !c.has_output() {
+                let mut dump = c.dump.take().expect("checked");
+                let done = dump.step(
+                    self.shared.tables(),
+                    self.shared.master_slot(),
+                    c.output_mut(),
+                    cli::LOW_WATER,
+                );
+                if done {
                     c.answer("");
+                } else {
+                    c.dump = Some(dump);
                 }
-                c.closing = true;
+                continue;
+            }
+            let Some(item) = c.queue.pop_front() else {
                 break;
-            } else if c.interactive && !was_interactive && c.prompt {
-                c.answer("");
+            };
+            match item {
+                cli::Item::LineStart => c.line_was_interactive = c.interactive,
+                cli::Item::LineEnd => {
+                    if !c.line_was_interactive && !c.interactive {
+                        // Non-interactive: one line, then the connection closes.
+                        if !c.has_output() {
+                            c.answer("");
+                        }
+                        c.closing = true;
+                        c.queue.clear();
+                    } else if c.interactive && !c.line_was_interactive && c.prompt {
+                        c.answer("");
+                    }
+                }
+                cli::Item::Command(words) => {
+                    let outcome = {
+                        // Disjoint borrows: the view reads the master's fields,
+                        // the command may change the client's mode.
+                        let view = view_of(
+                            &self.cfg,
+                            &self.shared,
+                            &self.slots,
+                            &self.old,
+                            self.generation,
+                            self.failed_reloads,
+                            self.started,
+                            self.stopping != Stopping::No,
+                        );
+                        commands::execute(&words, &mut self.clients[key], &view)
+                    };
+                    let c = &mut self.clients[key];
+                    match outcome {
+                        commands::Outcome::Text(t) => c.answer(&t),
+                        commands::Outcome::Silent => {}
+                        commands::Outcome::Dump(d) => c.dump = Some(d),
+                        commands::Outcome::Quit => {
+                            c.closing = true;
+                            c.queue.clear();
+                        }
+                        commands::Outcome::Reload => {
+                            c.queue.clear();
+                            self.reload(Some(key));
+                            return;
+                        }
+                        commands::Outcome::GetSocks => {
+                            self.give_sockets(key);
+                            return;
+                        }
+                    }
+                }
             }
         }
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
+        if c.eof && c.queue.is_empty() && c.dump.is_none() {
+            c.closing = true;
+        }
         match c.flush() {
             Ok(true) if c.closing => self.drop_client(key),
             Err(_) => self.drop_client(key),
@@ -750,17 +950,30 @@ impl Master {
     }
 }
 
+/// The rows of `show proc` / `show activity` and the sums of `show info`,
+/// from the workers' counters: gauges over live workers only, cumulative
+/// counts with what workers that are gone counted.
 #[allow(clippy::too_many_arguments)]
 fn view_of<'a>(
     cfg: &'a Config,
     shared: &'a SharedSegment,
-    counters: &corral_shm::flags::SharedFlags,
     slots: &[Slot],
     old: &[OldWorker],
     generation: u32,
     failed_reloads: u32,
     started: SystemTime,
+    stopping: bool,
 ) -> commands::View<'a> {
+    let n = corral_worker::worker::COUNTERS;
+    let words = |generation: u32, id: usize, foreign: bool| -> Vec<u64> {
+        if foreign {
+            return Vec::new();
+        }
+        shared.counters_of(generation).map_or_else(Vec::new, |c| {
+            let base = (id.max(1) - 1) * n;
+            (0..n).map(|k| c.get(base + k)).collect()
+        })
+    };
     let mut workers: Vec<commands::ProcRow> = slots
         .iter()
         .filter_map(|s| {
@@ -770,6 +983,7 @@ fn view_of<'a>(
                 generation,
                 started: s.started_wall,
                 draining: false,
+                counters: words(generation, s.id, false),
             })
         })
         .collect();
@@ -779,30 +993,24 @@ fn view_of<'a>(
         generation: o.generation,
         started: o.started_wall,
         draining: o.draining,
+        counters: words(o.generation, o.id, o.foreign),
     }));
-    let n = corral_worker::worker::COUNTERS;
-    let sum = |field: usize| {
-        (0..counters.len() / n)
-            .map(|w| counters.get(w * n + field))
-            .sum::<u64>()
-    };
     commands::View {
         cfg,
         tables: shared.tables(),
-        curr_conns: sum(0),
-        cum_conns: sum(1),
-        pipes_used: sum(2),
-        pipes_free: sum(3),
         master: commands::ProcRow {
             pid: std::process::id() as i32,
             id: 0,
             generation,
             started,
-            draining: false,
+            draining: stopping,
+            counters: Vec::new(),
         },
         failed_reloads,
         workers,
         slot: shared.master_slot(),
+        carried_conns: shared.carried_conns(),
+        master_dropped_logs: corral_worker::process_log::dropped(),
     }
 }
 

@@ -20,13 +20,14 @@
 //! preceded by one text line per fd saying what it is. The new instance
 //! soft-stops this one (SIGUSR1 to our pid) once its workers accept.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
-use std::time::{Duration, UNIX_EPOCH};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::handoff::{Handoff, InheritedWorker, ENV};
+use crate::handoff::{self, Handoff, InheritedWorker, ENV};
 use crate::master::Master;
 use crate::{fdpass, notify};
 
@@ -87,6 +88,149 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
         .as_millis() as u64
 }
 
+/// How long the binary on disk may take to check a config.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `exe -c -q -f - --config-label LABEL` with `text` on its stdin: the
+/// binary that will run after the exec judges the config (after a package
+/// upgrade, the running parser is the wrong judge). `Err` holds what it
+/// printed, or why it could not be asked.
+fn check_with_binary(exe: &Path, text: &str, label: &str) -> Result<(), String> {
+    let mut child = Command::new(exe)
+        .args(["-c", "-q", "-f", "-", "--config-label", label])
+        .env_remove(ENV)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {} to check the configuration: {e}",
+                exe.display()
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The child reads all of stdin before it writes anything; a write
+        // error (it died) shows in its status below.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let output = collect_output(&mut child, CHECK_TIMEOUT);
+    let status = match output.status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{} did not finish checking the configuration within {CHECK_TIMEOUT:?}",
+                exe.display()
+            ));
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr);
+    let said: Vec<&str> = said
+        .lines()
+        // Its own summary line and process log lines are not errors.
+        .filter(|l| !l.starts_with("corral: ") && !l.starts_with('['))
+        .collect();
+    if said.is_empty() {
+        return Err(format!(
+            "{} refused the configuration ({status}) without saying why",
+            exe.display()
+        ));
+    }
+    Err(said.join("\n"))
+}
+
+struct Collected {
+    status: Option<std::process::ExitStatus>,
+    stderr: Vec<u8>,
+}
+
+/// Reads a child's stdout (discarded) and stderr (kept, up to 1 MiB) until
+/// both close, then reaps it; gives up at `timeout` (status `None`).
+/// Single-threaded (the master forks): one poll(2) over both pipes.
+fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collected {
+    let deadline = Instant::now() + timeout;
+    let mut stderr = Vec::new();
+    let mut pipes: [Option<Box<dyn ReadFd>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
+    ];
+    while pipes.iter().any(Option::is_some) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Collected {
+                status: None,
+                stderr,
+            };
+        }
+        let mut fds: Vec<libc::pollfd> = pipes
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.as_ref().map_or(-1, |p| p.fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of pollfd (negative fds are ignored).
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        for (i, p) in pipes.iter_mut().enumerate() {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            match p.as_mut().map(|r| r.read(&mut buf)) {
+                Some(Ok(n)) if n > 0 => {
+                    if i == 1 && stderr.len() < 1 << 20 {
+                        stderr.extend_from_slice(&buf[..n]);
+                    }
+                }
+                _ => *p = None,
+            }
+        }
+    }
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                return Collected {
+                    status: Some(st),
+                    stderr,
+                }
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            _ => {
+                return Collected {
+                    status: None,
+                    stderr,
+                }
+            }
+        }
+    }
+}
+
+/// A child's output pipe: readable, with an fd to poll.
+trait ReadFd: Read {
+    fn fd(&self) -> RawFd;
+}
+
+impl<T: Read + AsRawFd> ReadFd for T {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+}
+
 impl Master {
     /// Reloads; `reply` is the CLI client that asked (it gets the outcome).
     pub(crate) fn reload(&mut self, reply: Option<usize>) {
@@ -101,7 +245,17 @@ impl Master {
             return fail(self, "the master is stopping\n".into());
         }
         log::info!("reload requested: checking {}", self.config_path.display());
-        let new_cfg = match corral_config::load(&self.config_path) {
+        let label = self.config_path.display().to_string();
+        // Read once: what is checked is exactly what the next image runs.
+        let text = match std::fs::read_to_string(&self.config_path) {
+            Ok(t) => t,
+            Err(e) => {
+                let m = format!("{label}:0:0: cannot read the configuration: {e}");
+                log::error!("reload aborted: {m}; the running configuration stays");
+                return fail(self, format!("{m}\n"));
+            }
+        };
+        let new_cfg = match corral_config::parse(&text, &label) {
             Ok(c) => c,
             Err(errors) => {
                 for e in errors.iter() {
@@ -114,6 +268,13 @@ impl Master {
                 return fail(self, format!("{errors}\n"));
             }
         };
+        if let Err(said) = check_with_binary(&self.exe, &text, &label) {
+            log::error!(
+                "reload aborted: {} rejects the configuration: {said}; the running one stays",
+                self.exe.display()
+            );
+            return fail(self, format!("{said}\n"));
+        }
         // Bind new addresses here, before exec: a failure (address in use,
         // permission) aborts the reload while the running generation is intact.
         let bound: Vec<std::net::SocketAddr> = self
@@ -121,6 +282,7 @@ impl Master {
             .iter()
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect();
+        let mut messages = Vec::new();
         let mut prebound: Vec<(std::net::TcpListener, std::net::SocketAddr)> = Vec::new();
         for fe in &new_cfg.frontends {
             for &addr in &fe.bind {
@@ -128,7 +290,10 @@ impl Master {
                     continue;
                 }
                 match crate::bind::listen(addr, fe.backlog) {
-                    Ok(l) => prebound.push((l, addr)),
+                    Ok(l) => {
+                        messages.push(format!("listener {addr} (frontend {}): bound", fe.name));
+                        prebound.push((l, addr));
+                    }
                     Err(e) => {
                         let m = format!("cannot bind frontend '{}' to {addr}: {e}", fe.name);
                         log::error!("reload aborted: {m}; the running configuration stays");
@@ -137,6 +302,57 @@ impl Master {
                 }
             }
         }
+        // A stats socket at a new path is bound now too.
+        let current_path = self
+            .stats
+            .as_ref()
+            .and_then(|l| l.local_addr().ok()?.as_pathname().map(Path::to_path_buf));
+        let next_stats = match &new_cfg.stats {
+            Some(s) if current_path.as_deref() != Some(s.socket.as_path()) => {
+                match crate::cli::bind(s) {
+                    Ok(l) => {
+                        messages.push(format!("stats socket moved to {}", s.socket.display()));
+                        Some(l)
+                    }
+                    Err(e) => {
+                        let m = format!("cannot bind the stats socket {}: {e}", s.socket.display());
+                        log::error!("reload aborted: {m}; the running configuration stays");
+                        return fail(self, format!("{m}\n"));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let unbind_next_stats = |l: Option<std::os::unix::net::UnixListener>| {
+            if let Some(p) = l
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()?.as_pathname().map(Path::to_path_buf))
+            {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        // The next generation's shared memory, committed now.
+        let prepared = match self.shared.prepare(&new_cfg) {
+            Ok(p) => p,
+            Err(e) => {
+                let m = format!("cannot prepare the shared memory of the new configuration: {e}");
+                log::error!("reload aborted: {m}; the running configuration stays");
+                unbind_next_stats(next_stats);
+                return fail(self, format!("{m}\n"));
+            }
+        };
+        messages.extend(prepared.messages.iter().cloned());
+        let texts =
+            handoff::text_fd(&text).and_then(|n| Ok((n, handoff::text_fd(&self.cfg_text)?)));
+        let (next_text, prev_text) = match texts {
+            Ok(t) => t,
+            Err(e) => {
+                let m = format!("cannot hand the configuration over: {e}");
+                log::error!("reload aborted: {m}; the running configuration stays");
+                unbind_next_stats(next_stats);
+                return fail(self, format!("{m}\n"));
+            }
+        };
         notify::reloading();
         let mut workers: Vec<InheritedWorker> = self
             .slots
@@ -149,6 +365,7 @@ impl Master {
                     generation: self.generation,
                     started_ms: ms_since_epoch(s.started_wall),
                     draining: false,
+                    foreign: false,
                 })
             })
             .collect();
@@ -159,6 +376,7 @@ impl Master {
             generation: o.generation,
             started_ms: ms_since_epoch(o.started_wall),
             draining: o.draining,
+            foreign: o.foreign,
         }));
         // A reload still waiting for its workers is superseded by this one:
         // answer its client now (only one waiting client crosses the exec).
@@ -178,22 +396,31 @@ impl Master {
             self.answer_and_close(pending, &text);
         }
         let mut handoff = Handoff {
+            version: handoff::VERSION,
             generation: self.generation,
             failed_reloads: self.failed_reloads,
             master_started_ms: ms_since_epoch(self.started),
             segment: Some(self.shared.fd()),
+            regions: self.shared.handoff(Some(&prepared)),
             listeners: self
                 .listeners
                 .iter()
                 .filter_map(|(_, l)| Some((l.as_raw_fd(), l.local_addr().ok()?)))
                 .collect(),
             stats: self.stats.as_ref().map(|l| l.as_raw_fd()),
+            next_stats: next_stats.as_ref().map(|l| l.as_raw_fd()),
+            stats_level: self.cfg.stats.as_ref().map(|s| s.level),
             lifeline: Some((self.lifeline.0.as_raw_fd(), self.lifeline.1.as_raw_fd())),
             cli_reply: reply
                 .and_then(|k| self.clients.get(k))
                 .map(|c| c.stream.as_raw_fd()),
             workers,
             victim: self.takeover_victim.map(|p| p.as_raw()),
+            config: Some(next_text.as_raw_fd()),
+            prev_config: Some(prev_text.as_raw_fd()),
+            messages,
+            carried_conns: self.shared.carried_conns(),
+            problems: Vec::new(),
         };
         handoff
             .listeners
@@ -215,11 +442,14 @@ impl Master {
             self.generation,
             self.generation + 1
         );
+        corral_worker::process_log::flush();
         let err = Command::new(&self.exe)
             .args(self.args.iter().skip(1))
             .env(ENV, handoff.encode())
             .exec();
-        // Still here: exec failed, and nothing else changed.
+        // Still here: exec failed, and nothing else changed. What was made
+        // for the next generation is dropped (regions unmapped, the new
+        // sockets closed).
         for &fd in &fds {
             set_cloexec(fd, true);
         }
@@ -227,6 +457,9 @@ impl Master {
             let _ = c.stream.set_nonblocking(true);
         }
         unblock_signals();
+        drop(prepared);
+        drop(prebound);
+        unbind_next_stats(next_stats);
         notify::notify("READY=1");
         log::error!(
             "reload failed: cannot execute {}: {err}; the running generation stays",
@@ -250,6 +483,10 @@ impl Master {
         }
         text.push_str("segment\n");
         fds.push(self.shared.fd());
+        for t in self.shared.tables() {
+            text.push_str(&format!("region {}\n", t.name()));
+            fds.push(t.region().fd());
+        }
         text.push_str("end\n");
         let Some(c) = self.clients.get_mut(key) else {
             return;
@@ -263,8 +500,9 @@ impl Master {
             .and_then(|_| fdpass::send_fds(&mut c.stream, &fds));
         match sent {
             Ok(()) => log::info!(
-                "handed {} listener(s) and the segment over to a new instance",
-                fds.len() - 1
+                "handed {} listener(s), the segment and {} table(s) over to a new instance",
+                self.listeners.len(),
+                self.shared.tables().len()
             ),
             Err(e) => log::warn!("fd handover failed: {e}"),
         }

@@ -1,48 +1,119 @@
-//! The master's side of the shared segment: created before the first fork or
-//! inherited from the previous generation, and cleaned up after every dead
-//! process.
+//! The master's side of the shared segment: its header and regions, created
+//! at the first start, prepared for the next generation before a reload's
+//! exec, adopted after it, and cleaned up after every dead process.
 //!
-//! Across a reload (or a takeover) the segment is the same memfd, so:
-//! * a table whose definition is unchanged is the very same region: old and
-//!   new workers share its entries and counters during the drain;
-//! * a changed table gets a new region, filled from the old one where the key
-//!   type matches (the log says how many entries moved); the old region is
-//!   freed once no worker of the generations that used it is left;
-//! * a removed table's region is freed the same way;
-//! * a segment of another layout version (a binary upgrade that changed it)
-//!   cannot be read: the new generation starts with a fresh segment and says so.
+//! * **Before the exec** ([`SharedSegment::prepare`]), the running master
+//!   does every fallible step of the next generation's shared memory: a
+//!   region for each new or changed table (memory committed, entries of the
+//!   old definition migrated where the key type matches) and the next
+//!   generation's tracking records, health flags and counters. A failure
+//!   there aborts the reload with nothing changed.
+//! * **After the exec** ([`SharedSegment::adopt`]), the new image maps what
+//!   it was handed and, with the same binary, creates nothing. Each region
+//!   travels with its [`Role`]: current for the next generation, current for
+//!   the previous one, or kept for old workers; so the new image can also
+//!   fall back to the previous generation ([`Mode::Revert`]) if its own start
+//!   fails.
+//! * A table whose definition is unchanged is the very same region: old and
+//!   new workers share its entries and counters during the drain. A changed
+//!   or removed table's region is kept until no worker of the generations
+//!   that used it is left, then dropped; per-generation regions likewise.
+//!   Dropping the master's handle unmaps it; the kernel frees the memory once
+//!   the last worker that used it has exited.
+//! * A segment of another layout version (a binary upgrade that changed it)
+//!   cannot be read: the new generation starts with a fresh segment and says
+//!   so; the old workers keep the old one, and are *foreign* to the new
+//!   segment (their slots and records mean nothing there).
 //!
-//! When the master reaps a process it repairs every shard whose lock that
-//! process held, releases its trackings (`conn_cur`, use counts) and clears its
-//! epoch slot, so reclamation goes on.
+//! When the master reaps a worker it repairs every shard whose lock that
+//! worker held, releases its trackings (`conn_cur`, use counts) and clears
+//! its epoch slot, so reclamation goes on.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
 
 use corral_config::Config;
-use corral_shm::segment::RegionKind;
+use corral_shm::flags::SharedFlags;
 use corral_shm::track::{release_dead, Tracks};
-use corral_shm::{Segment, StickTable};
+use corral_shm::{Region, RegionKind, Segment, StickTable};
 use corral_worker::stick::Shared;
 
-/// Headroom for the next generations' regions (the file is sparse).
-const GROWTH: u64 = 4;
-
-/// The segment, its tables and tracking records, as the master holds them.
-pub struct SharedSegment {
-    seg: &'static Segment,
-    tables: Vec<StickTable<'static>>,
-    /// Tracking regions: the current one first, then older ones still used
-    /// by old workers (a reload that changed maxconn made a new one).
-    tracks: Vec<Tracks>,
-    master_slot: usize,
-    generation: u32,
-    /// Regions to free once no worker of generation <= the tag is left.
-    pending_free: Vec<(u64, u32, String)>,
+/// What a region is to the generations around a reload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Role {
+    /// A table of the next generation (prepared before the exec).
+    pub next: bool,
+    /// A table of the generation that was current before the exec.
+    pub prev: bool,
+    /// Kept for old workers: drop it once no worker of a generation up to
+    /// this one is left (0: not kept for anyone but its own generation).
+    pub keep: u32,
 }
 
-fn per_proc(cfg: &Config) -> u32 {
+/// How [`SharedSegment::adopt`] uses what it inherited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Start the next generation (a reload's exec, or a takeover).
+    Next,
+    /// Go back to the generation that was current before the exec (the new
+    /// image could not start the next one).
+    Revert,
+}
+
+/// One generation's own regions: tracking records, health flags, counters.
+#[derive(Clone, Debug)]
+pub struct GenRegions {
+    /// Tracking records, one array per worker.
+    pub tracks: Tracks,
+    /// Server health flags, one per server in config order.
+    pub health: SharedFlags,
+    /// Per-worker counters (see `corral_worker::worker::COUNTERS`).
+    pub counters: SharedFlags,
+}
+
+impl GenRegions {
+    fn create(seg: &Segment, cfg: &Config, generation: u32) -> io::Result<GenRegions> {
+        let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
+        let workers = cfg.global.workers as u32;
+        Ok(GenRegions {
+            tracks: Tracks::create(seg, generation, workers, per_worker(cfg))?,
+            health: SharedFlags::create(seg, RegionKind::Health, generation, servers)?,
+            counters: SharedFlags::create(
+                seg,
+                RegionKind::Counters,
+                generation,
+                cfg.global.workers * corral_worker::worker::COUNTERS,
+            )?,
+        })
+    }
+
+    /// Finds generation `generation`'s regions among inherited ones.
+    fn find(regions: &[(Arc<Region>, Role)], generation: u32) -> Option<GenRegions> {
+        let of = |k: RegionKind| {
+            regions
+                .iter()
+                .find(|(r, _)| r.kind() == k && r.tag() == generation)
+                .map(|(r, _)| r.clone())
+        };
+        Some(GenRegions {
+            tracks: Tracks::open(of(RegionKind::Track)?)?,
+            health: SharedFlags::open(of(RegionKind::Health)?),
+            counters: SharedFlags::open(of(RegionKind::Counters)?),
+        })
+    }
+
+    fn regions(&self) -> [&Arc<Region>; 3] {
+        [
+            self.tracks.region(),
+            self.health.region(),
+            self.counters.region(),
+        ]
+    }
+}
+
+/// Records each worker may hold: three trackings per connection (sc0-sc2).
+fn per_worker(cfg: &Config) -> u32 {
     let per_worker = cfg
         .global
         .maxconn
@@ -50,121 +121,278 @@ fn per_proc(cfg: &Config) -> u32 {
     per_worker.saturating_mul(3).max(64)
 }
 
-fn size_for(cfg: &Config) -> u64 {
-    let tables: u64 = cfg
-        .tables
-        .iter()
-        .map(|t| corral_shm::table::Layout::of(t).region_len() + 4096)
-        .sum();
-    let tracks = corral_shm::epoch::MAX_PROCS as u64 * per_proc(cfg) as u64 * 8;
-    (tables + tracks + (1 << 20)) * GROWTH
+/// The next generation's regions, made before the exec.
+pub struct Prepared {
+    tables: Vec<StickTable<'static>>,
+    gen: GenRegions,
+    /// One line per table decision, for the reload's answer and the log.
+    pub messages: Vec<String>,
+}
+
+/// The segment, its regions and the master's slot, as the master holds them.
+pub struct SharedSegment {
+    seg: &'static Segment,
+    master_slot: usize,
+    generation: u32,
+    /// Tables of the running config, in config order.
+    tables: Vec<StickTable<'static>>,
+    /// The running generation's own regions.
+    gen: GenRegions,
+    /// Regions old workers still use, with the newest generation using them.
+    retired: Vec<(Arc<Region>, u32)>,
+    /// Connections counted by workers that are gone.
+    carried_conns: u64,
+}
+
+fn leak(seg: Segment) -> &'static Segment {
+    // Leaked on purpose: the header lives as long as the process image.
+    Box::leak(Box::new(seg))
+}
+
+fn claim_master_slot(seg: &Segment, generation: u32) -> io::Result<usize> {
+    // Our previous image (same pid, before the exec) held a slot: free it.
+    seg.epoch().release_pid(std::process::id());
+    seg.epoch()
+        .claim_free(0, std::process::id(), generation)
+        .ok_or_else(|| io::Error::other("no free process slot in the shared segment"))
+}
+
+fn kept(role: Role) -> Option<u32> {
+    (role.keep > 0).then_some(role.keep)
 }
 
 impl SharedSegment {
     /// Creates a fresh segment for `cfg`.
     pub fn create(cfg: &Config, generation: u32) -> io::Result<SharedSegment> {
-        // Leaked on purpose: the mapping lives as long as the process.
-        let seg: &'static Segment = Box::leak(Box::new(Segment::create(size_for(cfg))?));
+        let seg = leak(Segment::create()?);
         let tables = cfg
             .tables
             .iter()
             .map(|t| StickTable::create(seg, t))
             .collect::<io::Result<Vec<_>>>()?;
-        let tracks = Tracks::open_or_create(seg, per_proc(cfg))?;
-        let master_slot = seg
-            .epoch()
-            .claim_free(0, std::process::id(), generation)
-            .ok_or_else(|| io::Error::other("no free process slot"))?;
+        let gen = GenRegions::create(seg, cfg, generation)?;
+        let master_slot = claim_master_slot(seg, generation)?;
         Ok(SharedSegment {
             seg,
-            tables,
-            tracks: vec![tracks],
             master_slot,
             generation,
-            pending_free: Vec::new(),
+            tables,
+            gen,
+            retired: Vec::new(),
+            carried_conns: 0,
         })
     }
 
-    /// Adopts the segment of a previous generation (reload) or instance
-    /// (takeover). `messages` gets one line per table decision.
-    pub fn inherit(
+    /// Before a reload's exec: makes the next generation's regions for
+    /// `cfg`. Tables whose definition is unchanged are kept as they are;
+    /// new or changed ones get a committed region (a changed one filled from
+    /// the current one). Errors leave everything as it was.
+    pub fn prepare(&self, cfg: &Config) -> io::Result<Prepared> {
+        let mut messages = Vec::new();
+        let mut tables = Vec::new();
+        for def in &cfg.tables {
+            if let Some(t) = self.tables.iter().find(|t| t.matches(def)) {
+                messages.push(format!("table {}: kept ({} entries)", def.name, t.len()));
+                tables.push(t.clone());
+                continue;
+            }
+            let t = StickTable::create(self.seg, def)?;
+            match self.tables.iter().find(|t| t.name() == def.name) {
+                Some(old) => {
+                    let moved = t.migrate_from(old, self.master_slot);
+                    messages.push(format!(
+                        "table {}: definition changed, rebuilt ({moved} entries migrated where the key type matches; conn_cur starts at 0)",
+                        def.name
+                    ));
+                }
+                None => messages.push(format!("table {}: created", def.name)),
+            }
+            tables.push(t);
+        }
+        for t in &self.tables {
+            if !cfg.tables.iter().any(|d| d.name == t.name()) {
+                messages.push(format!(
+                    "table {}: removed from the configuration, freed once old workers exit",
+                    t.name()
+                ));
+            }
+        }
+        let gen = GenRegions::create(self.seg, cfg, self.generation + 1)?;
+        Ok(Prepared {
+            tables,
+            gen,
+            messages,
+        })
+    }
+
+    /// Every region to hand across the exec, with its role (`next`: what
+    /// `prepare` made).
+    pub fn handoff(&self, next: Option<&Prepared>) -> Vec<(RawFd, Role)> {
+        let mut out: Vec<(Arc<Region>, Role)> = Vec::new();
+        fn add(out: &mut Vec<(Arc<Region>, Role)>, r: &Arc<Region>, f: impl Fn(&mut Role)) {
+            match out.iter_mut().find(|(x, _)| Arc::ptr_eq(x, r)) {
+                Some((_, role)) => f(role),
+                None => {
+                    let mut role = Role::default();
+                    f(&mut role);
+                    out.push((r.clone(), role));
+                }
+            }
+        }
+        for t in &self.tables {
+            add(&mut out, t.region(), |r| r.prev = true);
+        }
+        for r in self.gen.regions() {
+            add(&mut out, r, |_| {});
+        }
+        for (r, keep) in &self.retired {
+            add(&mut out, r, |role| role.keep = *keep);
+        }
+        if let Some(p) = next {
+            for t in &p.tables {
+                add(&mut out, t.region(), |r| r.next = true);
+            }
+            for r in p.gen.regions() {
+                add(&mut out, r, |_| {});
+            }
+        }
+        out.into_iter().map(|(r, role)| (r.fd(), role)).collect()
+    }
+
+    /// After an exec or for a takeover: adopts the segment header `seg` and
+    /// the `inherited` regions for `cfg` at `generation`. With [`Mode::Next`]
+    /// the tables are the `next` ones (or, with another binary or in a
+    /// takeover, rebuilt from same-named ones); with [`Mode::Revert`] they
+    /// are the `prev` ones. A header of another layout version starts a
+    /// fresh segment (`Ok((seg, true))`: the old workers are foreign to it).
+    pub fn adopt(
         cfg: &Config,
-        fd: OwnedFd,
+        seg: OwnedFd,
+        inherited: Vec<(OwnedFd, Role)>,
         generation: u32,
+        mode: Mode,
         messages: &mut Vec<String>,
-    ) -> io::Result<SharedSegment> {
-        let seg = match Segment::open(fd) {
-            Ok(s) => &*Box::leak(Box::new(s)),
+    ) -> io::Result<(SharedSegment, bool)> {
+        let seg = match Segment::open(seg) {
+            Ok(s) => leak(s),
             Err(e) => {
                 let m = format!(
                     "the previous segment cannot be used ({e}): starting with empty stick tables"
                 );
                 log::warn!("{m}");
                 messages.push(m);
-                return SharedSegment::create(cfg, generation);
+                return Ok((SharedSegment::create(cfg, generation)?, true));
             }
         };
-        // Our previous image (same pid, before the exec) held a slot: free it.
-        seg.epoch().release_pid(std::process::id());
-        let master_slot = seg
-            .epoch()
-            .claim_free(0, std::process::id(), generation)
-            .ok_or_else(|| io::Error::other("no free process slot in the inherited segment"))?;
-        let mut pending_free = Vec::new();
+        let mut regions: Vec<(Arc<Region>, Role)> = Vec::new();
+        for (fd, role) in inherited {
+            match Region::open(fd) {
+                Ok(r) => regions.push((r, role)),
+                Err(e) => log::warn!("an inherited region cannot be used ({e}): dropped"),
+            }
+        }
+        let prev_gen = match mode {
+            Mode::Next => generation.saturating_sub(1),
+            Mode::Revert => generation,
+        };
         let mut tables = Vec::new();
         for def in &cfg.tables {
-            if let Some(t) = StickTable::open(seg, def) {
-                messages.push(format!("table {}: kept ({} entries)", def.name, t.len()));
+            let wanted = |role: Role| match mode {
+                Mode::Next => role.next,
+                Mode::Revert => role.prev,
+            };
+            let open = |pick: &dyn Fn(&Region, Role) -> bool| {
+                regions
+                    .iter()
+                    .filter(|(r, role)| r.kind() == RegionKind::Table && pick(r, *role))
+                    .filter_map(|(r, _)| StickTable::open(seg, r.clone()))
+                    .find(|t| t.matches(def))
+            };
+            // The table prepared for us; else (a takeover, or a binary whose
+            // layout differs from the one that prepared it) any region of
+            // this exact definition.
+            let found = open(&|_, role| wanted(role)).or_else(|| open(&|_, _| true));
+            if let Some(t) = found {
+                if mode == Mode::Next
+                    && !regions
+                        .iter()
+                        .any(|(r, role)| role.next && Arc::ptr_eq(r, t.region()))
+                {
+                    messages.push(format!("table {}: kept ({} entries)", def.name, t.len()));
+                }
                 tables.push(t);
                 continue;
             }
-            let old = seg.find_region(RegionKind::Table, &def.name);
             let t = StickTable::create(seg, def)?;
+            let old = regions
+                .iter()
+                .filter(|(r, _)| r.kind() == RegionKind::Table && r.name() == def.name)
+                .filter_map(|(r, _)| StickTable::open(seg, r.clone()))
+                .max_by_key(|t| t.region_id());
             match old {
-                Some((offset, _, _)) => {
-                    let moved = old_table(seg, offset, &def.name)
-                        .map_or(0, |o| t.migrate_from(&o, master_slot));
+                Some(old) => {
+                    let moved = t.migrate_from(&old, 0);
                     messages.push(format!(
-                        "table {}: definition changed, rebuilt ({moved} entries migrated where the key type matches)",
+                        "table {}: definition changed, rebuilt ({moved} entries migrated where the key type matches; conn_cur starts at 0)",
                         def.name
                     ));
-                    pending_free.push((offset, generation - 1, def.name.clone()));
                 }
                 None => messages.push(format!("table {}: created", def.name)),
             }
             tables.push(t);
         }
-        let wanted: HashSet<&str> = cfg.tables.iter().map(|t| t.name.as_str()).collect();
-        for (name, offset) in seg.region_names(RegionKind::Table) {
-            if !wanted.contains(name.as_str()) {
-                messages.push(format!(
-                    "table {name}: removed from the configuration, freed once old workers exit"
-                ));
-                pending_free.push((offset, generation - 1, name));
+        let gen = match GenRegions::find(&regions, generation) {
+            Some(g) => g,
+            None => GenRegions::create(seg, cfg, generation)?,
+        };
+        let master_slot = claim_master_slot(seg, generation)?;
+        let mut retired = Vec::new();
+        for (r, role) in regions {
+            let used = tables.iter().any(|t| Arc::ptr_eq(t.region(), &r))
+                || gen.regions().iter().any(|g| Arc::ptr_eq(g, &r));
+            if used {
+                continue;
+            }
+            // Who may still use it: old workers up to the generation it
+            // belonged to. Regions of a failed next generation: nobody.
+            let keep = match r.kind() {
+                RegionKind::Table => {
+                    if role.prev {
+                        Some(prev_gen.max(role.keep))
+                    } else {
+                        kept(role)
+                    }
+                }
+                _ if r.tag() <= prev_gen => Some(r.tag().max(role.keep)),
+                _ => None,
+            };
+            if let Some(keep) = keep.filter(|&k| k > 0) {
+                retired.push((r, keep));
             }
         }
         for m in messages.iter() {
             log::info!("{m}");
         }
-        let current = Tracks::open_or_create(seg, per_proc(cfg))?;
-        let mut tracks = vec![current];
-        tracks.extend(Tracks::all(seg).into_iter().filter(|t| *t != current));
-        Ok(SharedSegment {
-            seg,
-            tables,
-            tracks,
-            master_slot,
-            generation,
-            pending_free,
-        })
+        Ok((
+            SharedSegment {
+                seg,
+                master_slot,
+                generation,
+                tables,
+                gen,
+                retired,
+                carried_conns: 0,
+            },
+            false,
+        ))
     }
 
-    /// The segment's memfd (handed to the next generation).
+    /// The segment header's memfd (handed to the next generation).
     pub fn fd(&self) -> RawFd {
         self.seg.fd()
     }
 
-    /// The tables, in config order.
+    /// The tables of the running config, in config order.
     pub fn tables(&self) -> &[StickTable<'static>] {
         &self.tables
     }
@@ -181,38 +409,88 @@ impl SharedSegment {
             .claim_free(1, std::process::id(), self.generation)
     }
 
-    /// Records the pid now using epoch slot `slot`.
-    pub fn register(&self, slot: usize, pid: u32) {
-        self.seg.epoch().claim(slot, pid, self.generation);
+    /// Frees epoch slot `slot` (claimed for a worker whose fork failed).
+    pub fn clear_slot(&self, slot: usize) {
+        self.seg.epoch().clear(slot);
     }
 
-    /// What a forked worker in epoch slot `slot` gets.
-    pub fn for_worker(&self, slot: usize) -> Shared {
+    /// Names the forked worker `pid` as the process of epoch slot `slot`
+    /// (only the pid: the child may already have pinned the slot).
+    pub fn register(&self, slot: usize, pid: u32) {
+        self.seg.epoch().set_owner(slot, pid);
+    }
+
+    /// What a forked worker `id` in epoch slot `slot` gets.
+    pub fn for_worker(&self, slot: usize, id: usize) -> Shared {
         Shared {
             seg: self.seg,
             tables: self.tables.clone(),
-            tracks: self.tracks[0],
+            tracks: self.gen.tracks.clone(),
+            worker: id.max(1) - 1,
             slot,
         }
     }
 
-    /// Cleans up after the process of epoch slot `slot` (worker `id`) died.
-    pub fn recover(&self, slot: usize, id: usize) {
-        let mut all: Vec<StickTable<'static>> = self.tables.clone();
+    /// This generation's health flags.
+    pub fn health(&self) -> &SharedFlags {
+        &self.gen.health
+    }
+
+    /// The counters region of `generation`, if still held.
+    pub fn counters_of(&self, generation: u32) -> Option<SharedFlags> {
+        if generation == self.generation {
+            return Some(self.gen.counters.clone());
+        }
+        self.retired
+            .iter()
+            .find(|(r, _)| r.kind() == RegionKind::Counters && r.tag() == generation)
+            .map(|(r, _)| SharedFlags::open(r.clone()))
+    }
+
+    /// This generation's counters region.
+    pub fn counters(&self) -> &SharedFlags {
+        &self.gen.counters
+    }
+
+    /// Connections counted by workers that are gone.
+    pub fn carried_conns(&self) -> u64 {
+        self.carried_conns
+    }
+
+    /// Adds connections counted by a worker that is gone (or carried over
+    /// from the previous image).
+    pub fn carry_conns(&mut self, n: u64) {
+        self.carried_conns += n;
+    }
+
+    fn all_tables(&self) -> Vec<StickTable<'static>> {
+        let mut all = self.tables.clone();
         all.extend(
-            self.pending_free
+            self.retired
                 .iter()
-                .filter_map(|(off, _, name)| old_table(self.seg, *off, name)),
+                .filter(|(r, _)| r.kind() == RegionKind::Table)
+                .filter_map(|(r, _)| StickTable::open(self.seg, r.clone())),
         );
+        all
+    }
+
+    /// Cleans up after the process of epoch slot `slot` (worker `id` of
+    /// `generation`) died.
+    pub fn recover(&self, slot: usize, generation: u32, id: usize) {
+        let all = self.all_tables();
         let repaired: u32 = all
             .iter()
             .map(|t| t.recover_from(slot, self.master_slot))
             .sum();
-        let released: u32 = self
-            .tracks
-            .iter()
-            .map(|tr| release_dead(tr, &all, slot))
-            .sum();
+        let tracks = if generation == self.generation {
+            Some(self.gen.tracks.clone())
+        } else {
+            self.retired
+                .iter()
+                .find(|(r, _)| r.kind() == RegionKind::Track && r.tag() == generation)
+                .and_then(|(r, _)| Tracks::open(r.clone()))
+        };
+        let released = tracks.map_or(0, |tr| release_dead(&tr, &all, id.max(1) - 1));
         self.seg.epoch().clear(slot);
         if repaired > 0 || released > 0 {
             log::warn!(
@@ -221,16 +499,17 @@ impl SharedSegment {
         }
     }
 
-    /// Frees regions of removed or rebuilt tables once no worker of the
-    /// generations that used them is left (`oldest`: oldest live old generation).
+    /// Drops regions no worker uses any more: kept for generations up to
+    /// `keep`, and `oldest` (the oldest old generation still running) is
+    /// newer, or no old worker is left.
     pub fn free_unused(&mut self, oldest: Option<u32>) {
-        let seg = self.seg;
-        self.pending_free.retain(|(offset, gen, name)| {
-            if oldest.is_some_and(|g| g <= *gen) {
+        self.retired.retain(|(r, keep)| {
+            if oldest.is_some_and(|g| g <= *keep) {
                 return true;
             }
-            log::info!("table {name}: old region freed");
-            seg.free_region(*offset);
+            if r.kind() == RegionKind::Table {
+                log::info!("table {}: old region freed", r.name());
+            }
             false
         });
     }
@@ -241,34 +520,63 @@ impl SharedSegment {
     }
 }
 
-/// A table region of a previous definition, mapped with the layout it was
-/// created with (recovered from its fingerprint is not possible, so the
-/// region's own header is not needed: only the generic walk is used).
-fn old_table(seg: &'static Segment, offset: u64, name: &str) -> Option<StickTable<'static>> {
-    StickTable::open_region(seg, offset, name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::FromRawFd;
+
+    fn cfg(table_size: u32, workers: usize) -> Config {
+        corral_config::parse(
+            &format!(
+                "[global]\nworkers = {workers}\n\
+                 [frontend.f]\nbind = \"127.0.0.1:1\"\nmode = \"tcp\"\ndefault_backend = \"b\"\n\
+                 rules = [\"tcp-request connection track-sc0 src table t\"]\n\
+                 [backend.b]\nmode = \"tcp\"\nserver.a = {{ addr = \"127.0.0.1:2\" }}\n\
+                 [table.t]\ntype = \"ip\"\nsize = {table_size}\nstore = [\"conn_cnt\"]\n"
+            ),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn dup(fd: RawFd) -> OwnedFd {
+        // SAFETY: dup of an fd we hold, handed over as an exec would.
+        unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) }
+    }
+
+    /// What an exec hands over: the header and every region with its role.
+    fn exec(
+        s: &SharedSegment,
+        p: Option<&Prepared>,
+        cfg: &Config,
+        generation: u32,
+        mode: Mode,
+    ) -> SharedSegment {
+        let regions = s
+            .handoff(p)
+            .into_iter()
+            .map(|(fd, role)| (dup(fd), role))
+            .collect();
+        let (next, foreign) =
+            SharedSegment::adopt(cfg, dup(s.fd()), regions, generation, mode, &mut Vec::new())
+                .unwrap();
+        assert!(!foreign);
+        next
+    }
 
     /// A master re-executed for a reload keeps its pid: each generation must
     /// free its previous image's slot, or ~250 reloads exhaust the segment.
     #[test]
-    fn reloads_do_not_leak_the_master_slot() {
-        let cfg = corral_config::parse(
-            "[frontend.f]\nbind = \"127.0.0.1:1\"\nmode = \"tcp\"\ndefault_backend = \"b\"\n\
-             [backend.b]\nmode = \"tcp\"\nserver.a = { addr = \"127.0.0.1:2\" }\n",
-            "t.toml",
-        )
-        .unwrap();
-        let mut gen = SharedSegment::create(&cfg, 1).unwrap();
-        for g in 2..=300 {
-            // SAFETY: dup of the memfd we hold, handed to inherit as exec would.
-            let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(gen.seg.fd().as_raw_fd())) };
-            gen = SharedSegment::inherit(&cfg, fd, g, &mut Vec::new())
-                .expect("a free slot after many reloads");
+    fn reloads_do_not_leak_the_master_slot_or_regions() {
+        let mut gen = SharedSegment::create(&cfg(1000, 1), 1).unwrap();
+        for g in 2..=300u32 {
+            // Every other reload changes the table: a new region each time.
+            let c = cfg(1000 + (g % 2) * 10, 1 + (g as usize % 3));
+            let p = gen.prepare(&c).unwrap();
+            let mut next = exec(&gen, Some(&p), &c, g, Mode::Next);
+            drop(p);
+            next.free_unused(None); // no old worker left
+            gen = next;
         }
         let me = std::process::id();
         let held = (0..corral_shm::epoch::MAX_PROCS)
@@ -285,5 +593,59 @@ mod tests {
             held, 1,
             "the master holds exactly one slot after 299 reloads"
         );
+        assert!(gen.retired.is_empty(), "{:?}", gen.retired);
+    }
+
+    #[test]
+    fn a_changed_table_is_migrated_before_the_exec_and_the_old_one_kept_for_old_workers() {
+        let c1 = cfg(1000, 2);
+        let s = SharedSegment::create(&c1, 1).unwrap();
+        {
+            let g = s.seg.epoch().pin(s.master_slot);
+            let e = s.tables[0]
+                .get_or_create(
+                    &g,
+                    s.master_slot,
+                    &[127, 0, 0, 7],
+                    corral_shm::freq::now_ms(),
+                )
+                .unwrap();
+            e.add(corral_shm::DataTypeName::ConnCnt, 18);
+        }
+        let c2 = cfg(2000, 2);
+        let p = s.prepare(&c2).unwrap();
+        assert!(
+            p.messages[0].contains("1 entries migrated"),
+            "{:?}",
+            p.messages
+        );
+        let mut next = exec(&s, Some(&p), &c2, 2, Mode::Next);
+        assert_eq!(next.tables[0].layout().size, 2000);
+        assert_eq!(next.tables[0].region_id(), p.tables[0].region_id());
+        assert_eq!(next.tables[0].len(), 1);
+        next.free_unused(Some(1));
+        assert_eq!(
+            next.retired.len(),
+            4,
+            "old table + gen 1's tracks, health, counters"
+        );
+        next.free_unused(None);
+        assert!(next.retired.is_empty());
+    }
+
+    #[test]
+    fn a_failed_next_generation_reverts_to_the_previous_tables() {
+        let c1 = cfg(1000, 1);
+        let s = SharedSegment::create(&c1, 3).unwrap();
+        let c2 = cfg(5000, 1);
+        let p = s.prepare(&c2).unwrap();
+        let back = exec(&s, Some(&p), &c1, 3, Mode::Revert);
+        assert_eq!(back.tables[0].region_id(), s.tables[0].region_id());
+        assert!(
+            back.retired.is_empty(),
+            "the regions prepared for the failed generation are dropped: {:?}",
+            back.retired
+        );
+        assert_eq!(back.gen.tracks.generation(), 3);
     }
 }

@@ -1,9 +1,9 @@
 //! The new instance's side of a takeover (`corral --takeover SOCKET`): ask a
-//! running instance for its listeners and segment over its stats socket
+//! running instance for its listeners, segment and tables over its stats socket
 //! (`_getsocks`, admin level), as HAProxy's `-x` does.
 //!
 //! The answer is text lines naming each fd (`listener ADDR`, `segment`,
-//! `end`), then the fds in SCM_RIGHTS batches. The text is read one byte at a
+//! `region NAME`, `end`), then the fds in SCM_RIGHTS batches. The text is read one byte at a
 //! time: a buffered read could swallow the first byte that carries fds, and
 //! the kernel would close them.
 
@@ -24,6 +24,8 @@ pub struct Taken {
     pub listeners: Vec<(TcpListener, SocketAddr)>,
     /// The shared segment's memfd.
     pub segment: OwnedFd,
+    /// Its stick tables' regions (an older instance sends none).
+    pub regions: Vec<OwnedFd>,
     /// The previous instance's master, soft-stopped once we accept.
     pub pid: Pid,
 }
@@ -82,6 +84,7 @@ pub fn fetch(socket: &Path) -> io::Result<Taken> {
     let fds = fdpass::recv_fds(&mut s, kinds.len())?;
     let mut listeners = Vec::new();
     let mut segment = None;
+    let mut regions = Vec::new();
     for (kind, fd) in kinds.iter().zip(fds) {
         if let Some(addr) = kind.strip_prefix("listener ") {
             let addr: SocketAddr = addr.parse().map_err(|_| {
@@ -90,6 +93,8 @@ pub fn fetch(socket: &Path) -> io::Result<Taken> {
             listeners.push((TcpListener::from(fd), addr));
         } else if kind == "segment" {
             segment = Some(fd);
+        } else if kind.starts_with("region ") {
+            regions.push(fd);
         }
     }
     let segment =
@@ -97,6 +102,7 @@ pub fn fetch(socket: &Path) -> io::Result<Taken> {
     Ok(Taken {
         listeners,
         segment,
+        regions,
         pid: Pid::from_raw(pid),
     })
 }

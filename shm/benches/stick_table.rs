@@ -27,7 +27,7 @@ fn setup() -> &'static StickTable<'static> {
             DataType::Gpc0,
         ],
     };
-    let seg: &'static Segment = Box::leak(Box::new(Segment::create(1 << 30).unwrap()));
+    let seg: &'static Segment = Box::leak(Box::new(Segment::create().unwrap()));
     let t: &'static StickTable<'static> =
         Box::leak(Box::new(StickTable::create(seg, &def).unwrap()));
     let now = now_ms();

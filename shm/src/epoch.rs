@@ -136,6 +136,13 @@ impl<const N: usize> EpochState<N> {
         self.slots[i].pid.store(pid, Ordering::Release);
     }
 
+    /// Names `pid` as the process of slot `i`, claimed earlier (by the master,
+    /// before forking it). Only the pid changes: the child may already have
+    /// pinned the slot, and that pin must stand.
+    pub fn set_owner(&self, i: usize, pid: u32) {
+        self.slots[i].pid.store(pid, Ordering::Release);
+    }
+
     /// Claims the first free slot at or after `from` for `pid` (compare-and-
     /// swap on the pid, so two masters sharing a segment during a takeover
     /// never take the same slot). `None` when all are taken.
@@ -237,6 +244,19 @@ mod tests {
         drop(g);
         assert_eq!(s.try_advance(), 3);
         assert!(s.reclaimable(1));
+    }
+
+    #[test]
+    fn naming_a_forked_child_keeps_the_pin_it_already_made() {
+        let s: EpochState<4> = EpochState::new();
+        let slot = s.claim_free(1, 100, 1).unwrap();
+        let g = s.pin(slot); // the child pins before the master names it
+        s.set_owner(slot, 4242);
+        assert_eq!(s.slot(slot).pid.load(Ordering::Relaxed), 4242);
+        let e = g.epoch();
+        assert_eq!(s.try_advance(), e + 1, "pinned at the current epoch");
+        assert_eq!(s.try_advance(), e + 1, "the pin still holds the epoch back");
+        drop(g);
     }
 
     #[test]

@@ -1,78 +1,84 @@
-//! A small array of flags shared by the processes forked from one master
-//! generation: server health (up/down) decided by the one worker that checks
-//! a server, read by every worker that balances over it; and each worker's
-//! counters (current and cumulated connections, pipes), summed by the master
-//! for `show info`.
+//! A small array of 64-bit words shared by one generation's processes: server
+//! health (up/down) decided by the one worker that checks a server, read by
+//! every worker that balances over it; and each worker's counters, written by
+//! that worker once per loop turn and summed by the master.
 //!
-//! An anonymous MAP_SHARED mapping created before forking: no name, no fd,
-//! gone when the last process of the generation exits. Each flag has a
-//! single writer (the worker in charge of that server), every other process
-//! only reads it, so plain atomic loads and stores suffice. Zero (the
-//! initial state) means "up", as a server starts up until checks say
-//! otherwise.
+//! Each word has a single writer and is read by the others, so plain atomic
+//! loads and stores suffice. Zero (the initial state) means "up" for health,
+//! as a server starts up until checks say otherwise.
+//!
+//! The words live in a [`Region`] tagged with the generation, so they survive
+//! the master's exec: after a reload the new master still reads the counters
+//! of the old workers that drain, and a master that falls back to the
+//! previous generation keeps its health flags.
 
 use std::io;
+use std::sync::Arc;
 
 use crate::primitive::{AtomicU64, Ordering};
+use crate::region::{Region, RegionKind};
+use crate::segment::Segment;
 
-/// Flags shared across the fork of one generation.
+/// Words shared by one generation.
+#[derive(Clone, Debug)]
 pub struct SharedFlags {
-    base: *const AtomicU64,
+    region: Arc<Region>,
     len: usize,
 }
 
-// SAFETY: the mapping is shared memory accessed only through atomics; it is
-// never unmapped while a process of the generation runs.
-unsafe impl Send for SharedFlags {}
-// SAFETY: as above.
-unsafe impl Sync for SharedFlags {}
-
 impl SharedFlags {
-    /// Maps `len` zeroed flags (at least one page).
-    pub fn new(len: usize) -> io::Result<SharedFlags> {
-        let bytes = (len.max(1) * 8).div_ceil(4096) * 4096;
-        // SAFETY: anonymous shared mapping; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SharedFlags {
-            base: p as *const AtomicU64,
-            len,
-        })
+    /// Creates `len` zeroed words of `kind` for `generation`.
+    pub fn create(
+        seg: &Segment,
+        kind: RegionKind,
+        generation: u32,
+        len: usize,
+    ) -> io::Result<SharedFlags> {
+        let region = Region::create(
+            seg,
+            kind,
+            kind.as_str(),
+            (len.max(1) * 8) as u64,
+            len as u64,
+            generation,
+        )?;
+        Ok(SharedFlags { region, len })
     }
 
-    fn flag(&self, i: usize) -> &AtomicU64 {
-        assert!(i < self.len, "flag {i} of {}", self.len);
-        // SAFETY: `i < len` flags of a live, zero-initialised, page-aligned mapping.
-        unsafe { &*self.base.add(i) }
+    /// The words of an inherited region.
+    pub fn open(region: Arc<Region>) -> SharedFlags {
+        let len = (region.len() / 8).min(region.fingerprint()) as usize;
+        SharedFlags { region, len }
     }
 
-    /// Reads flag `i`.
+    /// The region holding the words.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    fn flag(&self, i: usize) -> Option<&AtomicU64> {
+        // SAFETY: `i < len` words of a zero-initialised, page-aligned region.
+        (i < self.len).then(|| unsafe { self.region.at(i as u64 * 8) })
+    }
+
+    /// Reads word `i` (0 if out of range).
     pub fn get(&self, i: usize) -> u64 {
-        self.flag(i).load(Ordering::Acquire)
+        self.flag(i).map_or(0, |f| f.load(Ordering::Acquire))
     }
 
-    /// Sets flag `i` (by its single writer).
+    /// Sets word `i` (by its single writer; ignored if out of range).
     pub fn set(&self, i: usize, v: u64) {
-        self.flag(i).store(v, Ordering::Release);
+        if let Some(f) = self.flag(i) {
+            f.store(v, Ordering::Release);
+        }
     }
 
-    /// Number of flags.
+    /// Number of words.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether there are no flags.
+    /// Whether there are no words.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -84,7 +90,8 @@ mod tests {
 
     #[test]
     fn a_flag_set_in_a_child_is_seen_by_the_parent() {
-        let f = SharedFlags::new(10).unwrap();
+        let seg = Segment::create().unwrap();
+        let f = SharedFlags::create(&seg, RegionKind::Health, 1, 10).unwrap();
         assert_eq!(f.get(7), 0);
         // SAFETY: the child only stores a flag and exits.
         let pid = unsafe { libc::fork() };
@@ -96,5 +103,7 @@ mod tests {
         // SAFETY: reaping our child.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         assert_eq!(f.get(7), 1);
+        assert_eq!(f.get(10), 0, "out of range reads 0, never panics");
+        f.set(10, 1);
     }
 }

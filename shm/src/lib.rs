@@ -1,16 +1,20 @@
 //! corral's shared segment: the only state shared between processes.
 //!
-//! * [`segment`]: one memfd mapped MAP_SHARED, a header with magic, layout
-//!   version and a directory of regions; offsets, never pointers.
+//! * [`segment`]: the header memfd (magic, layout version, epoch state,
+//!   region ids), mapped MAP_SHARED; offsets, never pointers.
+//! * [`region`]: one memfd per stick table, per generation's tracking
+//!   records, health flags and counters, each describing itself in its first
+//!   page; [`memfd`] creates them committed and sealed.
 //! * [`epoch`]: cross-process epoch-based reclamation (why crossbeam-epoch
 //!   cannot span processes is explained there).
 //! * [`lock`]: short shard locks whose word names the owner, so the master can
 //!   recover a lock held by a dead process.
 //! * [`table`]: stick tables with lock-free lookups, atomic counters,
 //!   [`freq`] rates computed as HAProxy's freq_ctr, budgeted expiry and eviction.
-//! * [`flags`]: per-generation flags (server health) with one writer each.
-//! * [`track`]: per-process records of tracked entries, undone by the master
-//!   when a process dies.
+//! * [`flags`]: per-generation words (server health, worker counters) with one
+//!   writer each.
+//! * [`track`]: per-worker records of tracked entries, undone by the master
+//!   when a worker dies.
 //!
 //! No sockets here: the worker and master crates do the I/O.
 
@@ -19,7 +23,11 @@ pub mod epoch;
 pub mod flags;
 pub mod freq;
 pub mod lock;
+#[cfg(not(loom))]
+pub mod memfd;
 mod primitive;
+#[cfg(not(loom))]
+pub mod region;
 #[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
@@ -27,6 +35,8 @@ pub mod table;
 #[cfg(not(loom))]
 pub mod track;
 
+#[cfg(not(loom))]
+pub use region::{Region, RegionKind};
 #[cfg(not(loom))]
 pub use segment::Segment;
 #[cfg(not(loom))]

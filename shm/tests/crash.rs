@@ -118,7 +118,7 @@ fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) 
         expire,
         store: vec![DataType::ConnRate(Duration::from_secs(1)), DataType::Gpc0],
     };
-    let seg: &'static Segment = Box::leak(Box::new(Segment::create(256 << 20).unwrap()));
+    let seg: &'static Segment = Box::leak(Box::new(Segment::create().unwrap()));
     let t: &'static StickTable<'static> =
         Box::leak(Box::new(StickTable::create(seg, &def).unwrap()));
     let sh = Shared {

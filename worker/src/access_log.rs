@@ -10,18 +10,20 @@
 //! ```
 //!
 //! `bytes_read` counts bytes sent to the client (as HAProxy's `%B`). Lines are
-//! gathered during a loop turn and written with one write(2) per turn, so a
-//! busy worker does not pay a syscall per connection and lines of several
-//! workers never interleave mid-line. Syslog gets one datagram per line.
+//! gathered during a loop turn and written with one write(2) per turn (of at
+//! most PIPE_BUF bytes of whole lines), so a busy worker does not pay a
+//! syscall per connection and lines of several workers never interleave
+//! mid-line. Syslog gets one datagram per line. Nothing here blocks: a
+//! stalled reader costs dropped, counted lines (see [`crate::log_sink`]).
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_config::LogTarget;
+
+use crate::log_sink::Sink;
 
 /// Everything one log line says about a finished connection.
 #[derive(Debug)]
@@ -60,54 +62,40 @@ pub struct ConnLog<'a> {
     pub backend_queue: usize,
 }
 
-/// Where lines go, opened once at worker start.
-#[derive(Debug)]
-enum Sink {
-    Fd(std::fs::File),
-    Syslog(Option<UnixDatagram>),
-}
-
 /// The access log of one worker.
 #[derive(Debug)]
 pub struct AccessLog {
     sink: Sink,
-    pending: String,
-    /// Lines that could not be written (full disk, no syslog daemon).
-    pub dropped: u64,
+    line: String,
 }
 
 impl AccessLog {
-    /// Opens the configured target. A file is opened for appending.
+    /// Opens the configured target, never blocking (see [`crate::log_sink`]).
+    /// A file is opened for appending.
     pub fn open(target: &LogTarget) -> io::Result<AccessLog> {
-        use std::os::fd::FromRawFd;
         let sink = match target {
-            // SAFETY: dup() gives a new fd we own; stdout/stderr stay open for others.
-            LogTarget::Stdout => Sink::Fd(unsafe { std::fs::File::from_raw_fd(dup(1)?) }),
-            // SAFETY: as above.
-            LogTarget::Stderr => Sink::Fd(unsafe { std::fs::File::from_raw_fd(dup(2)?) }),
-            LogTarget::File(path) => {
-                Sink::Fd(OpenOptions::new().append(true).create(true).open(path)?)
-            }
-            LogTarget::Syslog => Sink::Syslog(UnixDatagram::unbound().ok().and_then(|s| {
-                s.connect("/dev/log").ok()?;
-                s.set_nonblocking(true).ok()?;
-                Some(s)
-            })),
+            LogTarget::Stdout => Sink::std(1)?,
+            LogTarget::Stderr => Sink::std(2)?,
+            LogTarget::File(path) => Sink::file(path)?,
+            LogTarget::Syslog => Sink::syslog(),
         };
         Ok(AccessLog {
             sink,
-            pending: String::new(),
-            dropped: 0,
+            line: String::new(),
         })
     }
 
-    /// Formats one line into the pending batch.
+    /// Formats one line and queues it (a datagram goes out at once).
     pub fn log(&mut self, c: &ConnLog<'_>) {
-        let start = self.pending.len();
-        let _ = write!(self.pending, "{} [", c.client);
-        format_date(&mut self.pending, c.accepted);
-        let _ = writeln!(
-            self.pending,
+        self.line.clear();
+        if self.sink.is_datagram() {
+            // <PRI> with facility local0 (16), severity info (6).
+            let _ = write!(self.line, "<134>corral[{}]: ", std::process::id());
+        }
+        let _ = write!(self.line, "{} [", c.client);
+        format_date(&mut self.line, c.accepted);
+        let _ = write!(
+            self.line,
             "] {} {}/{} {}/{}/{} {} {}{} {}/{}/{}/{}/{} 0/{}",
             c.frontend,
             c.backend,
@@ -125,42 +113,25 @@ impl AccessLog {
             c.retries,
             c.backend_queue,
         );
-        if let Sink::Syslog(sock) = &self.sink {
-            // One datagram per line: <PRI> with facility local0 (16), severity info (6).
-            let line = format!(
-                "<134>corral[{}]: {}",
-                std::process::id(),
-                self.pending[start..].trim_end()
-            );
-            self.pending.truncate(start);
-            let sent = sock.as_ref().map(|s| s.send(line.as_bytes()).is_ok());
-            if sent != Some(true) {
-                self.dropped += 1;
-            }
-        }
+        self.sink.push_line(self.line.as_bytes());
     }
 
-    /// Writes the lines gathered this turn.
+    /// Writes the lines gathered this turn, without blocking.
     pub fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
+        if self.sink.pending() > 0 {
+            self.sink.flush();
         }
-        if let Sink::Fd(f) = &mut self.sink {
-            if f.write_all(self.pending.as_bytes()).is_err() {
-                self.dropped += self.pending.lines().count() as u64;
-            }
-        }
-        self.pending.clear();
     }
-}
 
-fn dup(fd: i32) -> io::Result<i32> {
-    // SAFETY: F_DUPFD_CLOEXEC on a standard fd; the result is checked.
-    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    /// Lines dropped because the target stalled or failed.
+    pub fn dropped(&self) -> u64 {
+        self.sink.dropped
     }
-    Ok(n)
+
+    /// The fd to poll for writability while lines wait on a stalled reader.
+    pub fn blocked_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.sink.blocked_fd()
+    }
 }
 
 /// Milliseconds between two instants as logged (`-1` stands for "never").
@@ -199,11 +170,9 @@ mod tests {
     #[test]
     fn line_has_haproxy_tcp_shape() {
         let mut log = AccessLog {
-            sink: Sink::Syslog(None),
-            pending: String::new(),
-            dropped: 0,
+            sink: Sink::null(),
+            line: String::new(),
         };
-        log.sink = Sink::Fd(std::fs::File::open("/dev/null").unwrap());
         log.log(&ConnLog {
             client: "127.0.0.1:41234".parse().unwrap(),
             accepted: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
@@ -222,11 +191,12 @@ mod tests {
             retries: 0,
             backend_queue: 0,
         });
-        let line = log.pending.clone();
+        let line = log.line.clone();
         assert!(line.starts_with("127.0.0.1:41234 ["), "{line}");
         assert!(
-            line.contains(".123] fe be/s1 0/1/5003 1024 -- 1/1/1/1/0 0/0\n"),
+            line.ends_with(".123] fe be/s1 0/1/5003 1024 -- 1/1/1/1/0 0/0"),
             "{line}"
         );
+        assert_eq!(log.dropped(), 1, "the null sink counts what it drops");
     }
 }

@@ -99,6 +99,9 @@ impl Worker {
     /// line (as HAProxy), counted per frontend.
     fn reject(&mut self, key: usize) {
         let mut s = self.sessions.remove(key);
+        if let Some(at) = s.armed {
+            self.timers.cancel(at, key, s.serial);
+        }
         let _ = self.poll.registry().deregister(&mut s.client);
         reset_on_close(&s.client);
         self.sticky.release(&mut s.sc, 0, 0);
@@ -185,8 +188,7 @@ impl Worker {
         s.srv.readable = false;
         s.srv.writable = false;
         let at = now + self.cfg.backends[be].timeouts.connect;
-        s.armed = Some(at);
-        self.timers.arm(at, key, s.serial);
+        self.timers.arm(at, key, s.serial, s.armed.replace(at));
         match start_connect(addr) {
             Ok(mut stream) => {
                 s.srv.fd = stream.as_raw_fd();
@@ -344,8 +346,7 @@ impl Worker {
     /// Arms `at` as the session's one live deadline (earlier entries go stale).
     fn arm(&mut self, key: usize, at: Instant) {
         let s = &mut self.sessions[key];
-        s.armed = Some(at);
-        self.timers.arm(at, key, s.serial);
+        self.timers.arm(at, key, s.serial, s.armed.replace(at));
     }
 
     /// A deadline armed for this session is due: act if it is real, re-arm if
@@ -408,6 +409,9 @@ impl Worker {
     /// slot and counters, logs its line.
     pub(crate) fn finish(&mut self, key: usize, end: End) {
         let mut s = self.sessions.remove(key);
+        if let Some(at) = s.armed {
+            self.timers.cancel(at, key, s.serial);
+        }
         s.release(&mut self.pools);
         self.sticky.release(&mut s.sc, s.c2s.bytes, s.s2c.bytes);
         let _ = self.poll.registry().deregister(&mut s.client);

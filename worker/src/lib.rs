@@ -9,10 +9,13 @@
 
 pub mod access_log;
 pub mod balance;
+pub mod counters;
 mod dispatch;
 pub mod forward;
 pub mod health;
 pub mod listeners;
+pub mod log_sink;
+pub mod process_log;
 pub mod rules;
 pub mod session;
 pub mod splice;

@@ -2,21 +2,22 @@
 //!
 //! Every worker polls the *same* kernel sockets, so one accept queue serves
 //! all of them and survives reloads. To keep N workers from all waking for one
-//! connection (the thundering herd), each listener sits in a small epoll set
-//! of its own with `EPOLLEXCLUSIVE`, and that epoll fd is registered in the
-//! worker's mio poller (mio cannot pass EPOLLEXCLUSIVE itself). The kernel then
-//! wakes one waiting worker per incoming connection.
+//! connection (the thundering herd), each listener is registered with
+//! `EPOLLEXCLUSIVE` **directly in the epoll fd the worker sleeps in** (mio's,
+//! with a raw `epoll_ctl`, since mio cannot pass the flag): the kernel then
+//! wakes one waiting worker per incoming connection. (A nested epoll fd with
+//! the flag, registered in mio's, does not work: the exclusive wakeup stops
+//! only at tasks sleeping on the inner epoll itself, and every worker woke.)
 //!
-//! The inner set is level-triggered, the outer registration edge-triggered:
-//! after each turn [`Listeners::ready`] is asked again while a listener still
-//! had connections left (the accept batch bound was hit).
-//!
-//! Pausing a listener (maxconn reached, out of fds) removes it from the inner
-//! set, so the worker sleeps instead of spinning on a socket it will not
-//! accept from; the connections wait in the kernel backlog, never dropped.
-//! Closing (soft stop) is `close()`, never `shutdown()`: the socket is shared
-//! with the other workers and the next generation, and a shutdown would reset
-//! every connection waiting in its queue.
+//! The registration is level-triggered: a worker that stops at its accept
+//! batch bound is told again at its next poll. An exclusive registration
+//! cannot be modified, so pausing a listener (maxconn reached, out of fds) is
+//! EPOLL_CTL_DEL and resuming is ADD: the worker sleeps instead of spinning
+//! on a socket it will not accept from, and the connections wait in the
+//! kernel backlog, never dropped. Closing (soft stop) is `close()`, never
+//! `shutdown()`: the socket is shared with the other workers and the next
+//! generation, and a shutdown would reset every connection waiting in its
+//! queue.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -33,10 +34,13 @@ pub struct Listener {
     active: bool,
 }
 
-/// The worker's listeners and their exclusive epoll set.
+/// The worker's listeners, registered in its poller.
 #[derive(Debug)]
 pub struct Listeners {
-    epoll: OwnedFd,
+    /// The poller's epoll fd (not owned: the poller closes it).
+    epoll: RawFd,
+    /// Token of listener 0; listener `i` reports `base + i`.
+    base: usize,
     list: Vec<Listener>,
 }
 
@@ -50,18 +54,17 @@ pub struct Accepted {
 }
 
 impl Listeners {
-    /// Takes ownership of the inherited listeners; [`Listeners::resume`]
-    /// puts each in the exclusive epoll set.
-    pub fn new(sockets: Vec<(usize, TcpListener)>) -> io::Result<Listeners> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: epoll_create1 returned a new fd that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    /// Takes ownership of the inherited listeners, to be polled in the epoll
+    /// fd `epoll` (the worker's poller) with tokens `base + i`;
+    /// [`Listeners::resume`] registers each one.
+    pub fn new(
+        sockets: Vec<(usize, TcpListener)>,
+        epoll: RawFd,
+        base: usize,
+    ) -> io::Result<Listeners> {
         let mut me = Listeners {
             epoll,
+            base,
             list: Vec::new(),
         };
         for (frontend, socket) in sockets {
@@ -77,9 +80,11 @@ impl Listeners {
         Ok(me)
     }
 
-    /// The epoll fd to register (readable) in the worker's poller.
-    pub fn epoll_fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+    /// The listener a poller token names, if it is one of ours.
+    pub fn index_of(&self, token: usize) -> Option<usize> {
+        token
+            .checked_sub(self.base)
+            .filter(|&i| i < self.list.len())
     }
 
     /// The listeners, by index.
@@ -97,27 +102,6 @@ impl Listeners {
         self.list.is_empty()
     }
 
-    /// Indices of listeners with pending connections (never blocks).
-    pub fn ready(&self, out: &mut Vec<usize>) -> io::Result<()> {
-        out.clear();
-        if self.list.is_empty() {
-            return Ok(());
-        }
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
-        // SAFETY: `events` is a valid array of 32 epoll_event; timeout 0 never blocks.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 32, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        out.extend(events[..n as usize].iter().map(|e| e.u64 as usize));
-        Ok(())
-    }
-
     /// Stops polling listener `i` (its backlog keeps queueing).
     pub fn pause(&mut self, i: usize) {
         let l = &mut self.list[i];
@@ -127,7 +111,7 @@ impl Listeners {
         // SAFETY: both fds are open; DEL ignores the event argument.
         unsafe {
             libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
+                self.epoll,
                 libc::EPOLL_CTL_DEL,
                 l.socket.as_raw_fd(),
                 std::ptr::null_mut(),
@@ -144,12 +128,12 @@ impl Listeners {
         }
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-            u64: i as u64,
+            u64: (self.base + i) as u64,
         };
         // SAFETY: both fds are open and `ev` is a valid epoll_event.
         let rc = unsafe {
             libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
+                self.epoll,
                 libc::EPOLL_CTL_ADD,
                 l.socket.as_raw_fd(),
                 &mut ev,

@@ -173,6 +173,11 @@ impl PipePool {
         self.capacity
     }
 
+    /// The pool's bound (`maxpipes`).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Pipes lent out right now.
     pub fn used(&self) -> usize {
         self.used

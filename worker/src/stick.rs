@@ -29,8 +29,10 @@ pub struct Shared {
     pub seg: &'static Segment,
     /// Stick tables, in `Config::tables` order.
     pub tables: Vec<StickTable<'static>>,
-    /// Tracking records.
+    /// This generation's tracking records.
     pub tracks: Tracks,
+    /// This worker's array in `tracks` (its id - 1).
+    pub worker: usize,
     /// This process's epoch slot (also its lock-owner id).
     pub slot: usize,
 }
@@ -134,8 +136,8 @@ fn reads_dst_port(rs: &RuleSet) -> bool {
 impl Sticky {
     /// Takes the shared state; the process's tracking records start clear.
     pub fn new(cfg: &Config, shared: Shared) -> Sticky {
-        shared.tracks.reset(shared.slot);
-        let tracker = Tracker::new(shared.tracks, shared.slot);
+        shared.tracks.reset(shared.worker);
+        let tracker = Tracker::new(shared.tracks.clone(), shared.worker);
         let dst_port = cfg
             .frontends
             .iter()
@@ -208,8 +210,9 @@ impl Sticky {
         let mut key = [0u8; 16];
         let n = t.encode_addr(peer.ip(), &mut key)?;
         let guard = self.shared.seg.epoch().pin(self.shared.slot);
-        let e = t.get_or_create(&guard, self.shared.slot, &key[..n], now)?;
-        let tracked = self.tracker.track(table as u16, t, &e)?;
+        let (tracked, e) =
+            self.tracker
+                .track(table as u16, t, &guard, self.shared.slot, &key[..n], now)?;
         e.add(DataTypeName::ConnCnt, 1);
         e.add_rate(DataTypeName::ConnRate, now, 1);
         Some(tracked)

@@ -19,6 +19,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use corral_shm::flags::SharedFlags;
 use std::time::{Duration, Instant};
 
 use corral_config::Config;
@@ -35,11 +37,16 @@ use crate::session::Session;
 use crate::splice::PipePool;
 use crate::timers::Timers;
 
-pub(crate) const LISTENERS: Token = Token(0);
 pub(crate) const MASTER: Token = Token(1);
 pub(crate) const SIGNALS: Token = Token(2);
+/// The access log's fd, polled for writability while its reader stalls.
+pub(crate) const ACCESS_LOG: Token = Token(3);
+/// The process log's fd, likewise.
+pub(crate) const PROCESS_LOG: Token = Token(4);
 /// Session tokens start here: client = BASE + 2*key, server = BASE + 2*key + 1.
 pub(crate) const SESSION_BASE: usize = 16;
+/// Listener `i` reports token `LISTENER_BASE + i` (below the checks' tokens).
+pub(crate) const LISTENER_BASE: usize = usize::MAX / 4;
 
 /// Connections accepted from one listener per loop turn before others get a turn.
 const ACCEPT_BATCH: usize = 64;
@@ -67,15 +74,13 @@ pub struct WorkerSetup {
     pub shared: crate::stick::Shared,
     /// Server health flags of this generation (0 up, 1 down), one per server
     /// in config order; each is written by the worker that checks the server.
-    pub health: Arc<corral_shm::flags::SharedFlags>,
+    pub health: SharedFlags,
     /// This generation's per-worker counters ([`COUNTERS`] per worker, worker
     /// `id` at `(id - 1) * COUNTERS`), written by each worker once per loop turn.
-    pub counters: Arc<corral_shm::flags::SharedFlags>,
+    pub counters: SharedFlags,
 }
 
-/// Counters each worker publishes: current connections, cumulated
-/// connections, pipes in use, idle pipes.
-pub const COUNTERS: usize = 4;
+pub use crate::counters::COUNTERS;
 
 /// Per-frontend counters and limits of this worker.
 pub(crate) struct FrontendState {
@@ -116,7 +121,12 @@ pub struct Worker {
     /// Concurrent connections of this worker, and its share of global maxconn.
     pub(crate) cur: u32,
     pub(crate) max: u32,
-    accept_pending: bool,
+    /// Listeners that reported connections this turn, or have more waiting.
+    accept_pending: Vec<usize>,
+    /// Activity counters published for `show activity`.
+    pub(crate) activity: crate::counters::Activity,
+    /// Log fds registered for writability (access log, process log).
+    log_polled: [Option<std::os::fd::RawFd>; 2],
     fd_pause_until: Option<Instant>,
     stop_deadline: Option<Instant>,
     master: UnixStream,
@@ -126,8 +136,8 @@ pub struct Worker {
     pub(crate) denied: Vec<u64>,
     checks: Checks,
     transitions: Vec<crate::health::Transition>,
-    health: Arc<corral_shm::flags::SharedFlags>,
-    counters: Arc<corral_shm::flags::SharedFlags>,
+    health: SharedFlags,
+    counters: SharedFlags,
     id: usize,
 }
 
@@ -143,12 +153,7 @@ impl Worker {
         let idx = (setup.id.max(1) - 1) as u32;
         let share = |max: u32| max / n + u32::from(idx < max % n);
         let poll = Poll::new()?;
-        let listeners = Listeners::new(setup.listeners)?;
-        poll.registry().register(
-            &mut SourceFd(&listeners.epoll_fd()),
-            LISTENERS,
-            Interest::READABLE,
-        )?;
+        let listeners = Listeners::new(setup.listeners, poll.as_raw_fd(), LISTENER_BASE)?;
         let master = UnixStream::from(setup.master_pipe);
         master.set_nonblocking(true)?;
         poll.registry().register(
@@ -209,7 +214,9 @@ impl Worker {
             serial: 0,
             cur: 0,
             max,
-            accept_pending: true,
+            accept_pending: Vec::new(),
+            activity: Default::default(),
+            log_polled: [None; 2],
             fd_pause_until: None,
             stop_deadline: None,
             master,
@@ -229,10 +236,9 @@ impl Worker {
     /// Runs until stopped; returns the process exit status.
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
-        let mut ready_listeners = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.accept_pending || !self.ready.is_empty() {
+            let timeout = if !self.accept_pending.is_empty() || !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 [
@@ -252,33 +258,37 @@ impl Worker {
                     return 1;
                 }
             }
+            self.activity.loops += 1;
             // Health decided by other workers applies before any dispatch.
             self.sync_health();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENERS => self.accept_pending = true,
                     MASTER => self.on_master_pipe(),
                     SIGNALS => self.on_signal(),
+                    ACCESS_LOG | PROCESS_LOG => {} // flushed below
                     Token(t) if t >= CHECK_BASE => self.checks.on_event(
                         Token(t),
                         &self.cfg,
                         self.poll.registry(),
                         &mut self.transitions,
                     ),
+                    Token(t) if t >= LISTENER_BASE => {
+                        if let Some(i) = self.listeners.index_of(t) {
+                            if !self.accept_pending.contains(&i) {
+                                self.accept_pending.push(i);
+                            }
+                        }
+                    }
                     Token(t) => self.on_session_event(t - SESSION_BASE, ev),
                 }
             }
             if self.signals.hard.load(Ordering::Relaxed) {
                 self.kill_all();
-                self.log.flush();
+                self.flush_logs();
                 return 0;
             }
-            if self.accept_pending {
-                self.accept_pending = false;
-                if let Err(e) = self.listeners.ready(&mut ready_listeners) {
-                    log::error!("worker {}: listener poll failed: {e}", self.id);
-                }
-                for &i in &ready_listeners {
+            for i in std::mem::take(&mut self.accept_pending) {
+                if i < self.listeners.len() && self.listeners.is_active(i) {
                     self.accept_from(i);
                 }
             }
@@ -290,7 +300,7 @@ impl Worker {
             }
             self.fire_timers();
             self.sticky.maintain();
-            self.log.flush();
+            self.flush_logs();
             self.publish_counters();
             if let Some(deadline) = self.stop_deadline {
                 if self.sessions.is_empty() {
@@ -303,8 +313,35 @@ impl Worker {
                         self.sessions.len()
                     );
                     self.kill_all();
-                    self.log.flush();
+                    self.flush_logs();
                     return 0;
+                }
+            }
+        }
+    }
+
+    /// Writes the turn's log lines without blocking; a log whose reader
+    /// stalls is polled for writability until its lines are out.
+    fn flush_logs(&mut self) {
+        self.log.flush();
+        crate::process_log::flush();
+        let want = [self.log.blocked_fd(), crate::process_log::blocked_fd()];
+        for (k, token) in [ACCESS_LOG, PROCESS_LOG].into_iter().enumerate() {
+            if want[k] == self.log_polled[k] {
+                continue;
+            }
+            if let Some(fd) = self.log_polled[k].take() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            if let Some(fd) = want[k] {
+                // Edge-triggered: one wakeup when the reader makes room.
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::WRITABLE)
+                    .is_ok()
+                {
+                    self.log_polled[k] = Some(fd);
                 }
             }
         }
@@ -349,7 +386,7 @@ impl Worker {
         }
         self.drain_listeners();
         self.listeners.close_all();
-        self.accept_pending = false;
+        self.accept_pending.clear();
         self.stop_deadline = Some(Instant::now() + self.cfg.global.hard_stop_after);
         // Queued connections will never get a slot from a new accept, but they
         // still get one when a connection ends: they keep their place.
@@ -382,14 +419,23 @@ impl Worker {
 
     fn accept_from(&mut self, i: usize) {
         let fe = self.listeners.get(i).frontend;
-        for _ in 0..ACCEPT_BATCH {
+        for n in 0..ACCEPT_BATCH {
             if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
                 self.pause_for_maxconn();
                 return;
             }
             match self.listeners.accept(i) {
-                Ok(Some(acc)) => self.on_accepted(fe, acc),
-                Ok(None) => return,
+                Ok(Some(acc)) => {
+                    self.activity.accepted += 1;
+                    self.on_accepted(fe, acc)
+                }
+                Ok(None) => {
+                    if n == 0 {
+                        // Woken for a connection another worker took.
+                        self.activity.accept_empty += 1;
+                    }
+                    return;
+                }
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -417,7 +463,7 @@ impl Worker {
             }
         }
         // Batch bound hit: more may be waiting; come back next turn.
-        self.accept_pending = true;
+        self.accept_pending.push(i);
     }
 
     /// Pauses listeners whose frontend (or the whole worker) is at maxconn.
@@ -441,10 +487,10 @@ impl Worker {
                 && self.cur < self.max
                 && self.frontends[fe].cur < self.frontends[fe].max
             {
+                // Connections queued while it was paused are reported by the
+                // level-triggered registration at the next poll.
                 if let Err(e) = self.listeners.resume(j) {
                     log::error!("worker {}: cannot resume listener: {e}", self.id);
-                } else {
-                    self.accept_pending = true;
                 }
             }
         }
@@ -464,11 +510,12 @@ impl Worker {
         }
         self.sync_health();
         while let Some((key, serial, at)) = self.timers.pop_due(now) {
-            if self
+            if let Some(s) = self
                 .sessions
-                .get(key)
-                .is_some_and(|s| s.serial == serial && s.armed == Some(at))
+                .get_mut(key)
+                .filter(|s| s.serial == serial && s.armed == Some(at))
             {
+                s.armed = None; // popped: the set no longer holds it
                 self.on_deadline(key, now);
             }
         }
@@ -476,17 +523,28 @@ impl Worker {
 }
 
 impl Worker {
-    /// Publishes this worker's counters for `show info` (four stores a turn).
+    /// Publishes this worker's counters for `show info` and `show activity`
+    /// (a dozen plain stores a turn, each word written by this worker only).
     fn publish_counters(&self) {
+        use crate::counters::*;
         let base = (self.id.max(1) - 1) * COUNTERS;
-        if base + COUNTERS > self.counters.len() {
-            return;
-        }
         let total: u64 = self.frontends.iter().map(|f| f.total).sum();
-        self.counters.set(base, self.cur as u64);
-        self.counters.set(base + 1, total);
-        self.counters.set(base + 2, self.pools.pipes.used() as u64);
-        self.counters.set(base + 3, self.pools.pipes.free() as u64);
+        let set = |k: usize, v: u64| self.counters.set(base + k, v);
+        set(CUR_CONNS, self.cur as u64);
+        set(CUM_CONNS, total);
+        set(PIPES_USED, self.pools.pipes.used() as u64);
+        set(PIPES_FREE, self.pools.pipes.free() as u64);
+        set(MAX_PIPES, self.pools.pipes.max() as u64);
+        set(RUN_QUEUE, self.ready.len() as u64);
+        set(STOPPING, u64::from(self.stop_deadline.is_some()));
+        set(ACCEPTED, self.activity.accepted);
+        set(ACCEPT_EMPTY, self.activity.accept_empty);
+        set(LOOPS, self.activity.loops);
+        set(TIMERS, self.timers.len() as u64);
+        set(
+            LOG_DROPPED,
+            self.log.dropped() + crate::process_log::dropped(),
+        );
     }
 
     /// Copies the shared health flags into the balancers (one load per

@@ -26,6 +26,8 @@ pub enum Outcome {
     Quit,
     /// Nothing to send (e.g. `set timeout cli`, `prompt`).
     Silent,
+    /// A dump streamed as the client reads (`show table NAME`).
+    Dump(TableDump),
 }
 
 /// One process row of `show proc`.
@@ -40,8 +42,19 @@ pub struct ProcRow {
     /// Start time.
     pub started: SystemTime,
     /// Soft-stopped, finishing its connections (workers of an older
-    /// generation than the master's are "old workers" in `show proc`).
+    /// generation than the master's are "old workers" in `show proc`). For
+    /// the master: a soft stop is under way.
     pub draining: bool,
+    /// The worker's published counters (`corral_worker::counters`), empty
+    /// when unknown.
+    pub counters: Vec<u64>,
+}
+
+impl ProcRow {
+    /// Counter `k` of this worker (0 when unknown).
+    pub fn counter(&self, k: usize) -> u64 {
+        self.counters.get(k).copied().unwrap_or(0)
+    }
 }
 
 /// What the master shows to commands.
@@ -58,14 +71,30 @@ pub struct View<'a> {
     pub workers: Vec<ProcRow>,
     /// This master's epoch slot (for `clear table` locks).
     pub slot: usize,
-    /// Connections open in the current generation's workers.
-    pub curr_conns: u64,
-    /// Connections accepted by the current generation's workers.
-    pub cum_conns: u64,
-    /// Pipes lent out for splicing.
-    pub pipes_used: u64,
-    /// Idle pooled pipes.
-    pub pipes_free: u64,
+    /// Connections counted by workers that are gone.
+    pub carried_conns: u64,
+    /// Process log lines the master dropped.
+    pub master_dropped_logs: u64,
+}
+
+impl View<'_> {
+    /// Sum of counter `k` over every live worker, current and old.
+    fn sum(&self, k: usize) -> u64 {
+        self.workers.iter().map(|w| w.counter(k)).sum()
+    }
+
+    /// Sum of counter `k` over the current generation's workers.
+    fn sum_current(&self, k: usize) -> u64 {
+        self.current().map(|w| w.counter(k)).sum()
+    }
+
+    /// The current generation's workers, by id.
+    fn current(&self) -> impl Iterator<Item = &ProcRow> {
+        let g = self.master.generation;
+        let mut v: Vec<&ProcRow> = self.workers.iter().filter(|w| w.generation == g).collect();
+        v.sort_by_key(|w| w.id);
+        v.into_iter()
+    }
 }
 
 const HELP: &[(&str, &str, Level)] = &[
@@ -96,13 +125,23 @@ const HELP: &[(&str, &str, Level)] = &[
         Level::User,
     ),
     (
+        "show activity",
+        "show per-worker activity counters (accepts, wakeups, timers)",
+        Level::User,
+    ),
+    (
         "show table [<name>]",
         "report table usage stats or dump a table's contents",
         Level::User,
     ),
     (
-        "clear table <name> [key <k>]",
+        "clear table <name>",
         "remove unused entries from a table",
+        Level::Admin,
+    ),
+    (
+        "set table <name> key <k> [data.<type> <v>]*",
+        "create or update an entry",
         Level::Admin,
     ),
     (
@@ -165,18 +204,28 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
         },
         ["show", "info", ..] => Outcome::Text(show_info(view)),
         ["show", "proc", ..] => Outcome::Text(show_proc(view)),
+        ["show", "activity", ..] => Outcome::Text(show_activity(view)),
         ["show", "table"] => Outcome::Text(table_summaries(view)),
-        ["show", "table", name, ..] => {
-            Outcome::Text(match view.tables.iter().find(|t| t.name() == *name) {
-                None => "No such table\n".into(),
-                Some(t) if !need(Level::Operator) => {
-                    format!(
-                        "{}# contents not dumped due to insufficient privileges\n",
-                        table_summary(t)
-                    )
-                }
-                Some(t) => dump_table(t, view.slot),
-            })
+        ["show", "table", name, ..] => match view.tables.iter().position(|t| t.name() == *name) {
+            None => Outcome::Text("No such table\n".into()),
+            Some(i) if !need(Level::Operator) => Outcome::Text(format!(
+                "{}# contents not dumped due to insufficient privileges\n",
+                table_summary(&view.tables[i])
+            )),
+            Some(i) => Outcome::Dump(TableDump::new(i)),
+        },
+        ["set", "table", ..] if !need(Level::Admin) => Outcome::Text("Permission denied\n".into()),
+        ["set", "table", name, "key", key, data @ ..] => {
+            match view.tables.iter().find(|t| t.name() == *name) {
+                None => Outcome::Text("No such table\n".into()),
+                Some(t) => match set_table(t, key, data, view.slot) {
+                    Ok(()) => Outcome::Silent,
+                    Err(e) => Outcome::Text(format!("{e}\n")),
+                },
+            }
+        }
+        ["set", "table", ..] => {
+            Outcome::Text("Usage: set table <name> key <k> [data.<type> <value>]*\n".into())
         }
         ["clear", "table", ..] if !need(Level::Admin) => {
             Outcome::Text("Permission denied\n".into())
@@ -235,6 +284,7 @@ fn hostname() -> String {
 }
 
 fn show_info(v: &View<'_>) -> String {
+    use corral_worker::counters::*;
     let up = v.master.started.elapsed().unwrap_or_default();
     let fields: Vec<(&str, String)> = vec![
         ("Name", "corral".into()),
@@ -248,19 +298,23 @@ fn show_info(v: &View<'_>) -> String {
         ("Uptime_sec", up.as_secs().to_string()),
         ("Maxconn", v.cfg.global.maxconn.to_string()),
         ("Hard_maxconn", v.cfg.global.maxconn.to_string()),
-        ("CurrConns", v.curr_conns.to_string()),
-        ("CumConns", v.cum_conns.to_string()),
-        ("Maxpipes", (v.cfg.global.maxconn / 2).to_string()),
-        ("PipesUsed", v.pipes_used.to_string()),
-        ("PipesFree", v.pipes_free.to_string()),
+        ("CurrConns", v.sum(CUR_CONNS).to_string()),
+        ("CumConns", (v.carried_conns + v.sum(CUM_CONNS)).to_string()),
+        ("Maxpipes", v.sum_current(MAX_PIPES).to_string()),
+        ("PipesUsed", v.sum(PIPES_USED).to_string()),
+        ("PipesFree", v.sum(PIPES_FREE).to_string()),
         ("Nbworkers", v.cfg.global.workers.to_string()),
         ("Generation", v.master.generation.to_string()),
         ("Reloads", v.master.generation.saturating_sub(1).to_string()),
         ("FailedReloads", v.failed_reloads.to_string()),
         ("Tasks", v.workers.len().to_string()),
-        ("Run_queue", "0".into()),
+        ("Run_queue", v.sum(RUN_QUEUE).to_string()),
         ("node", hostname()),
-        ("Stopping", "0".into()),
+        ("Stopping", u8::from(v.master.draining).to_string()),
+        (
+            "DroppedLogs",
+            (v.master_dropped_logs + v.sum(LOG_DROPPED)).to_string(),
+        ),
         (
             "Listeners",
             v.cfg
@@ -283,6 +337,38 @@ fn show_info(v: &View<'_>) -> String {
     let mut s = String::new();
     for (k, val) in fields {
         let _ = writeln!(s, "{k}: {val}");
+    }
+    s
+}
+
+/// `show activity` as HAProxy prints it with one column per thread: here
+/// one per worker of the current generation (`name: total [ w1 w2 ... ]`).
+fn show_activity(v: &View<'_>) -> String {
+    use corral_worker::counters::*;
+    let rows: Vec<&ProcRow> = v.current().collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut s = String::new();
+    let _ = writeln!(s, "thread_id: 1 (1..{})", rows.len().max(1));
+    let _ = writeln!(s, "date_now: {}.{:06}", now.as_secs(), now.subsec_micros());
+    for (name, k) in [
+        ("loops", LOOPS),
+        ("accepted", ACCEPTED),
+        ("accept_empty", ACCEPT_EMPTY),
+        ("curr_conns", CUR_CONNS),
+        ("run_queue", RUN_QUEUE),
+        ("timers", TIMERS),
+        ("log_dropped", LOG_DROPPED),
+    ] {
+        let vals: Vec<u64> = rows.iter().map(|w| w.counter(k)).collect();
+        let total: u64 = vals.iter().sum();
+        if vals.len() <= 1 {
+            let _ = writeln!(s, "{name}: {total}");
+        } else {
+            let each: Vec<String> = vals.iter().map(u64::to_string).collect();
+            let _ = writeln!(s, "{name}: {total} [ {} ]", each.join(" "));
+        }
     }
     s
 }
@@ -359,36 +445,159 @@ fn format_key(k: KeyType, b: &[u8]) -> String {
     }
 }
 
-/// `show table NAME`: the summary line, then one line per live entry.
-fn dump_table(t: &StickTable<'_>, slot: usize) -> String {
-    let mut s = table_summary(t);
-    let seg = t.segment();
-    let now = now_ms();
-    let guard = seg.epoch().pin(slot);
-    t.for_each(&guard, now, |e| {
-        let key = e.key_copy().unwrap_or_default();
-        let _ = write!(
-            s,
-            "0x{:x}: key={} use={} exp={} shard={}",
-            e.id(),
-            format_key(t.layout().key_type, &key),
-            e.use_count(),
-            e.expires_in(now).unwrap_or(0),
-            e.shard()
-        );
-        for (name, period, value) in e.values(now) {
-            let value = if name == DataTypeName::ServerId {
-                value & 0xFFFF_FFFF
-            } else {
-                value
-            };
-            if period > 0 {
-                let _ = write!(s, " {}({period})={value}", name.as_str());
-            } else {
-                let _ = write!(s, " {}={value}", name.as_str());
+/// Buckets walked per pin: bounds how long a dump keeps retired entries
+/// from being reused, and how much it writes at a time.
+const DUMP_BUCKETS: u32 = 256;
+
+/// `show table NAME`, streamed: the summary line, then one line per live
+/// entry, produced a few buckets at a time as the client reads, so a dump
+/// of a 1 M-entry table neither stalls the master loop nor holds its whole
+/// text in memory. Entries added behind the cursor during the dump may be
+/// missed (as in HAProxy, a dump is not a snapshot).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableDump {
+    table: usize,
+    cursor: Option<(u32, u32)>,
+}
+
+impl TableDump {
+    fn new(table: usize) -> TableDump {
+        TableDump {
+            table,
+            cursor: None,
+        }
+    }
+
+    /// Appends at least `want` bytes (or the rest) to `out`. Returns true
+    /// when the dump is complete.
+    pub fn step(
+        &mut self,
+        tables: &[StickTable<'static>],
+        slot: usize,
+        out: &mut Vec<u8>,
+        want: usize,
+    ) -> bool {
+        let Some(t) = tables.get(self.table) else {
+            return true;
+        };
+        let start = out.len();
+        let mut cursor = match self.cursor {
+            Some(c) => c,
+            None => {
+                out.extend_from_slice(table_summary(t).as_bytes());
+                (0, 0)
+            }
+        };
+        let now = now_ms();
+        let mut line = String::new();
+        while out.len() - start < want {
+            let guard = t.segment().epoch().pin(slot);
+            let next = t.for_each_from(&guard, now, cursor, DUMP_BUCKETS, |e| {
+                line.clear();
+                entry_line(t, &e, now, &mut line);
+                out.extend_from_slice(line.as_bytes());
+            });
+            drop(guard);
+            match next {
+                Some(c) => cursor = c,
+                None => {
+                    self.cursor = Some(cursor);
+                    return true;
+                }
             }
         }
-        s.push('\n');
-    });
-    s
+        self.cursor = Some(cursor);
+        false
+    }
+}
+
+fn entry_line(t: &StickTable<'_>, e: &corral_shm::EntryRef<'_>, now: u32, s: &mut String) {
+    let key = e.key_copy().unwrap_or_default();
+    let _ = write!(
+        s,
+        "0x{:x}: key={} use={} exp={} shard={}",
+        e.id(),
+        format_key(t.layout().key_type, &key),
+        e.use_count(),
+        e.expires_in(now).unwrap_or(0),
+        e.shard()
+    );
+    for (name, period, value) in e.values(now) {
+        let value = if name == DataTypeName::ServerId {
+            value & 0xFFFF_FFFF
+        } else {
+            value
+        };
+        if period > 0 {
+            let _ = write!(s, " {}({period})={value}", name.as_str());
+        } else {
+            let _ = write!(s, " {}={value}", name.as_str());
+        }
+    }
+    s.push('\n');
+}
+
+/// Parses a key as `show table` prints it for this table's type.
+fn parse_key(k: KeyType, text: &str, key_len: usize) -> Option<Vec<u8>> {
+    match k {
+        KeyType::Ip => text.parse::<Ipv4Addr>().ok().map(|a| a.octets().to_vec()),
+        KeyType::Ipv6 => match text.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V6(a) => Some(a.octets().to_vec()),
+            std::net::IpAddr::V4(a) => Some(a.to_ipv6_mapped().octets().to_vec()),
+        },
+        KeyType::Integer => text.parse::<u32>().ok().map(|n| n.to_be_bytes().to_vec()),
+        KeyType::String => (text.len() <= key_len).then(|| text.as_bytes().to_vec()),
+        KeyType::Binary => {
+            if !text.len().is_multiple_of(2) || text.len() / 2 > key_len {
+                return None;
+            }
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+                .collect()
+        }
+    }
+}
+
+/// `set table NAME key K [data.TYPE VALUE]...`: creates the entry if needed
+/// and sets the given counters (rates cannot be set).
+fn set_table(t: &StickTable<'static>, key: &str, data: &[&str], slot: usize) -> Result<(), String> {
+    let layout = t.layout();
+    let key = parse_key(layout.key_type, key, layout.key_len as usize).ok_or_else(|| {
+        format!(
+            "Invalid key for a table of type {}",
+            layout.key_type.as_str()
+        )
+    })?;
+    if !data.len().is_multiple_of(2) {
+        return Err("Usage: set table <name> key <k> [data.<type> <value>]*".into());
+    }
+    let mut sets = Vec::new();
+    for pair in data.chunks(2) {
+        let Some(name) = pair[0].strip_prefix("data.") else {
+            return Err(format!("Unexpected '{}': expected data.<type>", pair[0]));
+        };
+        let dt = DataTypeName::parse(name).ok_or_else(|| format!("Unknown data type '{name}'"))?;
+        if dt.is_rate() {
+            return Err(format!("'{name}' is a rate: it cannot be set"));
+        }
+        if layout.data_off(dt).is_none() {
+            return Err(format!("Data type '{name}' not stored in this table"));
+        }
+        let v: u64 = pair[1]
+            .parse()
+            .map_err(|_| format!("Invalid value '{}' for {name}", pair[1]))?;
+        sets.push((dt, v));
+    }
+    let now = now_ms();
+    let guard = t.segment().epoch().pin(slot);
+    let e = t
+        .get_or_create(&guard, slot, &key, now)
+        .ok_or("The table is full of entries in use")?;
+    for (dt, v) in sets {
+        if let Some(c) = e.counter(dt) {
+            c.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }

@@ -14,8 +14,9 @@
 pub mod commands;
 pub mod parse;
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -25,10 +26,23 @@ use corral_config::{Level, Stats};
 
 /// Output a client may leave unread before it is dropped.
 const MAX_PENDING: usize = 4 << 20;
+/// A dump produces more only while less than this is waiting to be sent.
+pub const LOW_WATER: usize = 64 * 1024;
 /// Longest input line.
 const MAX_LINE: usize = 64 * 1024;
 /// Default idle timeout of a CLI connection (HAProxy's `stats timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client sent, waiting to be run in order.
+#[derive(Debug)]
+pub enum Item {
+    /// A line starts (its framing depends on the mode it started in).
+    LineStart,
+    /// One command of the line.
+    Command(Vec<String>),
+    /// The line is done.
+    LineEnd,
+}
 
 /// One client of the stats socket.
 pub struct Client {
@@ -36,15 +50,25 @@ pub struct Client {
     pub stream: UnixStream,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Bytes of `output` already sent.
+    sent: usize,
+    /// Commands read and not yet run (a dump in progress holds them back).
+    pub queue: VecDeque<Item>,
+    /// A dump being streamed to this client.
+    pub dump: Option<commands::TableDump>,
+    /// Whether the line being run started in interactive mode.
+    pub line_was_interactive: bool,
     /// `prompt` mode: keep the connection, print `> ` after each answer.
     pub interactive: bool,
     /// Print the prompt (interactive with prompt, not `prompt i`).
     pub prompt: bool,
     /// Close once the output is flushed.
     pub closing: bool,
+    /// The client shut its side: close once the queue is answered.
+    pub eof: bool,
     /// Idle timeout of this client.
     pub timeout: Duration,
-    /// Last activity.
+    /// Last activity (a byte read or written).
     pub last: Instant,
     /// Privilege level.
     pub level: Level,
@@ -58,22 +82,29 @@ impl Client {
             stream,
             input: Vec::new(),
             output: Vec::new(),
+            sent: 0,
+            queue: VecDeque::new(),
+            dump: None,
+            line_was_interactive: false,
             interactive: false,
             prompt: false,
             closing: false,
+            eof: false,
             timeout: DEFAULT_TIMEOUT,
             last: Instant::now(),
             level,
         })
     }
 
-    /// Reads what is available; returns complete lines. `Err` or EOF closes.
-    pub fn read_lines(&mut self) -> io::Result<Vec<String>> {
+    /// Reads what is available and queues its complete lines' commands.
+    /// `Err` closes.
+    pub fn read_input(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
+        let mut eof = false;
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
-                    self.closing = true;
+                    eof = true;
                     break;
                 }
                 Ok(n) => {
@@ -85,22 +116,41 @@ impl Client {
                         self.input.clear();
                         break;
                     }
+                    if self.queue.len() > 4096 {
+                        break; // a flood: read more once these ran
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        let mut lines = Vec::new();
-        while let Some(pos) = self.input.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.input.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        let mut start = 0;
+        while let Some(pos) = self.input[start..].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&self.input[start..start + pos]).into_owned();
+            self.queue_line(&line);
+            start += pos + 1;
         }
-        // EOF with an unterminated last line: HAProxy runs it too.
-        if self.closing && !self.input.is_empty() {
-            lines.push(String::from_utf8_lossy(&std::mem::take(&mut self.input)).into_owned());
+        self.input.drain(..start);
+        if eof {
+            // EOF with an unterminated last line: HAProxy runs it too.
+            if !self.input.is_empty() {
+                let line = String::from_utf8_lossy(&std::mem::take(&mut self.input)).into_owned();
+                self.queue_line(&line);
+            }
+            // socat shuts its write side and waits for the answer: close
+            // once everything queued has been answered.
+            self.eof = true;
         }
-        Ok(lines)
+        Ok(())
+    }
+
+    fn queue_line(&mut self, line: &str) {
+        self.queue.push_back(Item::LineStart);
+        for words in parse::split_commands(line) {
+            self.queue.push_back(Item::Command(words));
+        }
+        self.queue.push_back(Item::LineEnd);
     }
 
     /// Queues an answer, followed by the empty line (or the prompt).
@@ -111,29 +161,50 @@ impl Client {
         }
         self.output
             .extend_from_slice(if self.prompt { b"\n> " } else { b"\n" });
-        if self.output.len() > MAX_PENDING {
+        if self.pending() > MAX_PENDING {
             self.closing = true;
         }
     }
 
+    /// The output buffer, for a dump to append to.
+    pub fn output_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
     /// Writes what the socket takes; `Ok(true)` when everything is out.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while !self.output.is_empty() {
-            match self.stream.write(&self.output) {
+        while self.sent < self.output.len() {
+            match self.stream.write(&self.output[self.sent..]) {
                 Ok(n) => {
-                    self.output.drain(..n);
+                    self.sent += n;
+                    self.last = Instant::now();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+            return Ok(true);
+        }
+        if self.sent > LOW_WATER {
+            // Keep the buffer small: drop what was sent (never per write).
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(false)
     }
 
     /// Whether output is waiting.
     pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
+        self.pending() > 0
     }
 }
 
@@ -166,18 +237,15 @@ pub fn bind(stats: &Stats) -> io::Result<UnixListener> {
 }
 
 /// Re-creates a listener from an fd inherited across exec.
-pub fn adopt(fd: RawFd) -> io::Result<UnixListener> {
-    // SAFETY: the handoff record names `fd` as our stats socket; nothing else owns it.
-    let l = unsafe { UnixListener::from_raw_fd(fd) };
+pub fn adopt(fd: OwnedFd) -> io::Result<UnixListener> {
+    let l = UnixListener::from(fd);
     l.set_nonblocking(true)?;
     Ok(l)
 }
 
 /// Re-creates a client connection from an fd inherited across exec.
-pub fn adopt_client(fd: RawFd, level: Level) -> io::Result<Client> {
-    // SAFETY: the handoff record names `fd` as a CLI connection we own.
-    let s = unsafe { UnixStream::from(OwnedFd::from_raw_fd(fd)) };
-    Client::new(s, level)
+pub fn adopt_client(fd: OwnedFd, level: Level) -> io::Result<Client> {
+    Client::new(UnixStream::from(fd), level)
 }
 
 /// The raw fd of a client, for handing it across exec.

@@ -59,7 +59,7 @@ impl<'t> EntryRef<'t> {
     pub(crate) fn hdr(&self) -> &'t EntryHeader {
         // SAFETY: `offset` is an entry slot of the table's region (8-aligned,
         // entry_size bytes), whose first 40 bytes are an EntryHeader.
-        unsafe { self.table.segment().at(self.offset) }
+        unsafe { self.table.region().at(self.offset) }
     }
 
     /// The entry's shard.
@@ -81,7 +81,7 @@ impl<'t> EntryRef<'t> {
         // SAFETY: the key area lies inside the entry slot.
         unsafe {
             self.table
-                .segment()
+                .region()
                 .base()
                 .add((self.offset + self.table.layout().key_off as u64) as usize)
         }
@@ -206,7 +206,7 @@ impl<'t> EntryRef<'t> {
 
     fn word(&self, off: u32) -> &'t AtomicU64 {
         // SAFETY: data words are 8-aligned inside the entry slot.
-        unsafe { self.table.segment().at(self.offset + off as u64) }
+        unsafe { self.table.region().at(self.offset + off as u64) }
     }
 
     /// The counter of data type `dt` if the table stores it (not for rates).
@@ -222,7 +222,7 @@ impl<'t> EntryRef<'t> {
         let (off, period) = self.table.layout().data_off(dt)?;
         // SAFETY: a rate occupies two 8-aligned words at `off`: a FreqCtr.
         Some((
-            unsafe { self.table.segment().at(self.offset + off as u64) },
+            unsafe { self.table.region().at(self.offset + off as u64) },
             period,
         ))
     }
@@ -257,10 +257,14 @@ impl<'t> EntryRef<'t> {
         }
     }
 
-    /// Copies the data types both entries store (a table rebuilt by a reload).
+    /// Copies the data types both entries store (a table rebuilt by a
+    /// reload), except `conn_cur` (see [`StickTable::migrate_from`]).
     pub fn copy_values_from(&self, old: &EntryRef<'_>) {
         for &(dt, _) in &self.table.layout().data {
             let name = DataTypeName::of(dt);
+            if name == DataTypeName::ConnCur {
+                continue;
+            }
             if name.is_rate() {
                 if let (Some((to, _)), Some((from, _))) = (self.rate(name), old.rate(name)) {
                     to.copy_from(from);

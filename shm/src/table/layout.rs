@@ -296,7 +296,7 @@ impl Layout {
     /// only if this is unchanged.
     pub fn fingerprint(&self) -> u64 {
         let mut h = crate::table::hash_bytes(format!("{self:?}").as_bytes());
-        h ^= crate::segment::LAYOUT_VERSION as u64;
+        h ^= crate::segment::layout_version() as u64;
         h
     }
 }
@@ -378,6 +378,29 @@ impl DataTypeName {
             DataTypeName::Gpc0 => "gpc0",
             DataTypeName::Gpc0Rate => "gpc0_rate",
         }
+    }
+
+    /// The data type HAProxy's name stands for (`conn_cnt`, `gpc0`...).
+    pub fn parse(name: &str) -> Option<DataTypeName> {
+        use DataTypeName::*;
+        [
+            ServerId,
+            ConnCur,
+            ConnCnt,
+            ConnRate,
+            HttpReqCnt,
+            HttpReqRate,
+            HttpErrCnt,
+            HttpErrRate,
+            BytesInCnt,
+            BytesOutCnt,
+            BytesInRate,
+            BytesOutRate,
+            Gpc0,
+            Gpc0Rate,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == name)
     }
 
     /// Whether this is a rate (a [`crate::freq::FreqCtr`]) rather than a counter.

@@ -38,13 +38,15 @@ pub mod layout;
 mod repair;
 
 use std::io;
+use std::sync::Arc;
 
 use corral_config::{KeyType, Table};
 
 use crate::epoch::{Guard, MAX_PROCS};
 use crate::lock::OwnerLock;
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
-use crate::segment::{RegionKind, Segment};
+use crate::region::{Region, RegionKind};
+use crate::segment::Segment;
 
 pub use entry::EntryRef;
 pub use layout::{DataTypeName, Layout};
@@ -76,11 +78,11 @@ pub(crate) struct ShardHeader {
     evictions: AtomicU64,
 }
 
-/// A stick table mapped from the segment.
+/// A stick table: its region, and the segment whose epochs protect it.
 #[derive(Clone)]
 pub struct StickTable<'s> {
     seg: &'s Segment,
-    offset: u64,
+    region: Arc<Region>,
     layout: Layout,
     name: String,
 }
@@ -109,63 +111,65 @@ fn after(a: u32, b: u32) -> bool {
 }
 
 impl<'s> StickTable<'s> {
-    /// Allocates and maps a new table region (master only).
+    /// Creates a table region for `def`, its memory committed (master only).
     pub fn create(seg: &'s Segment, def: &Table) -> io::Result<StickTable<'s>> {
         let layout = Layout::of(def);
-        let offset = seg.alloc_region(
+        let region = Region::create(
+            seg,
             RegionKind::Table,
             &def.name,
             layout.region_len(),
             layout.fingerprint(),
+            0,
         )?;
-        // SAFETY: the region was just allocated (zeroed, TABLE_HEADER bytes at
-        // its start) and no other process has been told about it yet.
-        unsafe { layout.store(seg.base().add(offset as usize)) };
+        // SAFETY: the region was just created (zeroed, at least TABLE_HEADER
+        // bytes of data) and no other process has been told about it yet.
+        unsafe { layout.store(region.base()) };
         Ok(StickTable {
             seg,
-            offset,
+            region,
             layout,
             name: def.name.clone(),
         })
     }
 
-    /// Maps an existing table region of exactly this definition; `None` if
-    /// there is none (absent, or changed: see [`StickTable::migrate_from`]).
-    pub fn open(seg: &'s Segment, def: &Table) -> Option<StickTable<'s>> {
-        let layout = Layout::of(def);
-        let (offset, _, _) = seg
-            .regions(RegionKind::Table, &def.name)
-            .find(|&(_, len, fp)| fp == layout.fingerprint() && len == layout.region_len())?;
-        Some(StickTable {
-            seg,
-            offset,
-            layout,
-            name: def.name.clone(),
-        })
-    }
-
-    /// Maps the table region at `offset` from the layout stored in it (a
-    /// region of a definition this process does not have: the previous
-    /// generation's, to migrate from or to recover after a crash).
-    pub fn open_region(seg: &'s Segment, offset: u64, name: &str) -> Option<StickTable<'s>> {
-        if offset + layout::TABLE_HEADER > seg.len() {
+    /// Maps a table region from the layout stored in it: a region this
+    /// process inherited (reload, takeover) whether or not its definition is
+    /// the configured one. `None` if the region is not a table.
+    pub fn open(seg: &'s Segment, region: Arc<Region>) -> Option<StickTable<'s>> {
+        if region.kind() != RegionKind::Table || region.len() < layout::TABLE_HEADER {
             return None;
         }
-        // SAFETY: the region starts at `offset` inside the mapping and holds
-        // at least TABLE_HEADER bytes written at its creation.
-        let layout = unsafe { Layout::load(seg.base().add(offset as usize)) }?;
-        (offset + layout.region_len() <= seg.len()).then(|| StickTable {
+        // SAFETY: the region's data holds at least TABLE_HEADER bytes written
+        // at its creation.
+        let layout = unsafe { Layout::load(region.base()) }?;
+        if layout.region_len() > region.len() {
+            return None;
+        }
+        let name = region.name().to_string();
+        Some(StickTable {
             seg,
-            offset,
+            region,
             layout,
-            name: name.to_string(),
+            name,
         })
+    }
+
+    /// Whether this table is laid out exactly as `def` asks: a reload keeps
+    /// the very same region (entries and counters) only then.
+    pub fn matches(&self, def: &Table) -> bool {
+        let want = Layout::of(def);
+        self.name == def.name
+            && self.region.fingerprint() == want.fingerprint()
+            && self.layout == want
     }
 
     /// Copies every live entry of `old` (same name, another definition) into
     /// this table when the key types match: key, expiry and the data types
-    /// both store. Returns how many entries were copied. `slot` is the
-    /// caller's process slot.
+    /// both store, except `conn_cur`: it counts the connections of the old
+    /// workers, which end on the old table (copied, it would never come
+    /// down). Returns how many entries were copied. `slot` is the caller's
+    /// process slot.
     pub fn migrate_from(&self, old: &StickTable<'_>, slot: usize) -> u32 {
         if old.layout.key_type != self.layout.key_type {
             return 0;
@@ -193,14 +197,6 @@ impl<'s> StickTable<'s> {
         n
     }
 
-    /// Maps the table if it exists with this definition, else creates it.
-    pub fn open_or_create(seg: &'s Segment, def: &Table) -> io::Result<StickTable<'s>> {
-        match StickTable::open(seg, def) {
-            Some(t) => Ok(t),
-            None => StickTable::create(seg, def),
-        }
-    }
-
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -211,9 +207,14 @@ impl<'s> StickTable<'s> {
         &self.layout
     }
 
-    /// Offset of the table's region in the segment (stable across reloads).
-    pub fn region_offset(&self) -> u64 {
-        self.offset
+    /// The table's region.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// The id of the table's region (stable across reloads).
+    pub fn region_id(&self) -> u32 {
+        self.region.id()
     }
 
     /// The entry in slot `i` of shard `s`, whatever its state: for holders of
@@ -222,25 +223,25 @@ impl<'s> StickTable<'s> {
         self.entry(s, i)
     }
 
-    /// The segment holding the table.
+    /// The segment whose epochs protect the table.
     pub fn segment(&self) -> &'s Segment {
         self.seg
     }
 
     fn shard_base(&self, s: u32) -> u64 {
-        self.offset + layout::TABLE_HEADER + s as u64 * self.layout.shard_stride()
+        layout::TABLE_HEADER + s as u64 * self.layout.shard_stride()
     }
 
     pub(crate) fn shard(&self, s: u32) -> &ShardHeader {
         // SAFETY: shard headers are at 64-aligned offsets inside the region,
         // laid out by `Layout`; all-zero is their initial state.
-        unsafe { self.seg.at(self.shard_base(s)) }
+        unsafe { self.region.at(self.shard_base(s)) }
     }
 
     pub(crate) fn bucket(&self, s: u32, b: u32) -> &AtomicU32 {
         // SAFETY: bucket `b < buckets` of shard `s`, a u32 array inside the region.
         unsafe {
-            self.seg
+            self.region
                 .at(self.shard_base(s) + self.layout.buckets_off() + b as u64 * 4)
         }
     }
@@ -333,12 +334,30 @@ impl<'s> StickTable<'s> {
             e.touch(now);
             return Some(e);
         }
+        self.get_or_create_held(guard, slot, key, now, |_| {})
+    }
+
+    /// Like [`StickTable::get_or_create`], but always under the shard lock,
+    /// and `hold(&entry)` runs before the lock is released: a tracker raises
+    /// the entry's use count there. Eviction, expiry and `clear table` only
+    /// remove an entry whose use count is 0 *under the same lock*, so an
+    /// entry held this way can never be removed (and its slot reused for
+    /// another key) between being found and being held.
+    pub fn get_or_create_held<'g>(
+        &'g self,
+        _guard: &'g Guard<'_, MAX_PROCS>,
+        slot: usize,
+        key: &[u8],
+        now: u32,
+        hold: impl FnOnce(&EntryRef<'g>),
+    ) -> Option<EntryRef<'g>> {
         let key = &key[..key.len().min(self.layout.key_len as usize)];
         let (h, s, b) = self.locate(key);
         let shard = self.shard(s);
         let _held = shard.lock.lock(slot);
         if let Some((_, e)) = self.find(s, b, h as u32, key, now) {
             e.touch(now);
+            hold(&e);
             return Some(e);
         }
         // An expired entry of the same key is logically gone: retire it first.
@@ -358,6 +377,8 @@ impl<'s> StickTable<'s> {
         e.hdr()
             .next
             .store(self.bucket(s, b).load(Ordering::Relaxed), Ordering::Relaxed);
+        // Held before it is published: no remover can see it unheld.
+        hold(&e);
         // Publish: from this store on, readers find the entry fully written.
         self.bucket(s, b).store(i + 1, Ordering::Release);
         shard.count.fetch_add(1, Ordering::Relaxed);
@@ -611,6 +632,43 @@ impl<'s> StickTable<'s> {
         (0..self.layout.shards)
             .map(|s| self.shard(s).evictions.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Calls `f` on the live, unexpired entries of up to `buckets` buckets
+    /// starting at `from` = (shard, bucket), in order. Returns where to go on,
+    /// or `None` once the last bucket was walked. Lock-free: a dump walks a
+    /// big table in steps, each under a short pin of its own.
+    pub fn for_each_from<'g>(
+        &'g self,
+        _guard: &'g Guard<'_, MAX_PROCS>,
+        now: u32,
+        from: (u32, u32),
+        buckets: u32,
+        mut f: impl FnMut(EntryRef<'g>),
+    ) -> Option<(u32, u32)> {
+        let (mut s, mut b) = from;
+        for _ in 0..buckets.max(1) {
+            if s >= self.layout.shards {
+                return None;
+            }
+            let mut link = self.bucket(s, b).load(Ordering::Acquire);
+            for _ in 0..=self.layout.slots {
+                if link == 0 {
+                    break;
+                }
+                let e = self.entry(s, link - 1);
+                link = e.hdr().next.load(Ordering::Acquire);
+                if e.hdr().state.load(Ordering::Acquire) == LIVE && !e.expired(now) {
+                    f(e);
+                }
+            }
+            b += 1;
+            if b >= self.layout.buckets {
+                b = 0;
+                s += 1;
+            }
+        }
+        (s < self.layout.shards).then_some((s, b))
     }
 
     /// Calls `f` on every live, unexpired entry (for `show table`). Lock-free.

@@ -22,7 +22,7 @@ fn table_def(size: u32, expire: Option<Duration>) -> Table {
 }
 
 fn segment() -> &'static Segment {
-    Box::leak(Box::new(Segment::create(64 << 20).unwrap()))
+    Box::leak(Box::new(Segment::create().unwrap()))
 }
 
 fn key(n: u32) -> [u8; 4] {
@@ -207,12 +207,16 @@ fn a_region_describes_itself_and_migrates() {
             .unwrap()
             .add(DataTypeName::ConnCnt, n as i64);
     }
+    // SAFETY: dup of the region's fd, as an exec would hand it over.
+    let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::dup(t.region().fd())) };
     let again =
-        StickTable::open_region(seg, t.region_offset(), "t").expect("layout stored in the region");
+        StickTable::open(seg, Region::open(fd).unwrap()).expect("layout stored in the region");
     assert_eq!(again.layout(), t.layout());
+    assert!(again.matches(&old_def));
     let mut new_def = table_def(200, None);
     new_def.store = vec![DataType::ConnCnt, DataType::HttpReqCnt];
     let new = StickTable::create(seg, &new_def).unwrap();
+    assert!(!again.matches(&new_def));
     assert_eq!(new.migrate_from(&again, 0), 10);
     let g = seg.epoch().pin(0);
     assert_eq!(
@@ -221,4 +225,48 @@ fn a_region_describes_itself_and_migrates() {
             .value(DataTypeName::ConnCnt, now),
         Some(7)
     );
+}
+
+#[test]
+fn conn_cur_is_not_migrated() {
+    let seg = segment();
+    let def = table_def(100, None);
+    let t = StickTable::create(seg, &def).unwrap();
+    let now = now_ms();
+    {
+        let g = seg.epoch().pin(0);
+        let e = t.get_or_create(&g, 0, &key(1), now).unwrap();
+        e.add(DataTypeName::ConnCur, 3);
+        e.add(DataTypeName::ConnCnt, 5);
+    }
+    let new = StickTable::create(seg, &table_def(200, None)).unwrap();
+    assert_eq!(new.migrate_from(&t, 0), 1);
+    let g = seg.epoch().pin(0);
+    let e = new.lookup(&g, &key(1), now).unwrap();
+    assert_eq!(e.value(DataTypeName::ConnCnt, now), Some(5));
+    assert_eq!(
+        e.value(DataTypeName::ConnCur, now),
+        Some(0),
+        "the old workers' connections end on the old table"
+    );
+}
+
+#[test]
+fn an_entry_held_under_the_lock_survives_eviction_and_clear() {
+    let seg = segment();
+    let t = StickTable::create(seg, &table_def(8, None)).unwrap();
+    let now = now_ms();
+    let g = seg.epoch().pin(0);
+    let held = t
+        .get_or_create_held(&g, 0, &key(1), now, |e| e.acquire())
+        .unwrap();
+    for n in 100..200 {
+        t.get_or_create(&g, 0, &key(n), now);
+    }
+    let before = t.len();
+    assert!(before > 1);
+    assert_eq!(t.clear(0), before - 1, "everything but the held entry");
+    assert_eq!(held.key_copy().unwrap(), key(1));
+    assert!(held.is_live());
+    assert_eq!(t.lookup(&g, &key(1), now).map(|e| e.id()), Some(held.id()));
 }

@@ -1,0 +1,443 @@
+//! How a master image starts: fresh, as a takeover, or after a reload's exec.
+//!
+//! After the exec, the new image must never exit: the old workers' lifeline
+//! is its process, and its exit would soft-stop every worker (an outage).
+//! Everything fallible was done before the exec (validation with this very
+//! binary, binds, regions), so the start is normally only adoption. Should it
+//! still fail, the image falls back, in order:
+//!
+//! 1. **Next**: the validated config handed over, at generation + 1.
+//! 2. **Revert**: the config the previous image ran, at the same generation:
+//!    its workers stay the current ones (respawned if they die), the reload
+//!    answers `Success=0` with the reason, and the next reload is taken.
+//! 3. **Wait**: neither config can be used (another binary that rejects the
+//!    old config, resources exhausted): the workers keep serving as they
+//!    are, unmanaged but for reaping; the stats socket answers; the next
+//!    reload starts a generation that replaces them. Like HAProxy's master
+//!    in wait mode.
+//!
+//! Every attempt works on duplicates of the inherited fds, so a failed one
+//! closes nothing the next one needs (closing a dup of a listening socket
+//! leaves the socket open).
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use corral_config::{Config, Level, Stats};
+use nix::unistd::Pid;
+
+use crate::handoff::{self, Handoff};
+use crate::master::{OldWorker, Start, StartOutcome};
+use crate::shared::{Mode, Role, SharedSegment};
+use crate::{bind, cli, takeover, Options};
+
+/// The fds an exec handed over, each wrapped exactly once.
+struct Inherited {
+    seg: Option<OwnedFd>,
+    regions: Vec<(OwnedFd, Role)>,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    stats: Option<UnixListener>,
+    next_stats: Option<UnixListener>,
+    lifeline: Option<(OwnedFd, OwnedFd)>,
+    cli: Option<OwnedFd>,
+}
+
+fn dup(fd: &impl AsFd) -> Result<OwnedFd, String> {
+    fd.as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate an inherited fd: {e}"))
+}
+
+impl Inherited {
+    fn take(h: &Handoff) -> Inherited {
+        // SAFETY (all from_raw_fd below): the previous image names these fds
+        // in the handoff record as ours; each is wrapped exactly once here.
+        let own = |fd: i32| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        Inherited {
+            seg: h.segment.map(own),
+            regions: h.regions.iter().map(|&(fd, r)| (own(fd), r)).collect(),
+            listeners: h
+                .listeners
+                .iter()
+                .map(|&(fd, a)| (TcpListener::from(own(fd) as OwnedFd), a))
+                .collect(),
+            stats: h.stats.map(|fd| UnixListener::from(own(fd) as OwnedFd)),
+            next_stats: h
+                .next_stats
+                .map(|fd| UnixListener::from(own(fd) as OwnedFd)),
+            lifeline: h.lifeline.map(|(m, w)| (own(m), own(w))),
+            cli: h.cli_reply.map(own),
+        }
+    }
+
+    fn listeners(&self) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
+        self.listeners
+            .iter()
+            .map(|(l, a)| Ok((TcpListener::from(dup(l)?), *a)))
+            .collect()
+    }
+
+    fn regions(&self) -> Result<Vec<(OwnedFd, Role)>, String> {
+        self.regions
+            .iter()
+            .map(|(fd, r)| Ok((dup(fd)?, *r)))
+            .collect()
+    }
+
+    fn lifeline(&self) -> Result<Option<(OwnedFd, OwnedFd)>, String> {
+        self.lifeline
+            .as_ref()
+            .map(|(m, w)| Ok((dup(m)?, dup(w)?)))
+            .transpose()
+    }
+}
+
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A fresh start (no handoff): from the config file, or taking over the
+/// instance behind `opts.takeover`. Errors end the process (nothing serves yet).
+pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String> {
+    let mut messages = Vec::new();
+    let (inherited, shared, victim) = match &opts.takeover {
+        Some(sock) => {
+            let taken = takeover::fetch(sock).map_err(|e| format!("takeover failed: {e}"))?;
+            log::info!(
+                "took {} listener(s), the shared segment and {} region(s) over from pid {}",
+                taken.listeners.len(),
+                taken.regions.len(),
+                taken.pid
+            );
+            let regions = taken
+                .regions
+                .into_iter()
+                .map(|fd| {
+                    (
+                        fd,
+                        Role {
+                            prev: true,
+                            ..Role::default()
+                        },
+                    )
+                })
+                .collect();
+            let (mut shared, _) =
+                SharedSegment::adopt(cfg, taken.segment, regions, 1, Mode::Next, &mut messages)
+                    .map_err(|e| format!("cannot use the inherited segment: {e}"))?;
+            // The other instance's workers are not ours: nothing of its to keep.
+            shared.free_unused(None);
+            (taken.listeners, shared, Some(taken.pid))
+        }
+        None => {
+            let shared = SharedSegment::create(cfg, 1)
+                .map_err(|e| format!("cannot create the shared segment: {e}"))?;
+            (Vec::new(), shared, None)
+        }
+    };
+    let listeners = bind::bind_all(cfg, inherited, &mut messages).map_err(|e| e.to_string())?;
+    let stats =
+        match &cfg.stats {
+            Some(s) => {
+                if victim.is_some() {
+                    // Replace the previous instance's socket file: it keeps its
+                    // own listening fd until it exits.
+                    let _ = std::fs::remove_file(&s.socket);
+                }
+                Some(cli::bind(s).map_err(|e| {
+                    format!("cannot bind the stats socket {}: {e}", s.socket.display())
+                })?)
+            }
+            None => None,
+        };
+    if opts.daemon {
+        crate::daemonize().map_err(|e| format!("cannot daemonize: {e}"))?;
+    }
+    if let Some(path) = opts.pidfile.clone().or_else(|| cfg.global.pidfile.clone()) {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pidfile {}: {e}", path.display()))?;
+    }
+    log::info!(
+        "corral {} starting: {} worker(s), {} listener(s), config {}",
+        crate::version(),
+        cfg.global.workers,
+        listeners.len(),
+        opts.config_path.display()
+    );
+    let mut start = Start::new(opts, shared, listeners, text);
+    start.stats = stats;
+    start.outcome.messages = messages;
+    start.takeover_victim = victim;
+    Ok(start)
+}
+
+/// The start of a new image after a reload's exec. Never fails: see the
+/// module docs for the fallbacks.
+pub fn after_exec(h: Handoff, opts: &Options) -> (Config, Start) {
+    for p in &h.problems {
+        log::warn!("handoff record: {p}");
+    }
+    let inh = Inherited::take(&h);
+    let read = |fd: Option<i32>| -> Option<String> {
+        // SAFETY: the handoff names `fd` as ours; wrapped once, here.
+        let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd?) };
+        handoff::read_text(fd)
+            .map_err(|e| log::error!("cannot read a config handed over: {e}"))
+            .ok()
+    };
+    // A version-0 record carries no text: the file is read (once, here).
+    let next_text = match h.config {
+        Some(fd) => read(Some(fd)),
+        None => std::fs::read_to_string(&opts.config_path).ok(),
+    };
+    let prev_text = read(h.prev_config);
+    let label = opts.config_path.display().to_string();
+    let parse = |text: &Option<String>| -> Result<(Config, String), String> {
+        let text = text
+            .clone()
+            .ok_or("no configuration text was handed over")?;
+        corral_config::parse(&text, &label)
+            .map(|c| (c, text))
+            .map_err(|e| e.to_string())
+    };
+    let next = parse(&next_text).and_then(|(cfg, text)| {
+        let start = attempt(&cfg, text, &h, &inh, opts, Mode::Next)?;
+        Ok((cfg, start))
+    });
+    let failure = match next {
+        Ok(done) => return done,
+        Err(e) => e,
+    };
+    log::error!(
+        "reload failed after the exec: {failure}; going back to the previous configuration"
+    );
+    let back = parse(&prev_text).and_then(|(cfg, text)| {
+        let mut start = attempt(&cfg, text, &h, &inh, opts, Mode::Revert)?;
+        start.outcome.failure = Some(format!(
+            "{failure}\nthe previous configuration stays (generation {})",
+            h.generation
+        ));
+        Ok((cfg, start))
+    });
+    match back {
+        Ok(done) => done,
+        Err(e2) => {
+            log::error!(
+                "the previous configuration cannot be restored either ({e2}): \
+                 waiting; the running workers keep serving"
+            );
+            wait_mode(&h, inh, opts, format!("{failure}\n{e2}"))
+        }
+    }
+}
+
+/// One way to start from what was inherited, on duplicates of its fds.
+fn attempt(
+    cfg: &Config,
+    text: String,
+    h: &Handoff,
+    inh: &Inherited,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Start, String> {
+    let generation = match mode {
+        Mode::Next => h.generation + 1,
+        Mode::Revert => h.generation.max(1),
+    };
+    let mut messages = if mode == Mode::Next {
+        h.messages.clone()
+    } else {
+        Vec::new()
+    };
+    let (mut shared, foreign) = match &inh.seg {
+        Some(seg) => SharedSegment::adopt(
+            cfg,
+            dup(seg)?,
+            inh.regions()?,
+            generation,
+            mode,
+            &mut messages,
+        ),
+        None => SharedSegment::create(cfg, generation).map(|s| (s, false)),
+    }
+    .map_err(|e| format!("cannot set the shared segment up: {e}"))?;
+    shared.carry_conns(h.carried_conns);
+    let mut ignored = Vec::new();
+    let listeners = bind::bind_all(
+        cfg,
+        inh.listeners()?,
+        if mode == Mode::Next {
+            &mut messages
+        } else {
+            &mut ignored
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    // The socket of this config: inherited as it is, or bound before the
+    // exec at its new path (`next_stats`); the one not used is closed, and
+    // its file removed once this start is sure to go on.
+    let candidates = [&inh.stats, &inh.next_stats];
+    let stats = match &cfg.stats {
+        Some(s) => match candidates
+            .iter()
+            .copied()
+            .flatten()
+            .find(|l| same_path(l, s))
+        {
+            Some(l) => {
+                std::fs::set_permissions(
+                    &s.socket,
+                    std::os::unix::fs::PermissionsExt::from_mode(s.mode),
+                )
+                .map_err(|e| format!("stats socket {}: {e}", s.socket.display()))?;
+                Some(cli::adopt(dup(l)?).map_err(|e| e.to_string())?)
+            }
+            None => Some(cli::bind(s).map_err(|e| {
+                format!("cannot bind the stats socket {}: {e}", s.socket.display())
+            })?),
+        },
+        None => None,
+    };
+    let stale_sockets = candidates
+        .iter()
+        .copied()
+        .flatten()
+        .filter(|l| cfg.stats.as_ref().is_none_or(|s| !same_path(l, s)))
+        .filter_map(|l| Some(l.local_addr().ok()?.as_pathname()?.to_path_buf()))
+        .collect();
+    let level = cfg.stats.as_ref().map_or(Level::Admin, |s| s.level);
+    let reply = match &inh.cli {
+        Some(fd) => cli::adopt_client(dup(fd)?, level).ok(),
+        None => None,
+    };
+    let mut current = Vec::new();
+    let mut old = Vec::new();
+    for w in &h.workers {
+        let o = OldWorker {
+            pid: Pid::from_raw(w.pid),
+            id: w.id,
+            epoch_slot: w.epoch_slot,
+            generation: w.generation,
+            started_wall: at(w.started_ms),
+            draining: w.draining,
+            foreign: w.foreign || foreign,
+        };
+        if mode == Mode::Revert && w.generation == generation && !w.draining {
+            current.push(o);
+        } else {
+            old.push(o);
+        }
+    }
+    log::info!(
+        "corral {} generation {generation}{}: {} worker(s), {} listener(s), {} old worker(s)",
+        crate::version(),
+        if mode == Mode::Revert {
+            " (previous configuration)"
+        } else {
+            ""
+        },
+        cfg.global.workers,
+        listeners.len(),
+        old.len()
+    );
+    let mut start = Start::new(opts, shared, listeners, text);
+    start.stats = stats;
+    start.stale_sockets = stale_sockets;
+    start.lifeline = inh.lifeline()?;
+    start.generation = generation;
+    start.failed_reloads = h.failed_reloads + u32::from(mode == Mode::Revert);
+    start.started = at(h.master_started_ms);
+    start.current = current;
+    start.old = old;
+    start.reply = reply;
+    start.outcome.messages = messages;
+    start.takeover_victim = h.victim.map(Pid::from_raw);
+    Ok(start)
+}
+
+fn same_path(l: &UnixListener, s: &Stats) -> bool {
+    l.local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p == s.socket))
+        .unwrap_or(false)
+}
+
+/// Neither config can be used: keep the workers and the stats socket, spawn
+/// nothing, take the next reload.
+fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Config, Start) {
+    let mut cfg = corral_config::parse("", "wait-mode").unwrap_or_else(|_| empty_config());
+    cfg.global.workers = 0;
+    cfg.tables.clear();
+    cfg.stats = inh.stats.as_ref().and_then(|l| {
+        let path = l.local_addr().ok()?.as_pathname()?.to_path_buf();
+        Some(Stats {
+            socket: path,
+            mode: 0o660,
+            level: h.stats_level.unwrap_or(Level::Admin),
+            http: None,
+        })
+    });
+    let shared = loop {
+        match SharedSegment::create(&cfg, h.generation) {
+            Ok(s) => break s,
+            Err(e) => {
+                // Nothing else to fall back to: wait for memory to come back.
+                log::error!("wait mode: cannot map a segment ({e}); retrying in 1 s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let mut start = Start::new(opts, shared, Vec::new(), String::new());
+    start.stats = inh.stats.or(inh.next_stats);
+    start.lifeline = inh.lifeline;
+    start.generation = h.generation;
+    start.failed_reloads = h.failed_reloads + 1;
+    start.started = at(h.master_started_ms);
+    start.old = h
+        .workers
+        .iter()
+        .map(|w| OldWorker {
+            pid: Pid::from_raw(w.pid),
+            id: w.id,
+            epoch_slot: w.epoch_slot,
+            generation: w.generation,
+            started_wall: at(w.started_ms),
+            draining: w.draining,
+            // Their segment is not the one just made.
+            foreign: true,
+        })
+        .collect();
+    start.reply = inh
+        .cli
+        .and_then(|fd| cli::adopt_client(fd, h.stats_level.unwrap_or(Level::Admin)).ok());
+    start.outcome = StartOutcome {
+        messages: Vec::new(),
+        failure: Some(format!(
+            "{why}\nwait mode: the running workers keep serving; fix the configuration and reload"
+        )),
+        wait: true,
+    };
+    (cfg, start)
+}
+
+/// A config with nothing in it, if even the empty text is refused.
+fn empty_config() -> Config {
+    Config {
+        global: corral_config::Global {
+            workers: 0,
+            maxconn: 1,
+            hard_stop_after: Duration::from_secs(30),
+            memory_limit: None,
+            user: None,
+            group: None,
+            pidfile: None,
+            log: corral_config::LogTarget::Stderr,
+        },
+        stats: None,
+        frontends: Vec::new(),
+        backends: Vec::new(),
+        tables: Vec::new(),
+    }
+}
