@@ -5,11 +5,15 @@ use std::ops::Range;
 /// A byte range in the source text.
 pub(crate) type Span = Range<usize>;
 
-/// Errors found so far, each at a byte span, in the order they were found.
+/// Errors found so far, each at a byte span, in the order they were found,
+/// and what the language may use in this build.
 #[derive(Default)]
 pub(crate) struct Diag {
     /// (where, what) pairs.
     pub(crate) errors: Vec<(Span, String)>,
+    /// Accept what the language has but this build does not run (see
+    /// [`crate::Support`]).
+    pub(crate) support: crate::Support,
 }
 
 impl Diag {

@@ -24,8 +24,25 @@ const KEYS: &[&str] = &[
     "global", "stats", "defaults", "frontend", "backend", "table", "cache",
 ];
 
-/// Parses and validates a configuration; `file` is only used in errors.
+/// What of the language a caller accepts beyond what this build runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Support {
+    /// `mode = "http"` and `http-request`/`http-response` rule lines. This
+    /// build forwards HTTP as plain TCP only, so [`parse`] refuses them
+    /// ("not supported by this version") rather than accept and ignore
+    /// them; the language's own tests and fuzzer parse them with this set.
+    pub http: bool,
+}
+
+/// Parses and validates a configuration for this build; `file` is only
+/// used in errors. What the build cannot run is an error (see [`Support`]).
 pub fn parse(src: &str, file: &str) -> Result<Config, Errors> {
+    parse_with(src, file, Support::default())
+}
+
+/// Parses and validates a configuration, accepting what `support` allows
+/// beyond this build.
+pub fn parse_with(src: &str, file: &str, support: Support) -> Result<Config, Errors> {
     let lines = LineIndex::new(src);
     let to_errors = |errs: Vec<(Option<Span>, String)>| {
         Errors::new(
@@ -53,7 +70,10 @@ pub fn parse(src: &str, file: &str) -> Result<Config, Errors> {
                 .collect(),
         ));
     }
-    let mut d = Diag::default();
+    let mut d = Diag {
+        support,
+        ..Diag::default()
+    };
     let config = resolve(doc.get_ref(), src, &mut d);
     if d.errors.is_empty() {
         Ok(config)

@@ -64,6 +64,18 @@ pub(crate) fn parse(
         let (line, span) = &lines[i];
         d.error(word_span(known.src, span, line, e.offset), e.message);
     }
+    if !d.support.http {
+        for (line, span) in &lines {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if matches!(first, "http-request" | "http-response") {
+                let at = line.len() - line.trim_start().len();
+                d.error(
+                    word_span(known.src, span, line, at),
+                    format!("{first} rules are not supported by this version (HTTP mode is not implemented yet)"),
+                );
+            }
+        }
+    }
     let rules: Vec<String> = texts.iter().map(|l| l.to_string()).collect();
     let default_backend = sec.read("default_backend", d, |k, v, d| {
         let target = walk::string(k, v, d)?;

@@ -24,6 +24,6 @@ mod table;
 mod units;
 mod walk;
 
-pub use document::{load, parse};
+pub use document::{load, parse, parse_with, Support};
 pub use error::{ConfigError, Errors};
 pub use model::*;

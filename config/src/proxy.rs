@@ -129,7 +129,14 @@ impl ProxySettings {
 
 /// `mode`: `"tcp"` or `"http"`.
 fn mode(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Mode> {
-    walk::choice(what, v, &[("tcp", Mode::Tcp), ("http", Mode::Http)], d)
+    let m = walk::choice(what, v, &[("tcp", Mode::Tcp), ("http", Mode::Http)], d)?;
+    if m == Mode::Http && !d.support.http {
+        d.error(
+            v.span(),
+            "mode \"http\" is not supported by this version (HTTP would be forwarded as plain TCP and http-request rules ignored): use \"tcp\"",
+        );
+    }
+    Some(m)
 }
 
 /// `balance`: one of the load-balancing algorithms.

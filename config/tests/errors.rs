@@ -1,7 +1,11 @@
 //! Bad configurations: each error is reported at the right line:column with
 //! a message naming what was expected, and every error of a file at once.
 
-use corral_config::parse;
+use corral_config::{parse, parse_with, Support};
+
+/// The whole language, HTTP included (this build refuses HTTP mode: see
+/// `http_is_refused_by_this_build`).
+const HTTP: Support = Support { http: true };
 
 /// A valid backend to reference, appended after each case.
 const BASE: &str = "\n[backend.b]\nserver.s = { addr = \"127.0.0.1:9000\" }\n";
@@ -294,7 +298,7 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
 ];
 
 fn errors(src: &str) -> Vec<(usize, usize, String)> {
-    match parse(src, "bad.toml") {
+    match parse_with(src, "bad.toml", HTTP) {
         Ok(_) => Vec::new(),
         Err(e) => {
             e.0.into_iter()
@@ -358,4 +362,31 @@ fn ipv6_and_ipv4_wildcards_do_not_conflict() {
         "[frontend.f]\nbind = [\"[::]:80\", \"0.0.0.0:80\"]\ndefault_backend = \"b\"\n{BASE}"
     );
     assert!(parse(&src, "c.toml").is_ok());
+}
+
+/// This build forwards HTTP as plain TCP only: what needs HTTP mode is
+/// refused with a positioned error, never accepted and ignored.
+#[test]
+fn http_is_refused_by_this_build() {
+    let src = "[stats]\nsocket = \"/tmp/x.sock\"\nhttp = \"127.0.0.1:8404\"\n\
+               [frontend.f]\nbind = \":80\"\nmode = \"http\"\ndefault_backend = \"b\"\n\
+               rules = [\"http-request deny\", \"  http-response del-header X\"]\n\
+               [backend.b]\nmode = \"http\"\nserver.s = { addr = \"127.0.0.1:1\" }\n";
+    let e = parse(src, "h.toml").unwrap_err();
+    let got: Vec<(usize, usize, String)> =
+        e.0.iter()
+            .map(|e| (e.line, e.column, e.message.clone()))
+            .collect();
+    let at: Vec<(usize, usize)> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(at, [(3, 8), (6, 8), (8, 11), (8, 34), (10, 8)], "{got:?}");
+    assert!(got[1]
+        .2
+        .starts_with("mode \"http\" is not supported by this version"));
+    assert!(got[2]
+        .2
+        .starts_with("http-request rules are not supported by this version"));
+    assert!(got[3]
+        .2
+        .starts_with("http-response rules are not supported"));
+    assert!(parse_with(src, "h.toml", HTTP).is_ok());
 }

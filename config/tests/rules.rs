@@ -5,6 +5,9 @@ use std::net::IpAddr;
 
 use corral_config::*;
 
+/// The whole language, HTTP included (this build refuses HTTP mode).
+const HTTP: Support = Support { http: true };
+
 /// Tables and backends the rules refer to, after the frontend.
 const WORLD: &str = r#"
 [table.per_ip]
@@ -51,7 +54,7 @@ fn toml_string(r: &str) -> String {
 }
 
 fn errors(src: &str) -> Vec<(usize, usize, String)> {
-    match parse(src, "r.toml") {
+    match parse_with(src, "r.toml", HTTP) {
         Ok(_) => Vec::new(),
         Err(e) => {
             e.0.into_iter()
@@ -154,7 +157,7 @@ fn every_error_of_every_line() {
 
 #[test]
 fn every_form_parses() {
-    let c = match parse(
+    let c = match parse_with(
         &config(&[
             "acl is_api path_beg -i /api /v2",
             "acl local src 127.0.0.0/8 ::1",
@@ -180,6 +183,7 @@ fn every_form_parses() {
             "use_backend app",
         ]),
         "r.toml",
+        HTTP,
     ) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),

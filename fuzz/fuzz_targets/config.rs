@@ -9,5 +9,6 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         let _ = corral_config::parse(text, "fuzz.toml");
+        let _ = corral_config::parse_with(text, "fuzz.toml", corral_config::Support { http: true });
     }
 });

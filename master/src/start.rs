@@ -42,6 +42,8 @@ struct Inherited {
     next_stats: Option<UnixListener>,
     lifeline: Option<(OwnedFd, OwnedFd)>,
     cli: Option<OwnedFd>,
+    config: Option<OwnedFd>,
+    prev_config: Option<OwnedFd>,
 }
 
 fn dup(fd: &impl AsFd) -> Result<OwnedFd, String> {
@@ -50,25 +52,48 @@ fn dup(fd: &impl AsFd) -> Result<OwnedFd, String> {
         .map_err(|e| format!("cannot duplicate an inherited fd: {e}"))
 }
 
+/// Wraps the fds a handoff record names, each at most once, and only if it
+/// is open: a record naming an fd twice, or one this process does not hold,
+/// must not lead to a double close of whatever gets that number later.
+struct Wrapper(std::collections::HashSet<i32>);
+
+impl Wrapper {
+    fn own(&mut self, fd: i32) -> Option<OwnedFd> {
+        // SAFETY: F_GETFD only reads the fd's flags.
+        let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+        if !open || fd < 3 || !self.0.insert(fd) {
+            log::warn!("handoff record: fd {fd} is not an inherited fd of ours; ignored");
+            return None;
+        }
+        // SAFETY: the previous image named this open fd as ours, and it is
+        // wrapped exactly once (the set above).
+        Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+}
+
 impl Inherited {
     fn take(h: &Handoff) -> Inherited {
-        // SAFETY (all from_raw_fd below): the previous image names these fds
-        // in the handoff record as ours; each is wrapped exactly once here.
-        let own = |fd: i32| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        let mut w = Wrapper(Default::default());
         Inherited {
-            seg: h.segment.map(own),
-            regions: h.regions.iter().map(|&(fd, r)| (own(fd), r)).collect(),
+            seg: h.segment.and_then(|fd| w.own(fd)),
+            regions: h
+                .regions
+                .iter()
+                .filter_map(|&(fd, r)| Some((w.own(fd)?, r)))
+                .collect(),
             listeners: h
                 .listeners
                 .iter()
-                .map(|&(fd, a)| (TcpListener::from(own(fd) as OwnedFd), a))
+                .filter_map(|&(fd, a)| Some((TcpListener::from(w.own(fd)?), a)))
                 .collect(),
-            stats: h.stats.map(|fd| UnixListener::from(own(fd) as OwnedFd)),
+            stats: h.stats.and_then(|fd| Some(UnixListener::from(w.own(fd)?))),
             next_stats: h
                 .next_stats
-                .map(|fd| UnixListener::from(own(fd) as OwnedFd)),
-            lifeline: h.lifeline.map(|(m, w)| (own(m), own(w))),
-            cli: h.cli_reply.map(own),
+                .and_then(|fd| Some(UnixListener::from(w.own(fd)?))),
+            lifeline: h.lifeline.and_then(|(m, l)| Some((w.own(m)?, w.own(l)?))),
+            cli: h.cli_reply.and_then(|fd| w.own(fd)),
+            config: h.config.and_then(|fd| w.own(fd)),
+            prev_config: h.prev_config.and_then(|fd| w.own(fd)),
         }
     }
 
@@ -179,20 +204,18 @@ pub fn after_exec(h: Handoff, opts: &Options) -> (Config, Start) {
     for p in &h.problems {
         log::warn!("handoff record: {p}");
     }
-    let inh = Inherited::take(&h);
-    let read = |fd: Option<i32>| -> Option<String> {
-        // SAFETY: the handoff names `fd` as ours; wrapped once, here.
-        let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd?) };
-        handoff::read_text(fd)
+    let mut inh = Inherited::take(&h);
+    let read = |fd: Option<OwnedFd>| -> Option<String> {
+        handoff::read_text(fd?)
             .map_err(|e| log::error!("cannot read a config handed over: {e}"))
             .ok()
     };
     // A version-0 record carries no text: the file is read (once, here).
-    let next_text = match h.config {
-        Some(fd) => read(Some(fd)),
-        None => std::fs::read_to_string(&opts.config_path).ok(),
+    let next_text = match (h.config, inh.config.take()) {
+        (Some(_), fd) => read(fd),
+        (None, _) => std::fs::read_to_string(&opts.config_path).ok(),
     };
-    let prev_text = read(h.prev_config);
+    let prev_text = read(inh.prev_config.take());
     let label = opts.config_path.display().to_string();
     let parse = |text: &Option<String>| -> Result<(Config, String), String> {
         let text = text

@@ -906,6 +906,7 @@ pub fn set_linger_zero(s: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: setsockopt on an open socket with a correctly sized linger struct.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
