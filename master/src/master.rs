@@ -18,7 +18,7 @@
 //! keeps dying within [`STABLE_AFTER`] of its start.
 
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -42,7 +42,7 @@ use crate::shared::SharedSegment;
 use crate::{notify, proctitle};
 
 const SIGNALS: Token = Token(0);
-const READY: Token = Token(1);
+const LIFELINE: Token = Token(1);
 const STATS: Token = Token(2);
 const CLIENT_BASE: usize = 16;
 /// A worker that lived this long is considered healthy: its next respawn is immediate.
@@ -51,6 +51,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After a hard stop, workers get this long to exit before SIGKILL.
 const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a reload's answer waits for soft-stopped workers to say they
+/// left the accept queues (a build that does not say it is waited for so long).
+const LEFT_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// One worker position of the current generation.
 #[derive(Debug)]
@@ -100,6 +103,9 @@ pub(crate) struct Switch {
     pub reply: Option<usize>,
     /// What the reload did (tables kept, listeners reused...), for the reply.
     pub messages: Vec<String>,
+    /// Once the new workers accept: the soft-stopped old workers that have
+    /// not yet left the accept queues, and until when to wait for them.
+    pub leaving: Option<(Vec<Pid>, Instant)>,
 }
 
 /// How a start went, for the waiting CLI client and the log.
@@ -187,8 +193,6 @@ impl Start {
 struct LoopParts {
     poll: Poll,
     signals: Signals,
-    ready_rx: UnixStream,
-    ready_tx: OwnedFd,
     lifeline: Option<(OwnedFd, OwnedFd)>,
 }
 
@@ -199,8 +203,6 @@ pub struct Master {
     pub(crate) signals: Option<Signals>,
     pub(crate) listeners: Vec<(usize, TcpListener)>,
     pub(crate) lifeline: (OwnedFd, OwnedFd),
-    ready_rx: UnixStream,
-    ready_tx: OwnedFd,
     pub(crate) slots: Vec<Slot>,
     pub(crate) old: Vec<OldWorker>,
     stopping: Stopping,
@@ -233,13 +235,6 @@ impl Master {
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let (ready_rx, ready_tx) = UnixStream::pair()?;
-        ready_rx.set_nonblocking(true)?;
-        poll.registry().register(
-            &mut SourceFd(&ready_rx.as_raw_fd()),
-            READY,
-            Interest::READABLE,
-        )?;
         if let Some(l) = &start.stats {
             poll.registry()
                 .register(&mut SourceFd(&l.as_raw_fd()), STATS, Interest::READABLE)?;
@@ -251,11 +246,17 @@ impl Master {
                 Some((m.into(), w.into()))
             }
         };
+        // Workers' messages arrive on the master's end of the lifeline.
+        let master_end = match (&start.lifeline, &lifeline) {
+            (Some((m, _)), _) | (None, Some((m, _))) => m.as_raw_fd(),
+            (None, None) => -1,
+        };
+        set_nonblocking(master_end)?;
+        poll.registry()
+            .register(&mut SourceFd(&master_end), LIFELINE, Interest::READABLE)?;
         Ok(LoopParts {
             poll,
             signals,
-            ready_rx,
-            ready_tx: ready_tx.into(),
             lifeline,
         })
     }
@@ -278,13 +279,7 @@ impl Master {
         };
         // Signals blocked across the exec that started us are delivered now.
         crate::reload::unblock_signals();
-        let LoopParts {
-            poll,
-            signals,
-            ready_rx,
-            ready_tx,
-            ..
-        } = parts;
+        let LoopParts { poll, signals, .. } = parts;
         let now = Instant::now();
         let slots: Vec<Slot> = (1..=cfg.global.workers)
             .map(|id| match start.current.iter().find(|w| w.id == id) {
@@ -330,8 +325,6 @@ impl Master {
             signals: Some(signals),
             listeners: start.listeners,
             lifeline,
-            ready_rx,
-            ready_tx,
             slots,
             old,
             stopping: Stopping::No,
@@ -365,6 +358,7 @@ impl Master {
                     m.switch = Some(Switch {
                         reply: None,
                         messages: Vec::new(),
+                        leaving: None,
                     });
                 } else {
                     notify::notify("READY=1");
@@ -374,6 +368,7 @@ impl Master {
                 m.switch = Some(Switch {
                     reply,
                     messages: start.outcome.messages,
+                    leaving: None,
                 })
             }
         }
@@ -411,7 +406,7 @@ impl Master {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => {}
-                    READY => self.on_ready(),
+                    LIFELINE => self.on_lifeline(),
                     STATS => self.accept_clients(),
                     Token(t) => self.on_client(t - CLIENT_BASE),
                 }
@@ -463,7 +458,15 @@ impl Master {
             None
         };
         let clients = self.clients.iter().map(|(_, c)| c.last + c.timeout).min();
-        [stop, respawn, clients].into_iter().flatten().min()
+        let leaving = self
+            .switch
+            .as_ref()
+            .and_then(|s| s.leaving.as_ref())
+            .map(|(_, until)| *until);
+        [stop, respawn, clients, leaving]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn spawn_due(&mut self) {
@@ -538,7 +541,6 @@ impl Master {
         unsafe {
             libc::close(self.poll.as_raw_fd());
             libc::close(self.lifeline.0.as_raw_fd());
-            libc::close(self.ready_rx.as_raw_fd());
             if let Some(l) = &self.stats {
                 libc::close(l.as_raw_fd());
             }
@@ -551,9 +553,8 @@ impl Master {
             log::error!("worker {id}: {e}");
             return 1;
         }
-        let (Ok(lifeline), Ok(ready)) = (self.lifeline.1.try_clone(), self.ready_tx.try_clone())
-        else {
-            log::error!("worker {id}: cannot duplicate the master's pipes");
+        let Ok(lifeline) = self.lifeline.1.try_clone() else {
+            log::error!("worker {id}: cannot duplicate the lifeline");
             return 1;
         };
         let epoch_slot = self.slots[i].epoch_slot.expect("claimed before fork");
@@ -561,7 +562,6 @@ impl Master {
             config: self.cfg.clone(),
             listeners: std::mem::take(&mut self.listeners),
             master_pipe: lifeline,
-            ready: Some(ready),
             id,
             generation: self.generation,
             shared: self.shared.for_worker(epoch_slot, id),
@@ -570,48 +570,84 @@ impl Master {
         })
     }
 
-    /// Reads "worker N is accepting" bytes from the ready pipe.
-    fn on_ready(&mut self) {
-        let mut buf = [0u8; 256];
+    /// Reads the workers' messages on the lifeline (see
+    /// `corral_worker::lifeline`): who accepts, who left the accept queues.
+    fn on_lifeline(&mut self) {
+        use corral_worker::lifeline::{decode, Message, MESSAGE_LEN};
+        let mut buf = [0u8; 64 * MESSAGE_LEN];
         loop {
-            match (&self.ready_rx).read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    for &id in &buf[..n] {
-                        if let Some(s) = self.slots.iter_mut().find(|s| s.id == id as usize) {
+            // SAFETY: reading into our buffer from our end of the pair.
+            let n = unsafe {
+                libc::read(
+                    self.lifeline.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            for (pid, msg) in decode(&buf[..n as usize]) {
+                let pid = Pid::from_raw(pid);
+                match msg {
+                    Message::Ready => {
+                        if let Some(s) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) {
                             s.ready = true;
                         }
                     }
+                    Message::LeftQueue => {
+                        if let Some((left, _)) =
+                            self.switch.as_mut().and_then(|sw| sw.leaving.as_mut())
+                        {
+                            left.retain(|&p| p != pid);
+                        }
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
             }
         }
     }
 
-    /// Once every current worker accepts: soft-stop the old ones, answer the
-    /// reload, tell systemd.
+    /// Once every current worker accepts: soft-stop the old ones; once they
+    /// left the accept queues (or [`LEFT_QUEUE_WAIT`] passed), answer the
+    /// reload and tell systemd. After the answer, every new connection goes
+    /// to the new generation.
     fn complete_switch(&mut self) {
-        if self.switch.is_none() || !self.slots.iter().all(|s| s.ready && s.pid.is_some()) {
+        let Some(sw) = self.switch.as_mut() else {
+            return;
+        };
+        if sw.leaving.is_none() {
+            if !self.slots.iter().all(|s| s.ready && s.pid.is_some()) {
+                return;
+            }
+            let mut stopped = Vec::new();
+            for o in self.old.iter_mut().filter(|o| !o.draining) {
+                let _ = kill(o.pid, Signal::SIGUSR1);
+                o.draining = true;
+                stopped.push(o.pid);
+            }
+            if let Some(victim) = self.takeover_victim.take() {
+                log::info!("taking over: soft-stopping the previous instance (pid {victim})");
+                let _ = kill(victim, Signal::SIGUSR1);
+            }
+            if !stopped.is_empty() {
+                log::info!(
+                    "generation {} accepting; {} old worker(s) soft-stopped",
+                    self.generation,
+                    stopped.len()
+                );
+            }
+            sw.leaving = Some((stopped, Instant::now() + LEFT_QUEUE_WAIT));
+        }
+        let old = &self.old;
+        let Some((left, until)) = sw.leaving.as_mut() else {
+            return;
+        };
+        // A worker that exited has left too.
+        left.retain(|p| old.iter().any(|o| o.pid == *p));
+        if !left.is_empty() && Instant::now() < *until {
             return;
         }
         let sw = self.switch.take().expect("checked");
-        let mut stopped = 0;
-        for o in self.old.iter_mut().filter(|o| !o.draining) {
-            let _ = kill(o.pid, Signal::SIGUSR1);
-            o.draining = true;
-            stopped += 1;
-        }
-        if let Some(victim) = self.takeover_victim.take() {
-            log::info!("taking over: soft-stopping the previous instance (pid {victim})");
-            let _ = kill(victim, Signal::SIGUSR1);
-        }
-        if stopped > 0 {
-            log::info!(
-                "generation {} accepting; {stopped} old worker(s) soft-stopped",
-                self.generation
-            );
-        }
         notify::notify("READY=1");
         self.announced_ready = true;
         if let Some(key) = sw.reply {
@@ -984,6 +1020,7 @@ fn view_of<'a>(
                 started: s.started_wall,
                 draining: false,
                 counters: words(generation, s.id, false),
+                slot: s.epoch_slot,
             })
         })
         .collect();
@@ -994,6 +1031,7 @@ fn view_of<'a>(
         started: o.started_wall,
         draining: o.draining,
         counters: words(o.generation, o.id, o.foreign),
+        slot: (!o.foreign).then_some(o.epoch_slot),
     }));
     commands::View {
         cfg,
@@ -1005,6 +1043,7 @@ fn view_of<'a>(
             started,
             draining: stopping,
             counters: Vec::new(),
+            slot: None,
         },
         failed_reloads,
         workers,
@@ -1012,6 +1051,17 @@ fn view_of<'a>(
         carried_conns: shared.carried_conns(),
         master_dropped_logs: corral_worker::process_log::dropped(),
     }
+}
+
+fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd this process holds.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn next_backoff(prev: Duration) -> Duration {

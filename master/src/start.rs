@@ -256,6 +256,23 @@ pub fn after_exec(h: Handoff, opts: &Options) -> (Config, Start) {
     }
 }
 
+/// Tests make the start after an exec fail: debug builds read
+/// `CORRAL_TEST_FAIL_AFTER_EXEC`, the path of a file holding `next` (the new
+/// configuration's start fails) or `both` (the fallback fails too).
+fn injected_failure(mode: Mode) -> Result<(), String> {
+    #[cfg(debug_assertions)]
+    if let Some(what) = std::env::var_os("CORRAL_TEST_FAIL_AFTER_EXEC")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        let what = what.trim();
+        if what == "both" || (what == "next" && mode == Mode::Next) {
+            return Err(format!("a failure injected by the test ({what})"));
+        }
+    }
+    let _ = mode;
+    Ok(())
+}
+
 /// One way to start from what was inherited, on duplicates of its fds.
 fn attempt(
     cfg: &Config,
@@ -265,6 +282,7 @@ fn attempt(
     opts: &Options,
     mode: Mode,
 ) -> Result<Start, String> {
+    injected_failure(mode)?;
     let generation = match mode {
         Mode::Next => h.generation + 1,
         Mode::Revert => h.generation.max(1),
@@ -412,7 +430,10 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
             }
         }
     };
-    let mut start = Start::new(opts, shared, Vec::new(), String::new());
+    // The listeners stay ours (the workers serve on them, and the next
+    // reload hands them to its generation); no frontend uses them here.
+    let listeners = inh.listeners.into_iter().map(|(l, _)| (0, l)).collect();
+    let mut start = Start::new(opts, shared, listeners, String::new());
     start.stats = inh.stats.or(inh.next_stats);
     start.lifeline = inh.lifeline;
     start.generation = h.generation;

@@ -29,10 +29,11 @@ pub fn round_up(n: u64) -> u64 {
 }
 
 /// Creates a memfd named `corral-NAME` of `len` bytes (rounded up to pages),
-/// with its memory committed and its size sealed.
-pub fn create(name: &str, len: u64) -> io::Result<OwnedFd> {
+/// with its memory committed and its size sealed. `what` names it in errors
+/// ("table per_ip").
+pub fn create(name: &str, what: &str, len: u64) -> io::Result<OwnedFd> {
     let len = round_up(len.max(PAGE));
-    check_memory(name, len)?;
+    check_memory(what, len)?;
     let cname = CString::new(format!("corral-{name}"))
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a region name"))?;
     // SAFETY: `cname` is a valid C string; the result is checked.
@@ -53,7 +54,7 @@ pub fn create(name: &str, len: u64) -> io::Result<OwnedFd> {
             return Err(io::Error::new(
                 e.kind(),
                 format!(
-                    "cannot commit {} of memory for '{name}': {e}",
+                    "cannot commit {} of memory for {what}: {e}",
                     human_bytes(len)
                 ),
             ));
@@ -114,7 +115,7 @@ pub fn check_memory(name: &str, len: u64) -> io::Result<()> {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 format!(
-                    "'{name}' needs {} of shared memory, only {} is {what}",
+                    "{name} needs {} of shared memory, only {} is {what}",
                     human_bytes(len),
                     human_bytes(room)
                 ),
@@ -176,7 +177,7 @@ mod tests {
 
     #[test]
     fn memory_is_committed_and_the_size_sealed() {
-        let fd = create("t", 3 * PAGE + 1).unwrap();
+        let fd = create("t", "t", 3 * PAGE + 1).unwrap();
         assert_eq!(size_of(&fd).unwrap(), 4 * PAGE);
         // SAFETY: fstat on our fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };

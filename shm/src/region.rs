@@ -125,9 +125,11 @@ impl Region {
         tag: u32,
     ) -> io::Result<Arc<Region>> {
         let what = format!("{} {name}", kind.as_str());
-        let fd = memfd::create(&what.replace(' ', ":"), DATA_OFFSET + len).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create the region of {what}: {e}"))
-        })?;
+        let fd = memfd::create(
+            &format!("{}:{name}", kind.as_str()),
+            &what,
+            DATA_OFFSET + len,
+        )?;
         let total = memfd::size_of(&fd)?;
         let map = memfd::map(&fd, total)?;
         let mut hdr = RegionHeader {
@@ -292,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_region_is_refused() {
-        let fd = memfd::create("x", PAGE).unwrap();
+        let fd = memfd::create("x", "x", PAGE).unwrap();
         assert!(Region::open(fd).is_err());
     }
 }

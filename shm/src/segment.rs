@@ -83,7 +83,7 @@ const HEADER_LEN: u64 = std::mem::size_of::<Header>() as u64;
 impl Segment {
     /// Creates a zeroed, committed, size-sealed segment and writes its header.
     pub fn create() -> io::Result<Segment> {
-        let fd = memfd::create("segment", HEADER_LEN)?;
+        let fd = memfd::create("segment", "the segment header", HEADER_LEN)?;
         let map = memfd::map(&fd, memfd::round_up(HEADER_LEN))?;
         let seg = Segment { map, fd };
         let h = seg.header();
@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn another_file_is_refused() {
-        let fd = memfd::create("other", 1 << 20).unwrap();
+        let fd = memfd::create("other", "other", 1 << 20).unwrap();
         let e = Segment::open(fd).err().expect("zeroed file is no segment");
         assert!(e.to_string().contains("not a corral segment"), "{e}");
     }

@@ -22,6 +22,10 @@
 //! side saw the connection closed promptly.
 #![allow(dead_code)]
 
+pub mod cli;
+#[allow(unused_imports)]
+pub use cli::*;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -1486,6 +1490,32 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 // Starting corral from another binary or with extra arguments
 // ---------------------------------------------------------------------------
 
+/// How [`Corral::launch`] starts corral.
+pub struct Launch<'a> {
+    /// The binary (default: the one cargo built).
+    pub bin: &'a std::path::Path,
+    /// Arguments before `-f FILE`.
+    pub args: &'a [&'a str],
+    /// The config text.
+    pub config: &'a str,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// stdout is a pipe nobody reads (a stalled log reader), not a file.
+    pub stdout_pipe: bool,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            bin: std::path::Path::new(corral_bin()),
+            args: &[],
+            config: "",
+            env: &[],
+            stdout_pipe: false,
+        }
+    }
+}
+
 impl Corral {
     /// Like [`Corral::start`], but runs `bin` (e.g. a copy of the corral
     /// binary that a test later replaces on disk) as `bin ARGS... -f FILE`
@@ -1493,10 +1523,38 @@ impl Corral {
     /// address listening and the configured number of workers, 5 s at most),
     /// same cleanup on drop.
     pub fn start_from(bin: &std::path::Path, args: &[&str], config: &str) -> Corral {
+        Corral::launch(Launch {
+            bin,
+            args,
+            config,
+            ..Launch::default()
+        })
+    }
+
+    /// Like [`Corral::start`], with extra environment variables (the
+    /// debug-build test knobs: `CORRAL_TEST_SHM_LIMIT`, ...).
+    pub fn start_env(config: &str, env: &[(&str, &str)]) -> Corral {
+        Corral::launch(Launch {
+            config,
+            env,
+            ..Launch::default()
+        })
+    }
+
+    /// Starts corral as `l` says; same readiness wait and cleanup as
+    /// [`Corral::start`].
+    pub fn launch(l: Launch<'_>) -> Corral {
+        let bin = l.bin;
+        let args = l.args;
+        let config = l.config;
         let dir = temp_dir("run");
         let config_path = dir.join("corral.toml");
         fs::write(&config_path, config).expect("write config");
-        let stdout = File::create(dir.join("stdout.log")).expect("stdout file");
+        let stdout = if l.stdout_pipe {
+            Stdio::piped()
+        } else {
+            Stdio::from(File::create(dir.join("stdout.log")).expect("stdout file"))
+        };
         let stderr = File::create(dir.join("stderr.log")).expect("stderr file");
         let child = Command::new(bin)
             .args(args)
@@ -1504,8 +1562,9 @@ impl Corral {
             .arg(&config_path)
             .current_dir(&dir)
             .env("RUST_BACKTRACE", "1")
+            .envs(l.env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
+            .stdout(stdout)
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .spawn()

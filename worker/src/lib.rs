@@ -13,6 +13,7 @@ pub mod counters;
 mod dispatch;
 pub mod forward;
 pub mod health;
+pub mod lifeline;
 pub mod listeners;
 pub mod log_sink;
 pub mod process_log;
@@ -26,15 +27,12 @@ pub mod worker;
 pub use worker::{Worker, WorkerSetup};
 
 /// Runs a worker until it is stopped; returns the process exit status.
-pub fn run(mut setup: WorkerSetup) -> i32 {
+pub fn run(setup: WorkerSetup) -> i32 {
     let id = setup.id;
-    let ready = setup.ready.take();
     match Worker::new(setup) {
         Ok(mut w) => {
-            if let Some(fd) = ready {
-                // Listeners are registered: tell the master this worker accepts.
-                let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), &[id as u8]);
-            }
+            // Listeners are registered: tell the master this worker accepts.
+            w.tell_master(lifeline::Message::Ready);
             w.run()
         }
         Err(e) => {

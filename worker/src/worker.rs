@@ -61,11 +61,10 @@ pub struct WorkerSetup {
     pub config: Arc<Config>,
     /// Listening sockets, each with its frontend index.
     pub listeners: Vec<(usize, TcpListener)>,
-    /// Read end of the master's pipe: EOF means the master is gone.
+    /// The worker end of the lifeline (see [`crate::lifeline`]): EOF means
+    /// the master is gone; the worker tells the master it accepts, and that
+    /// it left the accept queues on a soft stop.
     pub master_pipe: OwnedFd,
-    /// Write end of the master's ready pipe: the worker writes its number
-    /// once it accepts, so the master knows when to stop the old generation.
-    pub ready: Option<OwnedFd>,
     /// This worker's number (1-based), for logs.
     pub id: usize,
     /// Config generation (reload count + 1), for logs.
@@ -379,6 +378,11 @@ impl Worker {
         }
     }
 
+    /// Sends `msg` to the master on the lifeline (never blocks).
+    pub fn tell_master(&self, msg: crate::lifeline::Message) {
+        crate::lifeline::send(self.master.as_raw_fd(), msg);
+    }
+
     /// Stops accepting and lets open connections finish, up to hard_stop_after.
     pub(crate) fn soft_stop(&mut self) {
         if self.stop_deadline.is_some() {
@@ -386,6 +390,7 @@ impl Worker {
         }
         self.drain_listeners();
         self.listeners.close_all();
+        self.tell_master(crate::lifeline::Message::LeftQueue);
         self.accept_pending.clear();
         self.stop_deadline = Some(Instant::now() + self.cfg.global.hard_stop_after);
         // Queued connections will never get a slot from a new accept, but they

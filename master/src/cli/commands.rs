@@ -48,6 +48,9 @@ pub struct ProcRow {
     /// The worker's published counters (`corral_worker::counters`), empty
     /// when unknown.
     pub counters: Vec<u64>,
+    /// Its epoch slot in the segment (`None`: foreign to the master's
+    /// segment, or the master itself).
+    pub slot: Option<usize>,
 }
 
 impl ProcRow {
@@ -403,7 +406,7 @@ fn show_proc(v: &View<'_>) -> String {
         {
             let _ = writeln!(
                 s,
-                "{:<16} {:<15} {:<15} {:<15} {} gen={} id={}{}",
+                "{:<16} {:<15} {:<15} {:<15} {} gen={} id={} {}{}",
                 w.pid,
                 "worker",
                 m.generation.saturating_sub(w.generation),
@@ -411,6 +414,8 @@ fn show_proc(v: &View<'_>) -> String {
                 crate::version(),
                 w.generation,
                 w.id,
+                w.slot
+                    .map_or_else(|| "foreign".to_string(), |n| format!("slot={n}")),
                 if w.draining { " draining" } else { "" }
             );
         }
