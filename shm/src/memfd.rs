@@ -171,8 +171,8 @@ mod tests {
 
     #[test]
     fn a_region_larger_than_the_machine_is_refused_before_any_allocation() {
-        let e = create("huge", 1 << 50).unwrap_err();
-        assert!(e.to_string().contains("'huge' needs 1024.0 TiB"), "{e}");
+        let e = create("huge", "table huge", 1 << 50).unwrap_err();
+        assert!(e.to_string().contains("table huge needs 1024.0 TiB"), "{e}");
     }
 
     #[test]
