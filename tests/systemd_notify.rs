@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -61,6 +61,8 @@ fn ready_reloading_ready_stopping() {
     // Ready means accepting.
     let mut c = connect(format!("127.0.0.1:{port}").parse().unwrap());
     echo_roundtrip(&mut c, b"hello");
+    let before = children_of(pid.as_raw());
+    assert_eq!(before.len(), 1, "one worker before the reload");
     kill(pid, Signal::SIGUSR2).unwrap();
     let reloading = next_message(&sock, Duration::from_secs(5)).unwrap_or_default();
     assert!(
@@ -74,12 +76,30 @@ fn ready_reloading_ready_stopping() {
         .parse()
         .expect("a number of microseconds");
     assert!(usec > 0);
-    let t = Instant::now();
     assert_eq!(
         next_message(&sock, Duration::from_secs(5)).as_deref(),
         Some("READY=1")
     );
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // READY=1 comes once the new generation accepts: its worker exists, and
+    // a new connection reaches it (the old one left the accept queue).
+    let after = children_of(pid.as_raw());
+    let new: Vec<i32> = after
+        .iter()
+        .copied()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "the new worker is running at READY=1: {before:?} -> {after:?}"
+    );
+    let mut d = connect(format!("127.0.0.1:{port}").parse().unwrap());
+    echo_roundtrip(&mut d, b"served by the new generation");
+    assert_eq!(
+        owner_among(&d, &after),
+        Some(new[0]),
+        "the connection after READY=1 is the new worker's"
+    );
     kill(pid, Signal::SIGTERM).unwrap();
     assert_eq!(
         next_message(&sock, Duration::from_secs(5)).as_deref(),

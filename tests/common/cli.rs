@@ -145,3 +145,16 @@ pub fn wait_old_gone(c: &Corral, sock: &Path, old: &BTreeSet<i32>, timeout: Dura
     );
     t.elapsed()
 }
+
+/// One line of `show activity`: the total and the per-worker values.
+pub fn activity(sock: &Path, name: &str) -> (u64, Vec<u64>) {
+    let text = cli(sock, "show activity");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in show activity:\n{text}"));
+    let mut words = line.split_whitespace();
+    let total = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let each = words.filter_map(|w| w.parse().ok()).collect();
+    (total, each)
+}

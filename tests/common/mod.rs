@@ -430,29 +430,7 @@ impl Corral {
 
     /// The worker that holds corral's side of the client connection `client`.
     pub fn owner_of(&self, client: &TcpStream) -> Option<i32> {
-        let (SocketAddr::V4(local), SocketAddr::V4(peer)) =
-            (client.local_addr().ok()?, client.peer_addr().ok()?)
-        else {
-            return None;
-        };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let inode = proc_net_tcp()
-                .into_iter()
-                .find(|e| e.local == peer && e.remote == local && e.inode != 0)
-                .map(|e| e.inode);
-            if let Some(inode) = inode {
-                for w in self.worker_pids() {
-                    if socket_inodes(w).contains(&inode) {
-                        return Some(w);
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        owner_among(client, &self.worker_pids())
     }
 
     fn fd_snapshot(&self) -> Baseline {
@@ -1610,6 +1588,33 @@ impl Corral {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Which of `pids` holds the proxy side of `client` (2 s at most).
+pub fn owner_among(client: &TcpStream, pids: &[i32]) -> Option<i32> {
+    let (SocketAddr::V4(local), SocketAddr::V4(peer)) =
+        (client.local_addr().ok()?, client.peer_addr().ok()?)
+    else {
+        return None;
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let inode = proc_net_tcp()
+            .into_iter()
+            .find(|e| e.local == peer && e.remote == local && e.inode != 0)
+            .map(|e| e.inode);
+        if let Some(inode) = inode {
+            for &w in pids {
+                if socket_inodes(w).contains(&inode) {
+                    return Some(w);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

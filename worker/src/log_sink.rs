@@ -33,7 +33,7 @@ use std::path::Path;
 /// Bytes the kernel writes atomically to a pipe (POSIX PIPE_BUF on Linux).
 pub const PIPE_BUF: usize = 4096;
 /// Default bound on the bytes waiting for a stalled reader.
-pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+pub const DEFAULT_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug)]
 enum Target {

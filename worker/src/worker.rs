@@ -235,6 +235,8 @@ impl Worker {
     /// Runs until stopped; returns the process exit status.
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
+        // Visible before the first event (an idle worker may wait long).
+        self.publish_counters();
         loop {
             let now = Instant::now();
             let timeout = if !self.accept_pending.is_empty() || !self.ready.is_empty() {
