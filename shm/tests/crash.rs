@@ -24,6 +24,14 @@ const PROCS: usize = 4;
 struct Shared {
     model: &'static [AtomicU64],
     heartbeat: &'static [AtomicU64],
+    /// Reads that found an entry holding another key's value: a slot reused
+    /// under a pinned reader.
+    torn: &'static [AtomicU64],
+}
+
+/// Each entry's server_id encodes its key (key + 1; 0 until first set).
+fn tag(k: u32) -> u64 {
+    k as u64 + 1
 }
 
 fn shared_array(n: usize) -> &'static [AtomicU64] {
@@ -64,6 +72,9 @@ fn child(t: &StickTable<'static>, slot: usize, keys: u32, sh: &Shared, model: bo
         {
             let g = seg.epoch().pin(slot);
             if let Some(e) = t.get_or_create(&g, slot, &k.to_be_bytes(), now) {
+                if let Some(id) = e.counter(DataTypeName::ServerId) {
+                    id.store(tag(k), Ordering::Relaxed);
+                }
                 e.add(DataTypeName::Gpc0, 1);
                 if model {
                     sh.model[k as usize].fetch_add(1, Ordering::Relaxed);
@@ -76,6 +87,16 @@ fn child(t: &StickTable<'static>, slot: usize, keys: u32, sh: &Shared, model: bo
             let k = (rng.next() % keys as u64) as u32;
             if let Some(e) = t.lookup(&g, &k.to_be_bytes(), now) {
                 let _ = e.value(DataTypeName::Gpc0, now);
+                // Still pinned: whatever happens to the entry meanwhile, its
+                // slot must not become another key's.
+                for _ in 0..8 {
+                    let id = e.value(DataTypeName::ServerId, now).unwrap_or(0);
+                    let key = e.key_copy().unwrap_or_default();
+                    if (id != 0 && id != tag(k)) || key != k.to_be_bytes() {
+                        sh.torn[0].fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::hint::spin_loop();
+                }
             }
         }
         n += 1;
@@ -116,7 +137,11 @@ fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) 
         key_len: 0,
         size,
         expire,
-        store: vec![DataType::ConnRate(Duration::from_secs(1)), DataType::Gpc0],
+        store: vec![
+            DataType::ConnRate(Duration::from_secs(1)),
+            DataType::Gpc0,
+            DataType::ServerId,
+        ],
     };
     let seg: &'static Segment = Box::leak(Box::new(Segment::create().unwrap()));
     let t: &'static StickTable<'static> =
@@ -124,6 +149,7 @@ fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) 
     let sh = Shared {
         model: shared_array(keys as usize),
         heartbeat: shared_array(PROCS + 1),
+        torn: shared_array(1),
     };
     let mut pids: Vec<libc::pid_t> = (1..=PROCS).map(|s| spawn(t, s, keys, &sh, model)).collect();
     let mut rng = Rng(0xC0FFEE);
@@ -157,6 +183,11 @@ fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) 
     for (i, &pid) in pids.iter().enumerate() {
         repairs += kill_and_recover(t, pid, i + 1);
     }
+    let torn = sh.torn[0].load(Ordering::Relaxed);
+    assert_eq!(
+        torn, 0,
+        "{name}: {torn} reads saw a slot reused for another key under a pinned reader"
+    );
     let (bad, total) = t.check();
     assert!(
         bad.is_empty(),

@@ -151,10 +151,13 @@ impl<'t> EntryRef<'t> {
         h.state.store(LIVE, Ordering::Release);
     }
 
-    /// Whether the entry's expiry date has passed.
+    /// Whether the entry's expiry date has passed and nothing tracks it: an
+    /// entry in use never expires (as in HAProxy), so a new connection of a
+    /// client with a long-lived one finds the same entry instead of
+    /// creating a second one for the same key.
     pub fn expired(&self, now: u32) -> bool {
         let exp = self.hdr().expire.load(Ordering::Relaxed);
-        exp != 0 && !after(exp, now)
+        exp != 0 && !after(exp, now) && self.use_count() == 0
     }
 
     /// Milliseconds until expiry (None: never expires).
