@@ -72,7 +72,7 @@ fn tracker(w: &World, slot: usize, worker: usize) -> ! {
     while w.stop[0].load(Ordering::Relaxed) == 0 {
         let k = (rng.next() % KEYS as u64) as u32;
         let now = now_ms();
-        if mine.len() < 8 && rng.next() % 3 != 0 {
+        if mine.len() < 8 && !rng.next().is_multiple_of(3) {
             let g = seg.epoch().pin(slot);
             if let Some((t, _)) = tr.track(0, &w.t, &g, slot, &k.to_be_bytes(), now) {
                 mine.push((t, k));
