@@ -624,3 +624,101 @@ server.echo1 = {{ addr = "{}" }}
         "exactly one log line per connection"
     );
 }
+
+/// What a side read before its peer failed is still owed to the other side:
+/// a server that sends 8 MB then resets, to a client that reads only later
+/// and slowly, still delivers all 8 MB, then a FIN (not a reset); and a
+/// client that sends 8 MB then resets still gets it to the server, then a
+/// FIN. On both paths (splice and copy).
+#[test]
+fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
+    use std::net::TcpListener;
+    const LEN: usize = 8 << 20;
+    // Server: on "SEND", write LEN bytes, wait, reset. On "RECV", read to
+    // EOF and report how many bytes came and how the stream ended.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, bool)>();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut cmd = [0u8; 4];
+                if s.read_exact(&mut cmd).is_err() {
+                    return;
+                }
+                if &cmd == b"SEND" {
+                    let mut data = vec![0u8; LEN];
+                    Rng::new(3).fill(&mut data);
+                    let _ = s.write_all(&data);
+                    thread::sleep(Duration::from_millis(300));
+                    reset(s);
+                } else {
+                    let mut n = 0;
+                    let mut buf = [0u8; 65536];
+                    let clean = loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => break true,
+                            Ok(k) => n += k,
+                            Err(_) => break false,
+                        }
+                    };
+                    let _ = tx.send((n, clean));
+                }
+            });
+        }
+    });
+    let corral = Corral::start(&two_path_config(
+        free_port(),
+        free_port(),
+        server_addr,
+        server_addr,
+    ));
+    for &addr in corral.binds() {
+        // The server resets after sending: the client, reading late, still
+        // gets every byte, then EOF.
+        let mut c = connect(addr);
+        c.write_all(b"SEND").unwrap();
+        thread::sleep(Duration::from_millis(800)); // the server has reset by now
+        let mut got = Vec::new();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let end = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+            thread::sleep(Duration::from_millis(1)); // a slow reader
+        };
+        assert!(
+            end.is_ok(),
+            "via {addr}: the client got a reset: {end:?} after {} bytes",
+            got.len()
+        );
+        let mut want = vec![0u8; LEN];
+        Rng::new(3).fill(&mut want);
+        assert!(
+            got.len() == LEN && got == want,
+            "via {addr}: {} of {LEN} bytes",
+            got.len()
+        );
+
+        // The client resets after sending: the server gets every byte, then EOF.
+        let mut c = connect(addr);
+        c.write_all(b"RECV").unwrap();
+        let mut data = vec![0u8; LEN];
+        Rng::new(4).fill(&mut data);
+        c.write_all(&data).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        reset(c);
+        let (n, clean) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server report");
+        assert_eq!(n, LEN, "via {addr}: the server got {n} of {LEN} bytes");
+        assert!(clean, "via {addr}: the server saw a reset, not a FIN");
+    }
+    let base = corral.baseline();
+    corral.assert_quiescent(&base);
+}

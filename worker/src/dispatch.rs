@@ -26,6 +26,13 @@ use crate::session::{reset_on_close, Blame, Phase, Session};
 use crate::stick::Verdict;
 use crate::worker::{Worker, PUMP_BUDGET, SESSION_BASE};
 
+/// How long the surviving side of an aborted connection has to take what it
+/// is owed and close: then it is reset.
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a closing connection looks whether the survivor acknowledged
+/// everything (no event says so).
+const CLOSING_RECHECK: Duration = Duration::from_millis(20);
+
 /// How a connection ended, for the log's termination state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum End {
@@ -271,7 +278,7 @@ impl Worker {
                 } else {
                     Blame::Client
                 };
-                return self.finish(key, End::Abort(blame));
+                return self.abort(key, blame);
             }
         }
         if !is_server && ev.is_error() && matches!(s.phase, Phase::Queued | Phase::Connecting) {
@@ -308,6 +315,48 @@ impl Worker {
                 }
             }
             Phase::Established => self.forward(key),
+            Phase::Closing => self.deliver(key),
+        }
+    }
+
+    /// A side of an established connection failed: the other side still
+    /// gets what was read for it, then a FIN (HAProxy does the same); only
+    /// a side that fails too, or the closing deadline, resets it.
+    fn abort(&mut self, key: usize, failed: Blame) {
+        let s = &mut self.sessions[key];
+        // Stop polling the failed side; its socket closes at the end.
+        let dead = match failed {
+            Blame::Client => Some(&mut s.client),
+            Blame::Server => s.server.as_mut(),
+        };
+        if let Some(dead) = dead {
+            let _ = self.poll.registry().deregister(dead);
+        }
+        s.abort_side(failed, &mut self.pools);
+        s.phase_started = Instant::now();
+        self.deliver(key);
+    }
+
+    /// One step of [`Worker::abort`]'s delivery.
+    fn deliver(&mut self, key: usize) {
+        let s = &mut self.sessions[key];
+        let failed = s.closing.unwrap_or(Blame::Client);
+        match s.deliver(&mut self.pools, PUMP_BUDGET) {
+            Ok(true) => self.finish(key, End::Abort(failed)),
+            Ok(false) => {
+                // Acknowledgements make no event: look again soon, until
+                // the closing deadline (then the survivor is reset).
+                let s = &self.sessions[key];
+                let soon = Instant::now() + CLOSING_RECHECK;
+                let deadline = s.phase_started + CLOSING_TIMEOUT;
+                if s.armed.is_none_or(|a| a > soon) {
+                    self.arm(key, soon.min(deadline));
+                }
+            }
+            Err(_) => {
+                self.sessions[key].graceful = false;
+                self.finish(key, End::Abort(failed));
+            }
         }
     }
 
@@ -322,7 +371,7 @@ impl Worker {
                     self.ready.push(key);
                 }
             }
-            Err(blame) => self.finish(key, End::Abort(blame)),
+            Err(blame) => self.abort(key, blame),
         }
     }
 
@@ -365,6 +414,15 @@ impl Worker {
             Phase::Connecting => {
                 if now >= s.phase_started + timeouts.connect {
                     self.connect_failed(key, true);
+                }
+            }
+            Phase::Closing => {
+                if now >= s.phase_started + CLOSING_TIMEOUT {
+                    // The survivor would not take what it was owed: reset it.
+                    let failed = s.closing.unwrap_or(Blame::Client);
+                    self.finish(key, End::Abort(failed));
+                } else {
+                    self.deliver(key);
                 }
             }
             Phase::Established => {
@@ -418,7 +476,7 @@ impl Worker {
         if let Some(server) = s.server.as_mut() {
             let _ = self.poll.registry().deregister(server);
         }
-        if matches!(end, End::Abort(_) | End::Timeout(_) | End::Killed) {
+        if matches!(end, End::Abort(_) | End::Timeout(_) | End::Killed) && !s.graceful {
             reset_on_close(&s.client);
             if let Some(server) = &s.server {
                 reset_on_close(server);
@@ -495,7 +553,7 @@ fn termination_state(end: End, phase: Phase) -> [u8; 2] {
         Phase::New => b'R',
         Phase::Queued => b'Q',
         Phase::Connecting => b'C',
-        Phase::Established => b'D',
+        Phase::Established | Phase::Closing => b'D',
     };
     match end {
         End::Clean => *b"--",

@@ -28,6 +28,10 @@ pub enum Phase {
     Connecting,
     /// Forwarding bytes.
     Established,
+    /// One side failed (see [`Session::closing`]): what was read from it is
+    /// being delivered to the other side, which then gets a FIN, not a
+    /// reset.
+    Closing,
 }
 
 /// Which side a termination is blamed on, as in HAProxy's termination state.
@@ -83,8 +87,14 @@ pub struct Session {
     pub last_activity: Instant,
     /// Stick counters (sc0..sc2) tracked by this connection.
     pub sc: crate::stick::StickCounters,
-    /// The deadline this connection armed last; older heap entries are stale.
+    /// The deadline this connection armed last (the one timer it holds).
     pub armed: Option<Instant>,
+    /// In [`Phase::Closing`]: the side that failed, and whether the other
+    /// side was closed cleanly (FIN after everything owed to it).
+    pub closing: Option<Blame>,
+    /// The surviving side got its FIN after all it was owed: close it
+    /// without a reset.
+    pub graceful: bool,
 }
 
 impl Session {
@@ -121,6 +131,8 @@ impl Session {
             last_activity: now,
             sc: Default::default(),
             armed: None,
+            closing: None,
+            graceful: false,
         }
     }
 
@@ -165,6 +177,77 @@ impl Session {
         Ok(up.more || down.more)
     }
 
+    /// One side failed: from now on only what was read from it goes on, to
+    /// the other side, then a FIN (see [`Session::deliver`]). The failed
+    /// side's endpoint is dead to the pumps; what was owed *to* it is dropped.
+    pub fn abort_side(&mut self, failed: Blame, pools: &mut Pools) {
+        self.phase = Phase::Closing;
+        self.closing = Some(failed);
+        let (toward, away, dead) = match failed {
+            Blame::Server => (&mut self.s2c, &mut self.c2s, &mut self.srv),
+            Blame::Client => (&mut self.c2s, &mut self.s2c, &mut self.cli),
+        };
+        // Nothing more comes from the failed side...
+        toward.eof = true;
+        // ...and nothing more goes to it.
+        away.release(pools);
+        away.eof = true;
+        away.shut = true;
+        dead.readable = false;
+        dead.writable = false;
+    }
+
+    /// In [`Phase::Closing`]: writes what the surviving side is owed, sends
+    /// it a FIN, then discards what it still sends until its FIN or until
+    /// it has acknowledged everything (so the close, which resets a socket
+    /// with unread input, cannot throw away bytes it was owed). `Ok(true)`
+    /// once it is done, `Ok(false)` to be called again (on its next event,
+    /// or soon: acknowledgements make no event), `Err` if it failed too.
+    pub fn deliver(&mut self, pools: &mut Pools, budget: usize) -> Result<bool, Blame> {
+        let Some(failed) = self.closing else {
+            return Ok(true);
+        };
+        let (toward, src, dst, survivor) = match failed {
+            Blame::Server => (&mut self.s2c, &mut self.srv, &mut self.cli, Blame::Client),
+            Blame::Client => (&mut self.c2s, &mut self.cli, &mut self.srv, Blame::Server),
+        };
+        if !toward.done() {
+            if toward.pump(src, dst, pools, budget).is_err() {
+                return Err(survivor);
+            }
+            if !toward.done() {
+                return Ok(false);
+            }
+        }
+        // FIN sent: discard what the survivor still sends, until its FIN.
+        let mut scratch = [0u8; 4096];
+        while dst.readable {
+            // SAFETY: reading into a local buffer from the survivor's socket.
+            let n = unsafe { libc::read(dst.fd, scratch.as_mut_ptr().cast(), scratch.len()) };
+            match n {
+                0 => {
+                    self.graceful = true;
+                    return Ok(true);
+                }
+                n if n > 0 => continue,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => dst.readable = false,
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Err(survivor),
+                    }
+                }
+            }
+        }
+        // Everything it was owed is acknowledged: nothing left to lose.
+        if unacked(dst.fd) == 0 {
+            self.graceful = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Both FINs forwarded and nothing in flight: a clean end.
     pub fn finished(&self) -> bool {
         self.c2s.done() && self.s2c.done()
@@ -174,6 +257,19 @@ impl Session {
     pub fn release(&mut self, pools: &mut Pools) {
         self.c2s.release(pools);
         self.s2c.release(pools);
+    }
+}
+
+/// Bytes written to socket `fd` and not yet acknowledged by the peer
+/// (SIOCOUTQ); 0 if unknown.
+fn unacked(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int for a TCP socket we hold.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc < 0 {
+        0
+    } else {
+        n.max(0) as usize
     }
 }
 
