@@ -218,6 +218,20 @@ impl<const N: usize> EpochState<N> {
         }
     }
 
+    /// The epoch to tag a block with, read *after* the caller unlinked it (a
+    /// publishing store): the block may be reused once the global epoch is
+    /// two past it ([`EpochState::reclaimable`]). Every retirement (the
+    /// tables' included) goes through here, and the loom model drives it.
+    pub fn retire_epoch(&self) -> u64 {
+        // The unlink (a store) must be visible before the epoch is read (a
+        // load): otherwise the tag could be an epoch at which a reader can
+        // still reach the block, and it would be reused one epoch too early.
+        // Pairs with the fence in `pin` (a reader's pin store, then its loads
+        // of links) and the one in `try_advance`.
+        fence(Ordering::SeqCst);
+        self.global()
+    }
+
     /// Whether a block retired at epoch `retired` may be reused now.
     pub fn reclaimable(&self, retired: u64) -> bool {
         self.global() >= retired + 2

@@ -457,15 +457,12 @@ impl<'s> StickTable<'s> {
     /// Pushes an unreachable entry on the limbo list, tagged with the epoch read
     /// after it became unreachable.
     pub(crate) fn retire(&self, s: u32, e: &EntryRef<'_>) {
-        // The unlink (a store) must be visible before the epoch is read (a
-        // load): otherwise the tag could be an epoch at which a reader can
-        // still reach the entry, and it would be reused one epoch too early.
-        crate::primitive::fence(Ordering::SeqCst);
+        // Read after the unlink, with the fence that orders the two (the
+        // loom model runs this very function).
+        let tag = self.seg.epoch().retire_epoch();
         let shard = self.shard(s);
         e.hdr().state.store(RETIRED, Ordering::Relaxed);
-        e.hdr()
-            .retired
-            .store(self.seg.epoch().global(), Ordering::Relaxed);
+        e.hdr().retired.store(tag, Ordering::Relaxed);
         e.hdr()
             .link
             .store(shard.limbo_head.load(Ordering::Relaxed), Ordering::Relaxed);
