@@ -625,6 +625,21 @@ server.echo1 = {{ addr = "{}" }}
     );
 }
 
+/// Waits (5 s at most) until the peer acknowledged everything `s` sent.
+fn wait_acked(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int for our TCP socket.
+        let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if rc < 0 || n == 0 || Instant::now() > deadline {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// What a side read before its peer failed is still owed to the other side:
 /// a server that sends 8 MB then resets, to a client that reads only later
 /// and slowly, still delivers all 8 MB, then a FIN (not a reset); and a
@@ -652,7 +667,9 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
                     let mut data = vec![0u8; LEN];
                     Rng::new(3).fill(&mut data);
                     let _ = s.write_all(&data);
-                    thread::sleep(Duration::from_millis(300));
+                    // Everything acknowledged by corral's kernel, then the
+                    // reset: what corral holds by then is owed to the client.
+                    wait_acked(&s);
                     reset(s);
                 } else {
                     let mut n = 0;
@@ -680,7 +697,7 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
         // gets every byte, then EOF.
         let mut c = connect(addr);
         c.write_all(b"SEND").unwrap();
-        thread::sleep(Duration::from_millis(800)); // the server has reset by now
+        thread::sleep(Duration::from_millis(300)); // corral's buffers fill up
         let mut got = Vec::new();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = vec![0u8; 65536];
@@ -711,7 +728,7 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
         let mut data = vec![0u8; LEN];
         Rng::new(4).fill(&mut data);
         c.write_all(&data).unwrap();
-        thread::sleep(Duration::from_millis(100));
+        wait_acked(&c);
         reset(c);
         let (n, clean) = rx
             .recv_timeout(Duration::from_secs(5))

@@ -67,13 +67,17 @@ pub struct ConnLog<'a> {
 pub struct AccessLog {
     sink: Sink,
     line: String,
+    /// `log = "/dev/null"`: no line is formatted or written.
+    off: bool,
 }
 
 impl AccessLog {
     /// Opens the configured target, never blocking (see [`crate::log_sink`]).
     /// A file is opened for appending.
     pub fn open(target: &LogTarget) -> io::Result<AccessLog> {
+        let off = matches!(target, LogTarget::File(p) if p.as_os_str() == "/dev/null");
         let sink = match target {
+            _ if off => Sink::null(),
             LogTarget::Stdout => Sink::std(1)?,
             LogTarget::Stderr => Sink::std(2)?,
             LogTarget::File(path) => Sink::file(path)?,
@@ -82,11 +86,15 @@ impl AccessLog {
         Ok(AccessLog {
             sink,
             line: String::new(),
+            off,
         })
     }
 
     /// Formats one line and queues it (a datagram goes out at once).
     pub fn log(&mut self, c: &ConnLog<'_>) {
+        if self.off {
+            return;
+        }
         self.line.clear();
         if self.sink.is_datagram() {
             // <PRI> with facility local0 (16), severity info (6).
@@ -172,6 +180,7 @@ mod tests {
         let mut log = AccessLog {
             sink: Sink::null(),
             line: String::new(),
+            off: false,
         };
         log.log(&ConnLog {
             client: "127.0.0.1:41234".parse().unwrap(),

@@ -109,7 +109,6 @@ impl Worker {
         if let Some(at) = s.armed {
             self.timers.cancel(at, key, s.serial);
         }
-        let _ = self.poll.registry().deregister(&mut s.client);
         reset_on_close(&s.client);
         self.sticky.release(&mut s.sc, 0, 0);
         self.cur -= 1;
@@ -192,8 +191,8 @@ impl Worker {
         s.server_idx = Some(i);
         s.phase = Phase::Connecting;
         s.phase_started = now;
-        s.srv.readable = false;
-        s.srv.writable = false;
+        s.srv = crate::forward::Endpoint::new(-1);
+        s.connect_refused = false;
         let at = now + self.cfg.backends[be].timeouts.connect;
         self.timers.arm(at, key, s.serial, s.armed.replace(at));
         match start_connect(addr) {
@@ -263,8 +262,15 @@ impl Worker {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             ep.readable = true;
         }
+        if ev.is_read_closed() {
+            ep.read_closed = true;
+        }
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             ep.writable = true;
+        }
+        if is_server && s.phase == Phase::Connecting && (ev.is_error() || ev.is_write_closed()) {
+            // Refused or unreachable: the kernel says so with the event.
+            s.connect_refused = true;
         }
         if ev.is_error() && s.phase == Phase::Established {
             let sock = if is_server {
@@ -293,26 +299,25 @@ impl Worker {
         match s.phase {
             Phase::New | Phase::Queued => {}
             Phase::Connecting => {
-                if !s.srv.writable && !s.srv.readable {
+                if s.connect_refused {
+                    return self.connect_failed(key, false);
+                }
+                // Writable without an error: connected (no getsockopt or
+                // getpeername needed, the event says it).
+                if !s.srv.writable {
                     return;
                 }
-                match s.connect_result() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let now = Instant::now();
-                        s.t_connect = Some(now - s.phase_started);
-                        s.phase = Phase::Established;
-                        if let (Some(be), Some(i)) = (s.backend, s.server_idx) {
-                            self.sticky.learn_server(&self.cfg, be, i, s.peer);
-                        }
-                        let s = &mut self.sessions[key];
-                        s.last_activity = now;
-                        let deadline = now + self.idle_timeout(key).0;
-                        self.arm(key, deadline);
-                        self.forward(key);
-                    }
-                    Err(_) => self.connect_failed(key, false),
+                let now = Instant::now();
+                s.t_connect = Some(now - s.phase_started);
+                s.phase = Phase::Established;
+                if let (Some(be), Some(i)) = (s.backend, s.server_idx) {
+                    self.sticky.learn_server(&self.cfg, be, i, s.peer);
                 }
+                let s = &mut self.sessions[key];
+                s.last_activity = now;
+                let deadline = now + self.idle_timeout(key).0;
+                self.arm(key, deadline);
+                self.forward(key);
             }
             Phase::Established => self.forward(key),
             Phase::Closing => self.deliver(key),
@@ -472,10 +477,9 @@ impl Worker {
         }
         s.release(&mut self.pools);
         self.sticky.release(&mut s.sc, s.c2s.bytes, s.s2c.bytes);
-        let _ = self.poll.registry().deregister(&mut s.client);
-        if let Some(server) = s.server.as_mut() {
-            let _ = self.poll.registry().deregister(server);
-        }
+        // No deregister: closing the sockets (below, on drop) takes them out
+        // of the poller, one epoll_ctl each saved. Nothing else holds these
+        // fds (workers never fork), so the close is the last reference.
         if matches!(end, End::Abort(_) | End::Timeout(_) | End::Killed) && !s.graceful {
             reset_on_close(&s.client);
             if let Some(server) = &s.server {

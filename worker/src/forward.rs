@@ -1,5 +1,13 @@
 //! One direction of a proxied TCP connection: bytes from a source socket to a
-//! destination socket, with splice(2) or, as a fallback, read/write.
+//! destination socket, with read/write for small messages and splice(2) once
+//! the direction carries bulk.
+//!
+//! **Copy first, splice for bulk.** A direction starts by reading into a
+//! 16 KiB buffer: a request or a reply of a few bytes costs one recv and one
+//! send, where splice costs two calls plus an EAGAIN for each (a splice is
+//! dearer than a copy for small data). The first read that fills the whole
+//! buffer marks the direction as bulk; once the buffer has drained, it moves
+//! through a pipe with splice, zero-copy, from then on.
 //!
 //! The state machine, per direction:
 //!
@@ -32,6 +40,12 @@ use crate::splice::{Moved, Pipe, PipePool};
 pub const BUF_SIZE: usize = 16 * 1024;
 
 /// Readiness of one socket as last reported by the kernel (edge-triggered).
+///
+/// A read that returns fewer bytes than asked drained the socket: the next
+/// bytes will come with a new edge, so `readable` drops without another
+/// read that would only say EAGAIN, unless the kernel already reported the
+/// peer's FIN (`read_closed`), which no later edge would announce. Likewise a
+/// write that took fewer bytes than offered filled the socket.
 #[derive(Debug)]
 pub struct Endpoint {
     /// The socket.
@@ -40,6 +54,8 @@ pub struct Endpoint {
     pub readable: bool,
     /// Bytes may be written without blocking.
     pub writable: bool,
+    /// The kernel reported the peer's FIN (EPOLLRDHUP): a read will see it.
+    pub read_closed: bool,
 }
 
 impl Endpoint {
@@ -49,6 +65,7 @@ impl Endpoint {
             fd,
             readable: false,
             writable: false,
+            read_closed: false,
         }
     }
 }
@@ -117,8 +134,11 @@ pub struct Half {
     /// Bytes in `pipe`.
     in_pipe: usize,
     buf: Option<Buffer>,
-    /// Try splice first (config `splice`, cleared if the kernel refuses it).
+    /// Splice allowed (config `splice`, cleared if the kernel refuses it).
     splice: bool,
+    /// A read filled the whole buffer: this direction carries bulk, and
+    /// splices once its buffer has drained.
+    bulk: bool,
     /// The source's FIN has been read.
     pub eof: bool,
     /// The FIN has been forwarded: the destination's write side is shut.
@@ -135,6 +155,7 @@ impl Half {
             in_pipe: 0,
             buf: None,
             splice,
+            bulk: false,
             eof: false,
             shut: false,
             bytes: 0,
@@ -158,12 +179,15 @@ impl Half {
 
     /// Moves as many bytes as the kernel allows, up to `budget` bytes, then
     /// forwards a FIN if one is due. Updates the endpoints' readiness.
+    /// `last`: the other direction is done, so the connection closes as soon
+    /// as this FIN is due, and close(2) sends it (no shutdown call).
     pub fn pump(
         &mut self,
         src: &mut Endpoint,
         dst: &mut Endpoint,
         pools: &mut Pools,
         budget: usize,
+        last: bool,
     ) -> Result<Pumped, Fault> {
         let mut out = Pumped::default();
         loop {
@@ -176,10 +200,15 @@ impl Half {
             out.bytes += n;
             progress |= n > 0;
             if self.in_flight() == 0 {
+                // Nothing in flight: buffer and pipe go back to the pools
+                // (a bulk direction then fills the pipe next).
                 self.release(pools);
                 if self.eof && !self.shut {
-                    // ENOTCONN: the peer is already fully gone; nothing to tell it.
-                    let _ = shutdown(dst.fd, Shutdown::Write);
+                    if !last {
+                        // ENOTCONN: the peer is already fully gone; nothing
+                        // to tell it.
+                        let _ = shutdown(dst.fd, Shutdown::Write);
+                    }
                     self.shut = true;
                     progress = true;
                 }
@@ -207,7 +236,7 @@ impl Half {
         if self.eof || !src.readable {
             return Ok(false);
         }
-        if self.buf.is_none() && self.splice {
+        if self.buf.is_none() && self.splice && self.bulk {
             if self.pipe.is_none() {
                 self.pipe = pools.pipes.take();
             }
@@ -260,6 +289,7 @@ impl Half {
         if buf.end == buf.data.len() {
             return Ok(false);
         }
+        let want = buf.data.len() - buf.end;
         match read(src.fd, &mut buf.data[buf.end..]) {
             Ok(0) => {
                 self.eof = true;
@@ -267,6 +297,14 @@ impl Half {
             }
             Ok(n) => {
                 buf.end += n;
+                if n == buf.data.len() {
+                    // A whole buffer at once: bulk, splice from now on.
+                    self.bulk = true;
+                }
+                if n < want && !src.read_closed {
+                    // Drained: the next bytes come with a new edge.
+                    src.readable = false;
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -306,10 +344,15 @@ impl Half {
         if buf.start == buf.end {
             return Ok(0);
         }
+        let offered = buf.end - buf.start;
         match send(dst.fd, &buf.data[buf.start..buf.end]) {
             Ok(n) => {
                 buf.start += n;
                 self.bytes += n as u64;
+                if n < offered {
+                    // The socket is full: wait for the next writable edge.
+                    dst.writable = false;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -397,12 +440,15 @@ mod tests {
         let mut dst = Endpoint::new(c.as_raw_fd());
         let mut pools = pools();
         let mut half = Half::new(splice);
+        half.bulk = splice; // as if a full buffer had been read: splice now
         a.write_all(b"ping").unwrap();
         a.shutdown(Shutdown::Write).unwrap();
+        // As the poller reports it: readable, with the peer's FIN (RDHUP).
         src.readable = true;
+        src.read_closed = true;
         dst.writable = true;
         let r = half
-            .pump(&mut src, &mut dst, &mut pools, usize::MAX)
+            .pump(&mut src, &mut dst, &mut pools, usize::MAX, false)
             .ok()
             .unwrap();
         assert_eq!(r.bytes, 4);
@@ -437,7 +483,7 @@ mod tests {
         src.readable = true;
         dst.writable = false;
         let r = half
-            .pump(&mut src, &mut dst, &mut pools, usize::MAX)
+            .pump(&mut src, &mut dst, &mut pools, usize::MAX, false)
             .ok()
             .unwrap();
         assert_eq!(r.bytes, 0);
@@ -447,5 +493,57 @@ mod tests {
             "read once into the buffer, then wait"
         );
         assert!(!half.shut);
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A small message is copied (one read, one write, no pipe); a full
+    /// buffer's worth switches the direction to splice.
+    #[test]
+    fn small_messages_are_copied_and_bulk_is_spliced() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let mut src = Endpoint::new(b.as_raw_fd());
+        let mut dst = Endpoint::new(c.as_raw_fd());
+        let mut pools = Pools {
+            pipes: PipePool::new(4, 0),
+            bufs: BufPool::default(),
+            spliced_bytes: 0,
+        };
+        let mut half = Half::new(true);
+        a.write_all(b"x").unwrap();
+        src.readable = true;
+        dst.writable = true;
+        half.pump(&mut src, &mut dst, &mut pools, usize::MAX, false)
+            .ok()
+            .unwrap();
+        assert!(
+            !src.readable,
+            "a short read drained the socket: no EAGAIN read"
+        );
+        assert_eq!(pools.spliced_bytes, 0, "one byte is copied, not spliced");
+        let mut got = [0u8; 1];
+        d.read_exact(&mut got).unwrap();
+        assert!(!half.bulk);
+        // Bulk: more than a buffer at once.
+        let big = vec![7u8; 3 * BUF_SIZE];
+        a.write_all(&big).unwrap();
+        src.readable = true;
+        half.pump(&mut src, &mut dst, &mut pools, usize::MAX, false)
+            .ok()
+            .unwrap();
+        assert!(half.bulk, "a full buffer marks the direction as bulk");
+        assert!(pools.spliced_bytes > 0, "the rest went through the pipe");
+        let mut all = vec![0u8; big.len()];
+        d.read_exact(&mut all).unwrap();
+        assert_eq!(all, big);
     }
 }

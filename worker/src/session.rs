@@ -95,6 +95,8 @@ pub struct Session {
     /// The surviving side got its FIN after all it was owed: close it
     /// without a reset.
     pub graceful: bool,
+    /// The server connect was refused (the event reported an error).
+    pub connect_refused: bool,
 }
 
 impl Session {
@@ -133,22 +135,7 @@ impl Session {
             armed: None,
             closing: None,
             graceful: false,
-        }
-    }
-
-    /// Result of the server connect once the socket reported writable or an
-    /// error: `Ok(true)` connected, `Ok(false)` still in progress.
-    pub fn connect_result(&self) -> io::Result<bool> {
-        let Some(server) = &self.server else {
-            return Ok(false);
-        };
-        if let Some(e) = server.take_error()? {
-            return Err(e);
-        }
-        match server.peer_addr() {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
+            connect_refused: false,
         }
     }
 
@@ -160,8 +147,14 @@ impl Session {
         budget: usize,
         now: Instant,
     ) -> Result<bool, Blame> {
-        let up = self.c2s.pump(&mut self.cli, &mut self.srv, pools, budget);
-        let down = self.s2c.pump(&mut self.srv, &mut self.cli, pools, budget);
+        let up_last = self.s2c.done();
+        let up = self
+            .c2s
+            .pump(&mut self.cli, &mut self.srv, pools, budget, up_last);
+        let down_last = self.c2s.done();
+        let down = self
+            .s2c
+            .pump(&mut self.srv, &mut self.cli, pools, budget, down_last);
         let (up, down) = match (up, down) {
             (Ok(u), Ok(d)) => (u, d),
             (Err(Fault::Source(_)), _) | (_, Err(Fault::Destination(_))) => {
@@ -183,17 +176,18 @@ impl Session {
     pub fn abort_side(&mut self, failed: Blame, pools: &mut Pools) {
         self.phase = Phase::Closing;
         self.closing = Some(failed);
-        let (toward, away, dead) = match failed {
-            Blame::Server => (&mut self.s2c, &mut self.c2s, &mut self.srv),
-            Blame::Client => (&mut self.c2s, &mut self.s2c, &mut self.cli),
+        let (away, dead) = match failed {
+            Blame::Server => (&mut self.c2s, &mut self.srv),
+            Blame::Client => (&mut self.s2c, &mut self.cli),
         };
-        // Nothing more comes from the failed side...
-        toward.eof = true;
+        // What the failed side's socket still holds (a reset peer's data
+        // stays readable until the reset) is read to its end...
+        dead.readable = true;
+        dead.read_closed = true;
         // ...and nothing more goes to it.
         away.release(pools);
         away.eof = true;
         away.shut = true;
-        dead.readable = false;
         dead.writable = false;
     }
 
@@ -211,12 +205,16 @@ impl Session {
             Blame::Server => (&mut self.s2c, &mut self.srv, &mut self.cli, Blame::Client),
             Blame::Client => (&mut self.c2s, &mut self.cli, &mut self.srv, Blame::Server),
         };
-        if !toward.done() {
-            if toward.pump(src, dst, pools, budget).is_err() {
-                return Err(survivor);
-            }
-            if !toward.done() {
-                return Ok(false);
+        while !toward.done() {
+            match toward.pump(src, dst, pools, budget, false) {
+                Ok(_) if toward.done() => break,
+                Ok(_) => return Ok(false),
+                // The failed side's end: deliver what was read, then the FIN.
+                Err(Fault::Source(_)) => {
+                    toward.eof = true;
+                    src.readable = false;
+                }
+                Err(Fault::Destination(_)) => return Err(survivor),
             }
         }
         // FIN sent: discard what the survivor still sends, until its FIN.
