@@ -196,6 +196,11 @@ impl Half {
                 break;
             }
             let mut progress = self.fill(src, pools)?;
+            if progress && src.read_closed && src.readable && !self.eof && self.buf.is_some() {
+                // The peer's FIN is known to follow: read it now, so the
+                // data goes out with the FIN in one segment (below).
+                progress |= self.fill(src, pools)?;
+            }
             let n = self.drain(dst, pools)?;
             out.bytes += n;
             progress |= n > 0;
@@ -345,7 +350,11 @@ impl Half {
             return Ok(0);
         }
         let offered = buf.end - buf.start;
-        match send(dst.fd, &buf.data[buf.start..buf.end]) {
+        // The source's FIN came with the data: hold the data (MSG_MORE) so
+        // the FIN that follows at once (shutdown or close) rides in the
+        // same segment. One segment less, sent and received.
+        let more = self.eof && buf.end <= buf.data.len();
+        match send(dst.fd, &buf.data[buf.start..buf.end], more) {
             Ok(n) => {
                 buf.start += n;
                 self.bytes += n as u64;
@@ -386,10 +395,11 @@ fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     loop {
         // SAFETY: `buf` is a valid readable slice; MSG_NOSIGNAL avoids SIGPIPE.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
         if n >= 0 {
             return Ok(n as usize);
         }
