@@ -12,9 +12,12 @@
 //! `harness = false`: the supervisor must be single-threaded when it forks.
 //! TRACK_SECS sets the length (default 4 s).
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{shared_array, Rng};
 use corral_config::{DataType, KeyType, Table};
 use corral_shm::freq::now_ms;
 use corral_shm::track::{Tracked, Tracker, Tracks};
@@ -25,33 +28,6 @@ const CHURNERS: usize = 2;
 /// Keys trackers use; churners use keys from here on.
 const KEYS: u32 = 96;
 const SIZE: u32 = 64;
-
-fn shared_array(n: usize) -> &'static [AtomicU64] {
-    // SAFETY: anonymous shared mapping of n u64s, zeroed, never unmapped;
-    // AtomicU64 is valid for zeroed memory and the mapping is 8-aligned.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            n * 8,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::slice::from_raw_parts(p as *const AtomicU64, n)
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 struct World {
     t: StickTable<'static>,

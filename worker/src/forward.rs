@@ -353,7 +353,7 @@ impl Half {
         // The source's FIN came with the data: hold the data (MSG_MORE) so
         // the FIN that follows at once (shutdown or close) rides in the
         // same segment. One segment less, sent and received.
-        let more = self.eof && buf.end <= buf.data.len();
+        let more = self.eof;
         match send(dst.fd, &buf.data[buf.start..buf.end], more) {
             Ok(n) => {
                 buf.start += n;

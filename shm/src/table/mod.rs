@@ -668,27 +668,16 @@ impl<'s> StickTable<'s> {
         (s < self.layout.shards).then_some((s, b))
     }
 
-    /// Calls `f` on every live, unexpired entry (for `show table`). Lock-free.
+    /// Calls `f` on every live, unexpired entry (migration, tests). Lock-free.
     pub fn for_each<'g>(
         &'g self,
-        _guard: &'g Guard<'_, MAX_PROCS>,
+        guard: &'g Guard<'_, MAX_PROCS>,
         now: u32,
         mut f: impl FnMut(EntryRef<'g>),
     ) {
-        for s in 0..self.layout.shards {
-            for b in 0..self.layout.buckets {
-                let mut link = self.bucket(s, b).load(Ordering::Acquire);
-                for _ in 0..=self.layout.slots {
-                    if link == 0 {
-                        break;
-                    }
-                    let e = self.entry(s, link - 1);
-                    link = e.hdr().next.load(Ordering::Acquire);
-                    if e.hdr().state.load(Ordering::Acquire) == LIVE && !e.expired(now) {
-                        f(e);
-                    }
-                }
-            }
+        let mut at = Some((0, 0));
+        while let Some(from) = at {
+            at = self.for_each_from(guard, now, from, u32::MAX, &mut f);
         }
     }
 }
