@@ -42,15 +42,46 @@ fn main() -> ExitCode {
     // the same command line.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&args[0]));
-    let cli = Cli::parse_from(&args);
+    let cli = if corral_master::after_exec() {
+        // A reload's new image must not exit over its command line (a flag
+        // a new version no longer takes: the check before the exec said so,
+        // but the file may have changed since): keep going with the config
+        // path alone.
+        Cli::try_parse_from(&args).unwrap_or_else(|e| {
+            eprintln!(
+                "corral: after a reload, the command line is refused ({e}); going on with -f"
+            );
+            let f = args
+                .iter()
+                .position(|a| a == "-f")
+                .and_then(|i| args.get(i + 1));
+            Cli {
+                config: f.map(PathBuf::from),
+                check: false,
+                quiet: false,
+                config_label: None,
+                daemon: false,
+                pidfile: None,
+                takeover: None,
+                version: false,
+            }
+        })
+    } else {
+        Cli::parse_from(&args)
+    };
     if cli.version {
         println!("corral version {}", corral_master::version());
         return ExitCode::SUCCESS;
     }
     corral_master::init_logging();
-    let Some(path) = cli.config else {
-        eprintln!("corral: no configuration file given (use -f FILE)");
-        return ExitCode::from(1);
+    let path = match cli.config {
+        Some(p) => p,
+        // After a reload the record names the file too.
+        None if corral_master::after_exec() => PathBuf::new(),
+        None => {
+            eprintln!("corral: no configuration file given (use -f FILE)");
+            return ExitCode::from(1);
+        }
     };
     let opts = |path: PathBuf| corral_master::Options {
         config_path: path,

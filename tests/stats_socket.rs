@@ -207,6 +207,15 @@ fn a_slow_reader_of_a_million_entry_dump_blocks_nobody() {
     let mut first = [0u8; 4096];
     slow.read_exact(&mut first).unwrap();
     assert!(first.starts_with(b"# table: big, type: ip, size:1000000, used:1000000\n"));
+    // And a fast one, reading the whole dump as quickly as it can.
+    let fast_sock = sock.clone();
+    let fast = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&fast_sock).unwrap();
+        s.write_all(b"show table big\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        all.iter().filter(|&&b| b == b'\n').count()
+    });
     let mut worst = Duration::ZERO;
     let mut read = 4096;
     for _ in 0..50 {
@@ -220,6 +229,12 @@ fn a_slow_reader_of_a_million_entry_dump_blocks_nobody() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let rss_during = rss_kb(master);
+    let lines = fast.join().unwrap();
+    assert_eq!(
+        lines,
+        1_000_000 + 2,
+        "summary, one line per entry, the empty line"
+    );
     assert!(
         worst < Duration::from_millis(100),
         "show info took {worst:?} while a dump was read slowly"

@@ -368,8 +368,23 @@ pub(crate) fn choice<T: Copy>(
     None
 }
 
-/// Checks a frontend/backend/server/table name: non-empty, `[A-Za-z0-9_.:-]`.
+/// Longest name: shared-memory regions and counter rows are keyed by names
+/// of at most this many bytes.
+pub(crate) const MAX_NAME: usize = 63;
+
+/// Checks a frontend/backend/server/table name: non-empty, `[A-Za-z0-9_.:-]`,
+/// at most [`MAX_NAME`] bytes.
 pub(crate) fn check_name(kind: &str, name: &str, span: Span, d: &mut Diag) {
+    if name.len() > MAX_NAME {
+        d.error(
+            span,
+            format!(
+                "{kind} name {name:?} is {} bytes long: at most {MAX_NAME} are allowed",
+                name.len()
+            ),
+        );
+        return;
+    }
     let ok = !name.is_empty()
         && name
             .chars()

@@ -248,6 +248,12 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
         "invalid backend name \"a b\"",
     ),
     (
+        "table name too long",
+        "[table.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\ntype = \"ip\"\nsize = 10\n",
+        1, 8,
+        "is 64 bytes long: at most 63 are allowed",
+    ),
+    (
         "timeout key typo",
         "[defaults]\ntimeout = { conect = \"5s\" }\n",
         2, 13,

@@ -55,6 +55,9 @@ pub struct InheritedWorker {
     /// binary upgrade that changed the layout): its slot and records mean
     /// nothing in the master's segment.
     pub foreign: bool,
+    /// It said it accepts (a worker of the current generation may not have
+    /// yet: a fallback to its generation must wait for it).
+    pub ready: bool,
 }
 
 /// Everything a new master generation inherits.
@@ -97,6 +100,8 @@ pub struct Handoff {
     pub messages: Vec<String>,
     /// Connections counted by generations whose counters were dropped.
     pub carried_conns: u64,
+    /// The config file the instance runs (reloads read it).
+    pub config_path: Option<String>,
     /// Fields that could not be read (reported, skipped).
     pub problems: Vec<String>,
 }
@@ -198,18 +203,22 @@ impl Handoff {
         }
         for w in &self.workers {
             f.push(format!(
-                "wrk={},{},{},{},{},{},{}",
+                "wrk={},{},{},{},{},{},{},{}",
                 w.pid,
                 w.id,
                 w.epoch_slot,
                 w.generation,
                 w.started_ms,
                 u8::from(w.draining),
-                u8::from(w.foreign)
+                u8::from(w.foreign),
+                u8::from(w.ready)
             ));
         }
         for m in &self.messages {
             f.push(format!("msg={}", escape(m)));
+        }
+        if let Some(p) = &self.config_path {
+            f.push(format!("path={}", escape(p)));
         }
         f.join(";")
     }
@@ -269,6 +278,7 @@ impl Handoff {
             "cfg" => self.config = Some(fd(v)?),
             "prev" => self.prev_config = Some(fd(v)?),
             "msg" => self.messages.push(unescape(v)),
+            "path" => self.config_path = Some(unescape(v)),
             "life" => {
                 let (m, w) = v.split_once(',').ok_or_else(bad)?;
                 self.lifeline = Some((fd(m)?, fd(w)?));
@@ -280,8 +290,8 @@ impl Handoff {
             }
             "wrk" => {
                 let p: Vec<&str> = v.split(',').collect();
-                // 6 fields before version 1, then `foreign`.
-                if p.len() != 6 && p.len() != 7 {
+                // 6 fields before version 1, then `foreign` and `ready`.
+                if !(6..=8).contains(&p.len()) {
                     return Err(bad());
                 }
                 self.workers.push(InheritedWorker {
@@ -292,6 +302,8 @@ impl Handoff {
                     started_ms: num(p[4])? as u64,
                     draining: num(p[5])? != 0,
                     foreign: p.get(6).map(|x| num(x)).transpose()?.unwrap_or(0) != 0,
+                    // A version-0 worker that is running accepted long ago.
+                    ready: p.get(7).map(|x| num(x)).transpose()?.unwrap_or(1) != 0,
                 });
             }
             _ => return Err(format!("unknown field '{k}' (ignored)")),
@@ -386,12 +398,14 @@ mod tests {
                 started_ms: 1_795_000_000_500,
                 draining: true,
                 foreign: true,
+                ready: false,
             }],
             victim: Some(4321),
             config: Some(14),
             prev_config: Some(15),
             messages: vec!["table t: kept (3 entries); 100% ok\nnext".into()],
             carried_conns: 99,
+            config_path: Some("/etc/corral/a;b.toml".into()),
             problems: Vec::new(),
         }
     }

@@ -109,10 +109,16 @@ pub fn run(cfg: Config, text: String, opts: Options) -> i32 {
 /// Runs a new image after a reload's exec, from the record in
 /// `CORRAL_HANDOFF`. It never exits for want of a usable config: see
 /// `start.rs`.
-pub fn run_after_exec(opts: Options) -> i32 {
+pub fn run_after_exec(mut opts: Options) -> i32 {
     let record = std::env::var(ENV).unwrap_or_default();
     std::env::remove_var(ENV);
-    let (cfg, start) = start::after_exec(Handoff::decode(&record), &opts);
+    let h = Handoff::decode(&record);
+    if opts.config_path.as_os_str().is_empty() {
+        if let Some(p) = &h.config_path {
+            opts.config_path = PathBuf::from(p);
+        }
+    }
+    let (cfg, start) = start::after_exec(h, &opts);
     raise_fd_limit(&cfg);
     run_master(cfg, start, &opts)
 }

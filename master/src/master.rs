@@ -44,6 +44,8 @@ use crate::{notify, proctitle};
 const SIGNALS: Token = Token(0);
 const LIFELINE: Token = Token(1);
 const STATS: Token = Token(2);
+/// The process log's fd, polled for writability while its reader stalls.
+const PROCESS_LOG: Token = Token(3);
 const CLIENT_BASE: usize = 16;
 /// A worker that lived this long is considered healthy: its next respawn is immediate.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -85,6 +87,8 @@ pub struct OldWorker {
     pub draining: bool,
     /// Uses a segment of another layout version (see `handoff::InheritedWorker`).
     pub foreign: bool,
+    /// Said it accepts (for a worker taken back as current by a fallback).
+    pub ready: bool,
 }
 
 /// How the master is stopping, if it is.
@@ -222,6 +226,10 @@ pub struct Master {
     pub(crate) cfg_text: String,
     /// Wait mode (see `start.rs`): no config of ours runs, spawn nothing.
     pub(crate) waiting: bool,
+    /// The process log's fd while lines wait on it.
+    log_poll: corral_worker::log_sink::BlockedPoll,
+    /// Clients with work that can go on now (a dump the socket keeps up with).
+    runnable: Vec<usize>,
 }
 
 fn client_token(key: usize) -> Token {
@@ -284,7 +292,8 @@ impl Master {
         let slots: Vec<Slot> = (1..=cfg.global.workers)
             .map(|id| match start.current.iter().find(|w| w.id == id) {
                 // A running worker of this generation (a fallback after a
-                // failed exec) keeps its slot; it accepts already.
+                // failed exec) keeps its slot, and its readiness: the
+                // older generation is stopped only once it accepts.
                 Some(w) => Slot {
                     id,
                     pid: Some(w.pid),
@@ -293,7 +302,7 @@ impl Master {
                     started_wall: w.started_wall,
                     respawn_at: None,
                     backoff: Duration::ZERO,
-                    ready: true,
+                    ready: w.ready,
                 },
                 None => Slot {
                     id,
@@ -342,6 +351,8 @@ impl Master {
             args: start.args,
             cfg_text: start.cfg_text,
             waiting: start.outcome.wait,
+            log_poll: Default::default(),
+            runnable: Vec::new(),
         };
         let oldest = m.old.iter().map(|o| o.generation).min();
         m.shared.free_unused(oldest);
@@ -394,9 +405,12 @@ impl Master {
                 self.shared.release_master_slot();
                 return 0;
             }
-            let timeout = self
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.runnable.is_empty() {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("master: poll failed: {e}");
@@ -405,7 +419,7 @@ impl Master {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    SIGNALS => {}
+                    SIGNALS | PROCESS_LOG => {}
                     LIFELINE => self.on_lifeline(),
                     STATS => self.accept_clients(),
                     Token(t) => self.on_client(t - CLIENT_BASE),
@@ -425,9 +439,18 @@ impl Master {
                     _ => {}
                 }
             }
+            for key in std::mem::take(&mut self.runnable) {
+                self.run_client(key);
+            }
             // A child may have exited between the signal and now: reap anyway.
             self.reap();
             self.expire_clients();
+            corral_worker::process_log::flush();
+            self.log_poll.sync(
+                self.poll.registry(),
+                PROCESS_LOG,
+                corral_worker::process_log::blocked_fd(),
+            );
             match self.stopping {
                 Stopping::Soft(t) | Stopping::Hard(t) if Instant::now() >= t => {
                     let pids: Vec<Pid> = self
@@ -517,21 +540,29 @@ impl Master {
         }
     }
 
-    fn spawn(&mut self, i: usize) -> nix::Result<Pid> {
+    fn spawn(&mut self, i: usize) -> Result<Pid, String> {
+        // Opened here, with the master's privileges, and inherited.
+        let log = corral_worker::access_log::AccessLog::open(&self.cfg.global.log)
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
         // SAFETY: the master is single-threaded, so the child inherits no lock
         // held by another thread; the child only runs the worker and exits.
-        match unsafe { fork() }? {
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
-                let code = self.become_worker(i);
+                let code = self.become_worker(i, log);
                 std::process::exit(code);
             }
         }
     }
 
     /// In the forked child: shed the master's state, become worker slot `i`.
-    fn become_worker(&mut self, i: usize) -> i32 {
+    fn become_worker(&mut self, i: usize, log: corral_worker::access_log::AccessLog) -> i32 {
         let id = self.slots[i].id;
+        // A stop signal sent now waits (blocked) for the worker's handlers:
+        // between dropping the master's and registering the worker's, it
+        // would be lost.
+        corral_worker::worker::block_stop_signals(true);
+        corral_worker::process_log::after_fork();
         // Dropping the master's Signals unregisters its handlers in this
         // process (the worker registers its own) and closes its self-pipe.
         drop(self.signals.take());
@@ -548,6 +579,7 @@ impl Master {
                 libc::close(c.stream.as_raw_fd());
             }
         }
+        self.shared.drop_retired();
         proctitle::set(&format!("corral: worker {id} (gen {})", self.generation));
         if let Err(e) = crate::privileges::drop_to(&self.cfg.global) {
             log::error!("worker {id}: {e}");
@@ -557,13 +589,17 @@ impl Master {
             log::error!("worker {id}: cannot duplicate the lifeline");
             return 1;
         };
-        let epoch_slot = self.slots[i].epoch_slot.expect("claimed before fork");
+        let Some(epoch_slot) = self.slots[i].epoch_slot else {
+            log::error!("worker {id}: no process slot");
+            return 1;
+        };
         corral_worker::run(WorkerSetup {
             config: self.cfg.clone(),
             listeners: std::mem::take(&mut self.listeners),
             master_pipe: lifeline,
             id,
             generation: self.generation,
+            log,
             shared: self.shared.for_worker(epoch_slot, id),
             health: self.shared.health().clone(),
             counters: self.shared.counters().clone(),
@@ -883,11 +919,13 @@ impl Master {
             if c.dump.is_some() {
                 if c.pending() >= cli::LOW_WATER {
                     match c.flush() {
-                        Ok(true) => continue,
-                        Ok(false) => return, // the next writable event resumes
+                        Ok(_) if c.pending() < cli::LOW_WATER => {}
+                        Ok(_) => return, // the next writable event resumes
                         Err(_) => return self.drop_client(key),
                     }
                 }
+                // One step, then the others' turn: a client that reads as
+                // fast as we write must not hold the loop for the whole dump.
                 let mut dump = c.dump.take().expect("checked");
                 let done = dump.step(
                     self.shared.tables(),
@@ -897,8 +935,23 @@ impl Master {
                 );
                 if done {
                     c.answer("");
-                } else {
-                    c.dump = Some(dump);
+                    continue;
+                }
+                c.dump = Some(dump);
+                match c.flush() {
+                    Err(_) => return self.drop_client(key),
+                    Ok(_) if c.pending() < cli::LOW_WATER => {
+                        if !self.runnable.contains(&key) {
+                            self.runnable.push(key);
+                        }
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+            if c.queue.is_empty() && c.input_pending {
+                if c.read_input().is_err() {
+                    return self.drop_client(key);
                 }
                 continue;
             }

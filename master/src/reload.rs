@@ -91,13 +91,39 @@ fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
 /// How long the binary on disk may take to check a config.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `exe -c -q -f - --config-label LABEL` with `text` on its stdin: the
-/// binary that will run after the exec judges the config (after a package
-/// upgrade, the running parser is the wrong judge). `Err` holds what it
-/// printed, or why it could not be asked.
-fn check_with_binary(exe: &Path, text: &str, label: &str) -> Result<(), String> {
+/// The arguments the binary on disk checks with: the running command line
+/// (so a flag it no longer takes is found now, not after the exec), with
+/// `-f FILE` replaced by `-f -` and `-c -q --config-label LABEL` added.
+fn check_args(args: &[std::ffi::OsString], label: &str) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = ["-c", "-q", "--config-label", label, "-f", "-"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "-f" {
+            it.next();
+        } else if !(s.starts_with("-f") && s.len() > 2) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// Runs the binary on disk as a config check (see [`check_args`]) with
+/// `text` on its stdin: the binary that will run after the exec judges the
+/// config and the command line (after a package upgrade, the running parser
+/// is the wrong judge). `Err` holds what it printed, or why it could not be
+/// asked.
+fn check_with_binary(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    text: &str,
+    label: &str,
+) -> Result<(), String> {
     let mut child = Command::new(exe)
-        .args(["-c", "-q", "-f", "-", "--config-label", label])
+        .args(check_args(args, label))
         .env_remove(ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -109,12 +135,7 @@ fn check_with_binary(exe: &Path, text: &str, label: &str) -> Result<(), String> 
                 exe.display()
             )
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // The child reads all of stdin before it writes anything; a write
-        // error (it died) shows in its status below.
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let output = collect_output(&mut child, CHECK_TIMEOUT);
+    let output = collect_output(&mut child, text.as_bytes(), CHECK_TIMEOUT);
     let status = match output.status {
         Some(s) => s,
         None => {
@@ -149,12 +170,22 @@ struct Collected {
     stderr: Vec<u8>,
 }
 
-/// Reads a child's stdout (discarded) and stderr (kept, up to 1 MiB) until
-/// both close, then reaps it; gives up at `timeout` (status `None`).
-/// Single-threaded (the master forks): one poll(2) over both pipes.
-fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collected {
+/// Writes `input` to a child's stdin, reads its stdout (discarded) and
+/// stderr (kept, up to 1 MiB) until they close, then reaps it; gives up at
+/// `timeout` (status `None`). Single-threaded (the master forks): one
+/// poll(2) over the three pipes, stdin written without blocking.
+fn collect_output(child: &mut std::process::Child, input: &[u8], timeout: Duration) -> Collected {
     let deadline = Instant::now() + timeout;
     let mut stderr = Vec::new();
+    let mut stdin = child.stdin.take();
+    if let Some(i) = &stdin {
+        // SAFETY: fcntl on our end of the child's stdin pipe.
+        unsafe {
+            let fl = libc::fcntl(i.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(i.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    let mut written = 0;
     let mut pipes: [Option<Box<dyn ReadFd>>; 2] = [
         child.stdout.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
         child.stderr.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
@@ -167,6 +198,9 @@ fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collect
                 stderr,
             };
         }
+        if written == input.len() {
+            stdin = None; // EOF for the child
+        }
         let mut fds: Vec<libc::pollfd> = pipes
             .iter()
             .map(|p| libc::pollfd {
@@ -175,6 +209,11 @@ fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collect
                 revents: 0,
             })
             .collect();
+        fds.push(libc::pollfd {
+            fd: stdin.as_ref().map_or(-1, |i| i.as_raw_fd()),
+            events: libc::POLLOUT,
+            revents: 0,
+        });
         // SAFETY: `fds` is a valid array of pollfd (negative fds are ignored).
         let n = unsafe {
             libc::poll(
@@ -185,6 +224,16 @@ fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collect
         };
         if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             break;
+        }
+        if fds[2].revents != 0 {
+            if let Some(i) = stdin.as_mut() {
+                match i.write(&input[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The child is gone or closed stdin: its status says why.
+                    Err(_) => written = input.len(),
+                }
+            }
         }
         let mut buf = [0u8; 4096];
         for (i, p) in pipes.iter_mut().enumerate() {
@@ -201,6 +250,7 @@ fn collect_output(child: &mut std::process::Child, timeout: Duration) -> Collect
             }
         }
     }
+    drop(stdin);
     loop {
         match child.try_wait() {
             Ok(Some(st)) => {
@@ -268,12 +318,24 @@ impl Master {
                 return fail(self, format!("{errors}\n"));
             }
         };
-        if let Err(said) = check_with_binary(&self.exe, &text, &label) {
+        if let Err(said) = check_with_binary(&self.exe, &self.args, &text, &label) {
             log::error!(
                 "reload aborted: {} rejects the configuration: {said}; the running one stays",
                 self.exe.display()
             );
             return fail(self, format!("{said}\n"));
+        }
+        // The new workers need process slots while the old ones drain.
+        let free = self.shared.free_slots();
+        if free < new_cfg.global.workers {
+            let m = format!(
+                "not enough process slots for {} new worker(s): {free} free of {}, the rest held by \
+                 workers still draining (wait for them, or lower hard_stop_after)",
+                new_cfg.global.workers,
+                corral_shm::epoch::MAX_PROCS
+            );
+            log::error!("reload aborted: {m}; the running configuration stays");
+            return fail(self, format!("{m}\n"));
         }
         // Bind new addresses here, before exec: a failure (address in use,
         // permission) aborts the reload while the running generation is intact.
@@ -366,6 +428,7 @@ impl Master {
                     started_ms: ms_since_epoch(s.started_wall),
                     draining: false,
                     foreign: false,
+                    ready: s.ready,
                 })
             })
             .collect();
@@ -377,6 +440,7 @@ impl Master {
             started_ms: ms_since_epoch(o.started_wall),
             draining: o.draining,
             foreign: o.foreign,
+            ready: true,
         }));
         // A reload still waiting for its workers is superseded by this one:
         // answer its client now (only one waiting client crosses the exec).
@@ -420,6 +484,7 @@ impl Master {
             prev_config: Some(prev_text.as_raw_fd()),
             messages,
             carried_conns: self.shared.carried_conns(),
+            config_path: Some(self.config_path.display().to_string()),
             problems: Vec::new(),
         };
         handoff
@@ -507,5 +572,36 @@ impl Master {
             Err(e) => log::warn!("fd handover failed: {e}"),
         }
         self.answer_and_close(key, "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_args;
+
+    #[test]
+    fn the_check_runs_the_real_command_line_on_stdin() {
+        let args: Vec<std::ffi::OsString> =
+            ["corral", "-f", "/etc/c.toml", "-p", "/run/p", "-fother"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        let got: Vec<String> = check_args(&args, "/etc/c.toml")
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "-c",
+                "-q",
+                "--config-label",
+                "/etc/c.toml",
+                "-f",
+                "-",
+                "-p",
+                "/run/p"
+            ]
+        );
     }
 }

@@ -295,6 +295,9 @@ impl SharedSegment {
             Mode::Next => generation.saturating_sub(1),
             Mode::Revert => generation,
         };
+        // Our slot first: the migrations below pin it (slot 0 may be another
+        // master's during a takeover).
+        let master_slot = claim_master_slot(seg, generation)?;
         let mut tables = Vec::new();
         for def in &cfg.tables {
             let wanted = |role: Role| match mode {
@@ -331,7 +334,7 @@ impl SharedSegment {
                 .max_by_key(|t| t.region_id());
             match old {
                 Some(old) => {
-                    let moved = t.migrate_from(&old, 0);
+                    let moved = t.migrate_from(&old, master_slot);
                     messages.push(format!(
                         "table {}: definition changed, rebuilt ({moved} entries migrated where the key type matches; conn_cur starts at 0)",
                         def.name
@@ -345,7 +348,6 @@ impl SharedSegment {
             Some(g) => g,
             None => GenRegions::create(seg, cfg, generation)?,
         };
-        let master_slot = claim_master_slot(seg, generation)?;
         let mut retired = Vec::new();
         for (r, role) in regions {
             let used = tables.iter().any(|t| Arc::ptr_eq(t.region(), &r))
@@ -407,6 +409,12 @@ impl SharedSegment {
         self.seg
             .epoch()
             .claim_free(1, std::process::id(), self.generation)
+    }
+
+    /// Process slots free in the segment (the next generation needs one per
+    /// worker while the old workers keep theirs).
+    pub fn free_slots(&self) -> usize {
+        self.seg.epoch().free_slots()
     }
 
     /// Frees epoch slot `slot` (claimed for a worker whose fork failed).
@@ -512,6 +520,13 @@ impl SharedSegment {
             }
             false
         });
+    }
+
+    /// In a forked worker: lets go of the regions only old workers use (the
+    /// child got the master's mappings and fds at fork), so their memory is
+    /// freed when those old workers exit, not when this worker does.
+    pub fn drop_retired(&mut self) {
+        self.retired.clear();
     }
 
     /// Gives the master's epoch slot back (at exit).

@@ -301,7 +301,8 @@ fn attempt(
             mode,
             &mut messages,
         ),
-        None => SharedSegment::create(cfg, generation).map(|s| (s, false)),
+        // No segment to adopt: the old workers' slots mean nothing in this one.
+        None => SharedSegment::create(cfg, generation).map(|s| (s, true)),
     }
     .map_err(|e| format!("cannot set the shared segment up: {e}"))?;
     shared.carry_conns(h.carried_conns);
@@ -364,6 +365,7 @@ fn attempt(
             started_wall: at(w.started_ms),
             draining: w.draining,
             foreign: w.foreign || foreign,
+            ready: w.ready,
         };
         if mode == Mode::Revert && w.generation == generation && !w.draining {
             current.push(o);
@@ -420,15 +422,33 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
             http: None,
         })
     });
-    let shared = loop {
-        match SharedSegment::create(&cfg, h.generation) {
-            Ok(s) => break s,
-            Err(e) => {
-                // Nothing else to fall back to: wait for memory to come back.
-                log::error!("wait mode: cannot map a segment ({e}); retrying in 1 s");
-                std::thread::sleep(Duration::from_secs(1));
+    // Keep the segment and every region: the old workers use them, and the
+    // master must still repair what a dying one held (locks, trackings).
+    // With no config of ours, every table region is kept for them.
+    let adopted = inh.seg.as_ref().ok_or(()).and_then(|seg| {
+        let (seg, regions) = (dup(seg).map_err(|_| ())?, inh.regions().map_err(|_| ())?);
+        SharedSegment::adopt(
+            &cfg,
+            seg,
+            regions,
+            h.generation,
+            Mode::Revert,
+            &mut Vec::new(),
+        )
+        .map_err(|e| log::error!("wait mode: the inherited segment cannot be adopted ({e})"))
+    });
+    let (shared, foreign) = match adopted {
+        Ok(s) => s,
+        Err(()) => loop {
+            match SharedSegment::create(&cfg, h.generation) {
+                Ok(s) => break (s, true),
+                Err(e) => {
+                    // Nothing else to fall back to: wait for memory to come back.
+                    log::error!("wait mode: cannot map a segment ({e}); retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
-        }
+        },
     };
     // The listeners stay ours (the workers serve on them, and the next
     // reload hands them to its generation); no frontend uses them here.
@@ -449,8 +469,8 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
             generation: w.generation,
             started_wall: at(w.started_ms),
             draining: w.draining,
-            // Their segment is not the one just made.
-            foreign: true,
+            foreign: w.foreign || foreign,
+            ready: w.ready,
         })
         .collect();
     start.reply = inh

@@ -160,6 +160,14 @@ impl<const N: usize> EpochState<N> {
         None
     }
 
+    /// Slots no process holds.
+    pub fn free_slots(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.pid.load(Ordering::Acquire) == 0)
+            .count()
+    }
+
     /// Frees every slot registered to `pid`: a master re-executed for a
     /// reload keeps its pid, and its previous image's slot must not leak.
     pub fn release_pid(&self, pid: u32) {

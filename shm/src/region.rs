@@ -181,7 +181,10 @@ impl Region {
         }
         let kind = RegionKind::from_u32(hdr.kind)
             .ok_or_else(|| bad(format!("unknown region kind {}", hdr.kind)))?;
-        if DATA_OFFSET + hdr.len > total {
+        if DATA_OFFSET
+            .checked_add(hdr.len)
+            .is_none_or(|end| end > total)
+        {
             return Err(bad(format!(
                 "region claims {} bytes in a file of {total}",
                 hdr.len

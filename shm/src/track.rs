@@ -4,15 +4,23 @@
 //! `use_count` (so it neither expires nor is evicted while tracked) and its
 //! `conn_cur`. Both must come down when the session ends *whichever way it
 //! ends*, including its worker being SIGKILLed. So each worker has an array
-//! of records in its generation's tracks region: under the entry's shard
-//! lock it writes a `RESERVED` record naming the entry and raises the use
-//! count (see [`StickTable::get_or_create_held`]: the entry cannot be removed
-//! in between), then raises `conn_cur` and marks the record `COUNTED`; when
-//! the session ends it lowers them and clears the record. When the master
-//! reaps a dead worker it walks that worker's records and lowers the counts
-//! of every `COUNTED` one ([`release_dead`]). A worker killed between the two
-//! marks leaves one `RESERVED` record whose counts are not touched (at most
-//! one entry over-counted by one, never under-counted).
+//! of records in its generation's tracks region, each naming an entry and
+//! saying what this worker raised on it:
+//!
+//! * `RESERVED`: nothing yet (or nothing any more);
+//! * `HELD`: the use count;
+//! * `COUNTED`: the use count and `conn_cur`.
+//!
+//! Tracking, under the entry's shard lock (see
+//! [`StickTable::get_or_create_held`]: the entry cannot be removed in
+//! between): RESERVED, raise the use count, HELD; then raise `conn_cur`,
+//! COUNTED. Untracking: HELD, lower `conn_cur`, RESERVED, lower the use
+//! count, clear. When the master reaps a dead worker it undoes what each of
+//! its records says ([`release_dead`]). A kill between a count and the
+//! record's next state can leave one entry over-counted by one (a use count
+//! that keeps it in the table until the next restart, or a `conn_cur`),
+//! never under-counted: an under-count could let another tracker's entry be
+//! removed under it.
 //!
 //! One region per generation, one array per worker of the generation (worker
 //! `id` uses array `id - 1`): a respawned worker takes over the array of the
@@ -31,6 +39,7 @@ use crate::table::{DataTypeName, EntryRef, StickTable};
 
 const RESERVED: u64 = 1;
 const COUNTED: u64 = 2;
+const HELD: u64 = 3;
 
 /// One generation's records: `workers` arrays of `per_worker` words.
 #[derive(Clone, Debug)]
@@ -180,6 +189,7 @@ impl Tracker {
         let e = table.get_or_create_held(guard, slot, key, now, |e| {
             r.store(pack(id, e.shard(), e.index(), RESERVED), Ordering::Release);
             e.acquire();
+            r.store(pack(id, e.shard(), e.index(), HELD), Ordering::Release);
         })?;
         self.free.pop();
         e.add(DataTypeName::ConnCur, 1);
@@ -199,14 +209,12 @@ impl Tracker {
     pub fn untrack(&mut self, table: &StickTable<'_>, tr: Tracked) {
         let e = table.entry_at(tr.shard, tr.slot);
         if let Some(r) = self.tracks.record(self.worker, tr.record) {
-            // Back to RESERVED first: killed between here and the end, the
-            // master leaves the counts alone (over-count by one at worst,
-            // never under).
-            r.store(
-                (r.load(Ordering::Relaxed) & !0xFF) | RESERVED,
-                Ordering::Release,
-            );
+            // Each state before the count it undoes: killed anywhere here,
+            // the master never lowers a count twice (see the module docs).
+            let named = r.load(Ordering::Relaxed) & !0xFF;
+            r.store(named | HELD, Ordering::Release);
             e.add(DataTypeName::ConnCur, -1);
+            r.store(named | RESERVED, Ordering::Release);
             e.release();
             r.store(0, Ordering::Release);
             self.free.push(tr.record);
@@ -233,11 +241,13 @@ pub fn release_dead(tracks: &Tracks, tables: &[StickTable<'_>], worker: usize) -
             continue;
         }
         let (id, shard, slot, state) = unpack(w);
-        if state == COUNTED {
+        if state == COUNTED || state == HELD {
             if let Some(t) = tables.iter().find(|t| t.region_id() & 0xFF_FFFF == id) {
                 if shard < t.layout().shards && slot < t.layout().slots {
                     let e = t.entry_at(shard, slot);
-                    e.add(DataTypeName::ConnCur, -1);
+                    if state == COUNTED {
+                        e.add(DataTypeName::ConnCur, -1);
+                    }
                     e.release();
                     n += 1;
                 }

@@ -22,7 +22,7 @@ use mio::{Interest, Token};
 use crate::access_log::{ms, ConnLog};
 use crate::balance::Pick;
 use crate::listeners::Accepted;
-use crate::session::{reset_on_close, Blame, Phase, Session};
+use crate::session::{reset_on_close, Blame, Delivery, Phase, Session};
 use crate::stick::Verdict;
 use crate::worker::{Worker, PUMP_BUDGET, SESSION_BASE};
 
@@ -347,8 +347,9 @@ impl Worker {
         let s = &mut self.sessions[key];
         let failed = s.closing.unwrap_or(Blame::Client);
         match s.deliver(&mut self.pools, PUMP_BUDGET) {
-            Ok(true) => self.finish(key, End::Abort(failed)),
-            Ok(false) => {
+            Ok(Delivery::Done) => self.finish(key, End::Abort(failed)),
+            Ok(Delivery::More) => self.ready.push(key),
+            Ok(Delivery::Wait) => {
                 // Acknowledgements make no event: look again soon, until
                 // the closing deadline (then the survivor is reset).
                 let s = &self.sessions[key];

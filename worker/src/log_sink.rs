@@ -39,6 +39,10 @@ pub const DEFAULT_CAPACITY: usize = 64 * 1024;
 enum Target {
     /// Reopened pipe, tty or file: write(2), non-blocking.
     Stream(OwnedFd),
+    /// A pipe or tty that could not be reopened (permissions, a reader gone):
+    /// a dup of the shared, blocking fd, written only when poll(2) says a
+    /// whole atomic write fits (a pipe with room takes PIPE_BUF at once).
+    Polled(OwnedFd),
     /// A connected stream socket: send(MSG_DONTWAIT | MSG_NOSIGNAL).
     Socket(OwnedFd),
     /// A datagram socket (syslog): one non-blocking send per line.
@@ -124,7 +128,10 @@ impl Sink {
             FdKind::Socket => Target::Socket(dup_cloexec(fd)?),
             FdKind::Other => {
                 let path = format!("/proc/self/fd/{fd}");
-                Target::Stream(open_nonblocking(Path::new(&path), true)?)
+                match open_nonblocking(Path::new(&path), true) {
+                    Ok(f) => Target::Stream(f),
+                    Err(_) => Target::Polled(dup_cloexec(fd)?),
+                }
             }
         };
         Ok(Sink::with(target))
@@ -224,6 +231,8 @@ impl Sink {
             };
             let r = match &self.target {
                 Target::Stream(fd) => write(fd.as_raw_fd(), chunk),
+                Target::Polled(fd) if writable_now(fd.as_raw_fd()) => write(fd.as_raw_fd(), chunk),
+                Target::Polled(_) => Err(io::ErrorKind::WouldBlock.into()),
                 Target::Socket(fd) => send(fd.as_raw_fd(), chunk),
                 _ => Ok(chunk.len()),
             };
@@ -255,8 +264,55 @@ impl Sink {
             return None;
         }
         match &self.target {
-            Target::Stream(fd) | Target::Socket(fd) => Some(fd.as_raw_fd()),
+            Target::Stream(fd) | Target::Socket(fd) | Target::Polled(fd) => Some(fd.as_raw_fd()),
             _ => None,
+        }
+    }
+
+    /// Forgets what waits (a forked child: the parent writes its own lines).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.pos = 0;
+    }
+}
+
+/// Whether a write of at most PIPE_BUF bytes to `fd` cannot block now.
+fn writable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLOUT != 0 }
+}
+
+/// Keeps a blocked sink's fd registered (edge-triggered, writable) in a
+/// poller while lines wait on it, and only then.
+#[derive(Debug, Default)]
+pub struct BlockedPoll(Option<RawFd>);
+
+impl BlockedPoll {
+    /// Registers `want` (the sink's [`Sink::blocked_fd`]) under `token`, or
+    /// deregisters what no longer waits.
+    pub fn sync(&mut self, registry: &mio::Registry, token: mio::Token, want: Option<RawFd>) {
+        if want == self.0 {
+            return;
+        }
+        if let Some(fd) = self.0.take() {
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+        if let Some(fd) = want {
+            if registry
+                .register(
+                    &mut mio::unix::SourceFd(&fd),
+                    token,
+                    mio::Interest::WRITABLE,
+                )
+                .is_ok()
+            {
+                self.0 = Some(fd);
+            }
         }
     }
 }

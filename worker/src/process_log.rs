@@ -66,6 +66,16 @@ pub fn reopen() {
     }
 }
 
+/// In a forked child: drops the lines the parent had not written yet (the
+/// parent writes them; the child would write them a second time).
+pub fn after_fork() {
+    if let Some(s) = SINK.get() {
+        if let Ok(mut s) = s.lock() {
+            s.discard_pending();
+        }
+    }
+}
+
 /// Writes what waits, without blocking.
 pub fn flush() {
     if let Some(s) = SINK.get() {

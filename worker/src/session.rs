@@ -34,6 +34,17 @@ pub enum Phase {
     Closing,
 }
 
+/// Where a closing connection's delivery stands (see [`Session::deliver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The survivor got everything and may be closed without a reset.
+    Done,
+    /// Work is left that can be done now (a budget ran out): next turn.
+    More,
+    /// Waiting for the survivor: its next event, or its acknowledgements.
+    Wait,
+}
+
 /// Which side a termination is blamed on, as in HAProxy's termination state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blame {
@@ -197,9 +208,9 @@ impl Session {
     /// with unread input, cannot throw away bytes it was owed). `Ok(true)`
     /// once it is done, `Ok(false)` to be called again (on its next event,
     /// or soon: acknowledgements make no event), `Err` if it failed too.
-    pub fn deliver(&mut self, pools: &mut Pools, budget: usize) -> Result<bool, Blame> {
+    pub fn deliver(&mut self, pools: &mut Pools, budget: usize) -> Result<Delivery, Blame> {
         let Some(failed) = self.closing else {
-            return Ok(true);
+            return Ok(Delivery::Done);
         };
         let (toward, src, dst, survivor) = match failed {
             Blame::Server => (&mut self.s2c, &mut self.srv, &mut self.cli, Blame::Client),
@@ -208,7 +219,9 @@ impl Session {
         while !toward.done() {
             match toward.pump(src, dst, pools, budget, false) {
                 Ok(_) if toward.done() => break,
-                Ok(_) => return Ok(false),
+                // Its budget is spent: more next turn, not after a timer.
+                Ok(p) if p.more => return Ok(Delivery::More),
+                Ok(_) => return Ok(Delivery::Wait),
                 // The failed side's end: deliver what was read, then the FIN.
                 Err(Fault::Source(_)) => {
                     toward.eof = true;
@@ -217,17 +230,29 @@ impl Session {
                 Err(Fault::Destination(_)) => return Err(survivor),
             }
         }
-        // FIN sent: discard what the survivor still sends, until its FIN.
+        // Everything it was owed is acknowledged: a close loses nothing now,
+        // whatever it still sends.
+        if unacked(dst.fd) == 0 {
+            self.graceful = true;
+            return Ok(Delivery::Done);
+        }
+        // FIN sent, not all acknowledged: discard what the survivor still
+        // sends (unread input would make the close a reset), a budget's worth
+        // per turn, until its FIN.
         let mut scratch = [0u8; 4096];
+        let mut discarded = 0;
         while dst.readable {
+            if discarded >= budget {
+                return Ok(Delivery::More);
+            }
             // SAFETY: reading into a local buffer from the survivor's socket.
             let n = unsafe { libc::read(dst.fd, scratch.as_mut_ptr().cast(), scratch.len()) };
             match n {
                 0 => {
                     self.graceful = true;
-                    return Ok(true);
+                    return Ok(Delivery::Done);
                 }
-                n if n > 0 => continue,
+                n if n > 0 => discarded += n as usize,
                 _ => {
                     let e = io::Error::last_os_error();
                     match e.kind() {
@@ -238,12 +263,7 @@ impl Session {
                 }
             }
         }
-        // Everything it was owed is acknowledged: nothing left to lose.
-        if unacked(dst.fd) == 0 {
-            self.graceful = true;
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(Delivery::Wait)
     }
 
     /// Both FINs forwarded and nothing in flight: a clean end.

@@ -69,6 +69,9 @@ pub struct WorkerSetup {
     pub id: usize,
     /// Config generation (reload count + 1), for logs.
     pub generation: u32,
+    /// The access log, opened by the master before the fork (it can still
+    /// open what the worker, after dropping privileges, could not).
+    pub log: AccessLog,
     /// The shared segment: stick tables and tracking records.
     pub shared: crate::stick::Shared,
     /// Server health flags of this generation (0 up, 1 down), one per server
@@ -125,7 +128,7 @@ pub struct Worker {
     /// Activity counters published for `show activity`.
     pub(crate) activity: crate::counters::Activity,
     /// Log fds registered for writability (access log, process log).
-    log_polled: [Option<std::os::fd::RawFd>; 2],
+    log_polled: [crate::log_sink::BlockedPoll; 2],
     fd_pause_until: Option<Instant>,
     stop_deadline: Option<Instant>,
     master: UnixStream,
@@ -196,7 +199,7 @@ impl Worker {
             .collect();
         let cfg_for_checks = cfg.clone();
         let mut w = Worker {
-            log: AccessLog::open(&cfg.global.log)?,
+            log: setup.log,
             pools: Pools {
                 pipes: PipePool::new((max as usize / 2).max(16), 0),
                 bufs: BufPool::default(),
@@ -215,7 +218,7 @@ impl Worker {
             max,
             accept_pending: Vec::new(),
             activity: Default::default(),
-            log_polled: [None; 2],
+            log_polled: Default::default(),
             fd_pause_until: None,
             stop_deadline: None,
             master,
@@ -326,26 +329,9 @@ impl Worker {
     fn flush_logs(&mut self) {
         self.log.flush();
         crate::process_log::flush();
-        let want = [self.log.blocked_fd(), crate::process_log::blocked_fd()];
-        for (k, token) in [ACCESS_LOG, PROCESS_LOG].into_iter().enumerate() {
-            if want[k] == self.log_polled[k] {
-                continue;
-            }
-            if let Some(fd) = self.log_polled[k].take() {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            }
-            if let Some(fd) = want[k] {
-                // Edge-triggered: one wakeup when the reader makes room.
-                if self
-                    .poll
-                    .registry()
-                    .register(&mut SourceFd(&fd), token, Interest::WRITABLE)
-                    .is_ok()
-                {
-                    self.log_polled[k] = Some(fd);
-                }
-            }
-        }
+        let reg = self.poll.registry();
+        self.log_polled[0].sync(reg, ACCESS_LOG, self.log.blocked_fd());
+        self.log_polled[1].sync(reg, PROCESS_LOG, crate::process_log::blocked_fd());
     }
 
     fn on_master_pipe(&mut self) {
@@ -574,6 +560,26 @@ impl Worker {
     }
 }
 
+/// Blocks (or unblocks) the signals that stop a worker: the master's child
+/// blocks them until the worker's handlers are in place, so none is lost.
+pub fn block_stop_signals(block: bool) {
+    // SAFETY: sigset_t is plain data set up by sigemptyset/sigaddset; this
+    // changes only the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, s);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 fn register_signals() -> io::Result<SignalFlags> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let (read, write) = UnixStream::pair()?;
@@ -587,6 +593,8 @@ fn register_signals() -> io::Result<SignalFlags> {
     for sig in [SIGUSR1, SIGTERM, SIGINT] {
         signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
     }
+    // Handlers in place: what arrived meanwhile is delivered now.
+    block_stop_signals(false);
     Ok(SignalFlags {
         soft,
         hard,

@@ -453,6 +453,8 @@ fn format_key(k: KeyType, b: &[u8]) -> String {
 /// Buckets walked per pin: bounds how long a dump keeps retired entries
 /// from being reused, and how much it writes at a time.
 const DUMP_BUCKETS: u32 = 256;
+/// Buckets walked per step of a dump (then other clients get a turn).
+pub const DUMP_STEP_BUCKETS: u32 = 16 * 1024;
 
 /// `show table NAME`, streamed: the summary line, then one line per live
 /// entry, produced a few buckets at a time as the client reads, so a dump
@@ -495,7 +497,9 @@ impl TableDump {
         };
         let now = now_ms();
         let mut line = String::new();
-        while out.len() - start < want {
+        let mut walked = 0;
+        while out.len() - start < want && walked < DUMP_STEP_BUCKETS {
+            walked += DUMP_BUCKETS;
             let guard = t.segment().epoch().pin(slot);
             let next = t.for_each_from(&guard, now, cursor, DUMP_BUCKETS, |e| {
                 line.clear();
@@ -553,12 +557,18 @@ fn parse_key(k: KeyType, text: &str, key_len: usize) -> Option<Vec<u8>> {
         KeyType::Integer => text.parse::<u32>().ok().map(|n| n.to_be_bytes().to_vec()),
         KeyType::String => (text.len() <= key_len).then(|| text.as_bytes().to_vec()),
         KeyType::Binary => {
-            if !text.len().is_multiple_of(2) || text.len() / 2 > key_len {
+            let hex = text.as_bytes();
+            if !hex.len().is_multiple_of(2)
+                || hex.len() / 2 > key_len
+                || !hex.iter().all(u8::is_ascii_hexdigit)
+            {
                 return None;
             }
-            (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+            hex.chunks(2)
+                .map(|d| {
+                    let v = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                    Some(v(d[0]) << 4 | v(d[1]))
+                })
                 .collect()
         }
     }

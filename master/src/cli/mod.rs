@@ -66,6 +66,9 @@ pub struct Client {
     pub closing: bool,
     /// The client shut its side: close once the queue is answered.
     pub eof: bool,
+    /// Input was left unread (the queue was long): read again once it drains
+    /// (readiness is edge-triggered: no new event would say so).
+    pub input_pending: bool,
     /// Idle timeout of this client.
     pub timeout: Duration,
     /// Last activity (a byte read or written).
@@ -90,6 +93,7 @@ impl Client {
             prompt: false,
             closing: false,
             eof: false,
+            input_pending: false,
             timeout: DEFAULT_TIMEOUT,
             last: Instant::now(),
             level,
@@ -101,6 +105,7 @@ impl Client {
     pub fn read_input(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
         let mut eof = false;
+        self.input_pending = false;
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
@@ -117,7 +122,9 @@ impl Client {
                         break;
                     }
                     if self.queue.len() > 4096 {
-                        break; // a flood: read more once these ran
+                        // A flood: read more once these ran.
+                        self.input_pending = true;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -57,6 +57,9 @@ const FREE: u32 = 0;
 const LIVE: u32 = 1;
 const RETIRED: u32 = 2;
 
+/// Buckets a migration walks under one pin.
+const MIGRATE_BUCKETS: u32 = 1024;
+
 /// Slots sampled to pick an eviction victim when a shard is full.
 const EVICTION_SAMPLES: u32 = 32;
 
@@ -176,24 +179,28 @@ impl<'s> StickTable<'s> {
         }
         let now = crate::freq::now_ms();
         let mut n = 0;
-        let old_guard = old.seg.epoch().pin(slot);
-        // One pin per slot at a time: in the same segment, the walk's pin
-        // covers the inserts too (a second pin's drop would unpin the walk).
         let same = std::ptr::eq(old.seg, self.seg);
-        old.for_each(&old_guard, now, |e| {
-            let Some(key) = e.key_copy() else { return };
-            let own;
-            let guard = if same {
-                &old_guard
-            } else {
-                own = self.seg.epoch().pin(slot);
-                &own
-            };
-            if let Some(new) = self.get_or_create(guard, slot, &key, now) {
-                new.copy_values_from(&e);
-                n += 1;
-            }
-        });
+        let mut at = Some((0, 0));
+        while let Some(from) = at {
+            // A fresh pin per step: a long walk never holds reclamation back
+            // for the other processes. In the same segment the walk's pin
+            // covers the inserts too (one pin per slot at a time).
+            let old_guard = old.seg.epoch().pin(slot);
+            at = old.for_each_from(&old_guard, now, from, MIGRATE_BUCKETS, |e| {
+                let Some(key) = e.key_copy() else { return };
+                let own;
+                let guard = if same {
+                    &old_guard
+                } else {
+                    own = self.seg.epoch().pin(slot);
+                    &own
+                };
+                if let Some(new) = self.get_or_create(guard, slot, &key, now) {
+                    new.copy_values_from(&e);
+                    n += 1;
+                }
+            });
+        }
         n
     }
 
