@@ -76,6 +76,8 @@ pub fn bind_all(
 fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     sock.set_nonblocking(true)?;
+    // An older build's listener may not have it (see `listen`).
+    socket2::SockRef::from(sock).set_tcp_nodelay(true)?;
     // SAFETY: listen(2) on a listening socket we own.
     if unsafe { libc::listen(sock.as_raw_fd(), backlog.min(i32::MAX as u32) as i32) } < 0 {
         return Err(io::Error::last_os_error());
@@ -83,10 +85,13 @@ fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// One listening socket: SO_REUSEADDR, v6-only for IPv6, non-blocking.
+/// One listening socket: SO_REUSEADDR, v6-only for IPv6, non-blocking, and
+/// TCP_NODELAY, which every accepted connection inherits (a setsockopt per
+/// connection saved).
 pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    sock.set_tcp_nodelay(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -94,4 +99,19 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(a.nodelay().unwrap(), "TCP_NODELAY comes with accept");
+    }
 }

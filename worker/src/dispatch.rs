@@ -65,8 +65,8 @@ fn server_token(key: usize) -> Token {
 impl Worker {
     /// Takes charge of a freshly accepted client socket.
     pub(crate) fn on_accepted(&mut self, fe: usize, acc: Accepted) {
+        // TCP_NODELAY comes from the listener (set once by the master).
         let std_stream = std::net::TcpStream::from(acc.fd);
-        let _ = std_stream.set_nodelay(true);
         let mut client = TcpStream::from_std(std_stream);
         self.serial += 1;
         let frontend = &self.cfg.frontends[fe];
@@ -81,7 +81,11 @@ impl Worker {
             log::warn!("cannot register a client connection: {e}");
             return; // dropping `client` closes it; nothing was counted yet
         }
-        entry.insert(Session::new(self.serial, client, acc.peer, fe, splice));
+        let mut session = Session::new(self.serial, client, acc.peer, fe, splice);
+        // Speculative: a client that speaks first has usually spoken by the
+        // time it is accepted (one read, instead of a wakeup for it).
+        session.cli.readable = true;
+        entry.insert(session);
         self.cur += 1;
         self.frontends[fe].cur += 1;
         self.frontends[fe].total += 1;
@@ -208,9 +212,34 @@ impl Worker {
                     return self.connect_failed(key, false);
                 }
                 s.server = Some(stream);
+                // Speculative: the client's first bytes are usually there
+                // already, and on a near server the handshake is done by
+                // now. Sent at once, they save the wakeup for the connect.
+                match s.speculate(&mut self.pools) {
+                    Ok(true) => self.establish(key),
+                    Ok(false) => {}
+                    Err(()) => self.connect_failed(key, false),
+                }
             }
             Err(_) => self.connect_failed(key, false),
         }
+    }
+
+    /// The server connection is up: forward from now on.
+    fn establish(&mut self, key: usize) {
+        let now = Instant::now();
+        let s = &mut self.sessions[key];
+        s.t_connect = Some(now - s.phase_started);
+        s.phase = Phase::Established;
+        s.srv.writable = true;
+        if let (Some(be), Some(i)) = (s.backend, s.server_idx) {
+            self.sticky.learn_server(&self.cfg, be, i, s.peer);
+        }
+        let s = &mut self.sessions[key];
+        s.last_activity = now;
+        let deadline = now + self.idle_timeout(key).0;
+        self.arm(key, deadline);
+        self.forward(key);
     }
 
     /// A connect failed (refused, unreachable, timed out): retry on another
@@ -304,20 +333,9 @@ impl Worker {
                 }
                 // Writable without an error: connected (no getsockopt or
                 // getpeername needed, the event says it).
-                if !s.srv.writable {
-                    return;
+                if s.srv.writable {
+                    self.establish(key);
                 }
-                let now = Instant::now();
-                s.t_connect = Some(now - s.phase_started);
-                s.phase = Phase::Established;
-                if let (Some(be), Some(i)) = (s.backend, s.server_idx) {
-                    self.sticky.learn_server(&self.cfg, be, i, s.peer);
-                }
-                let s = &mut self.sessions[key];
-                s.last_activity = now;
-                let deadline = now + self.idle_timeout(key).0;
-                self.arm(key, deadline);
-                self.forward(key);
             }
             Phase::Established => self.forward(key),
             Phase::Closing => self.deliver(key),

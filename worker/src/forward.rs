@@ -225,6 +225,25 @@ impl Half {
         Ok(out)
     }
 
+    /// One fill step (see the module docs), for a speculative read.
+    pub(crate) fn fill_once(
+        &mut self,
+        src: &mut Endpoint,
+        pools: &mut Pools,
+    ) -> Result<bool, Fault> {
+        self.fill(src, pools)
+    }
+
+    /// One drain step, for a speculative write; `Ok(0)` with the
+    /// destination no longer writable means it would block.
+    pub(crate) fn drain_once(
+        &mut self,
+        dst: &mut Endpoint,
+        pools: &mut Pools,
+    ) -> Result<usize, Fault> {
+        self.drain(dst, pools)
+    }
+
     /// Gives pipe and buffer back; called when nothing is in flight or the
     /// connection is being torn down (then leftovers make the pipe unusable).
     pub fn release(&mut self, pools: &mut Pools) {

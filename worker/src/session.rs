@@ -150,6 +150,29 @@ impl Session {
         }
     }
 
+    /// While the server connect is in progress: reads what the client sent
+    /// (if its socket is readable) and tries to send it to the server.
+    /// `Ok(true)`: the server took bytes, so it is connected; `Ok(false)`:
+    /// nothing to send, or not connected yet; `Err`: the connect failed.
+    /// No FIN is forwarded here: that waits for the connection.
+    pub fn speculate(&mut self, pools: &mut Pools) -> Result<bool, ()> {
+        if self.c2s.fill_once(&mut self.cli, pools).is_err() {
+            return Ok(false); // the client's failure shows when established
+        }
+        if self.c2s.in_flight() == 0 {
+            return Ok(false);
+        }
+        self.srv.writable = true;
+        match self.c2s.drain_once(&mut self.srv, pools) {
+            Ok(n) if n > 0 => Ok(true),
+            Ok(_) => {
+                self.srv.writable = false;
+                Ok(false)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     /// Forwards in both directions within `budget` bytes each. Returns whether
     /// work is left for another turn, or the side to blame for a failure.
     pub fn forward(
