@@ -22,7 +22,7 @@ use mio::{Interest, Token};
 use crate::access_log::{ms, ConnLog};
 use crate::balance::Pick;
 use crate::listeners::Accepted;
-use crate::session::{reset_on_close, Blame, Delivery, Phase, Session};
+use crate::session::{reset_on_close, Blame, Delivery, Phase, Session, Speculation};
 use crate::stick::Verdict;
 use crate::worker::{Worker, PUMP_BUDGET, SESSION_BASE};
 
@@ -216,9 +216,9 @@ impl Worker {
                 // already, and on a near server the handshake is done by
                 // now. Sent at once, they save the wakeup for the connect.
                 match s.speculate(&mut self.pools) {
-                    Ok(true) => self.establish(key),
-                    Ok(false) => {}
-                    Err(()) => self.connect_failed(key, false),
+                    Speculation::Connected => self.establish(key),
+                    Speculation::NotYet => {}
+                    Speculation::Failed => self.connect_failed(key, false),
                 }
             }
             Err(_) => self.connect_failed(key, false),

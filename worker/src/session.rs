@@ -34,6 +34,17 @@ pub enum Phase {
     Closing,
 }
 
+/// What a speculative send during a connect found (see [`Session::speculate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speculation {
+    /// The server took bytes: it is connected.
+    Connected,
+    /// Nothing to send, or the connect is still in progress.
+    NotYet,
+    /// The connect failed (refused, unreachable).
+    Failed,
+}
+
 /// Where a closing connection's delivery stands (see [`Session::deliver`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -152,24 +163,23 @@ impl Session {
 
     /// While the server connect is in progress: reads what the client sent
     /// (if its socket is readable) and tries to send it to the server.
-    /// `Ok(true)`: the server took bytes, so it is connected; `Ok(false)`:
-    /// nothing to send, or not connected yet; `Err`: the connect failed.
     /// No FIN is forwarded here: that waits for the connection.
-    pub fn speculate(&mut self, pools: &mut Pools) -> Result<bool, ()> {
+    pub fn speculate(&mut self, pools: &mut Pools) -> Speculation {
         if self.c2s.fill_once(&mut self.cli, pools).is_err() {
-            return Ok(false); // the client's failure shows when established
+            // The client's failure shows once established.
+            return Speculation::NotYet;
         }
         if self.c2s.in_flight() == 0 {
-            return Ok(false);
+            return Speculation::NotYet;
         }
         self.srv.writable = true;
         match self.c2s.drain_once(&mut self.srv, pools) {
-            Ok(n) if n > 0 => Ok(true),
+            Ok(n) if n > 0 => Speculation::Connected,
             Ok(_) => {
                 self.srv.writable = false;
-                Ok(false)
+                Speculation::NotYet
             }
-            Err(_) => Err(()),
+            Err(_) => Speculation::Failed,
         }
     }
 
