@@ -16,6 +16,7 @@ const KEYS: &[&str] = &[
     "retries",
     "allbackups",
     "splice",
+    "forwardfor",
     "timeout",
     "check",
     "stick",
@@ -39,10 +40,21 @@ pub(crate) fn parse(
     let s = own.over(defaults);
     let mode = s.mode();
     let balance = s.balance.as_ref().map_or(Balance::RoundRobin, |b| b.0);
-    if let (Some((Balance::Uri, span)), Mode::Tcp) = (&s.balance, mode) {
+    if let (Some((b @ (Balance::Uri | Balance::Hdr), span, _)), Mode::Tcp) = (&s.balance, mode) {
+        let what = if *b == Balance::Uri {
+            "uri"
+        } else {
+            "hdr(NAME)"
+        };
         d.error(
             span.clone(),
-            format!("balance \"uri\" needs mode \"http\" (backend '{name}' is in tcp mode)"),
+            format!("balance \"{what}\" needs mode \"http\" (backend '{name}' is in tcp mode)"),
+        );
+    }
+    if let (Some(span), Mode::Tcp) = (sec.key_span("forwardfor"), mode) {
+        d.error(
+            span,
+            format!("forwardfor needs mode \"http\" (backend '{name}' is in tcp mode)"),
         );
     }
     let check = sec.get("check").and_then(|v| check(&sec.label, v, d));
@@ -73,6 +85,8 @@ pub(crate) fn parse(
         name: name.to_string(),
         mode,
         balance,
+        hash_header: s.balance.as_ref().and_then(|b| b.2.clone()),
+        forwardfor: s.forwardfor.unwrap_or(false),
         retries: s.retries.unwrap_or(3),
         allbackups: s.allbackups.unwrap_or(false),
         splice: s.splice(),

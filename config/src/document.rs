@@ -24,20 +24,34 @@ const KEYS: &[&str] = &[
     "global", "stats", "defaults", "frontend", "backend", "table", "cache",
 ];
 
-/// What of the language a caller accepts beyond what this build runs.
+/// What of the language a caller accepts. What a build does not run is
+/// refused ("not supported by this version") rather than accepted and
+/// ignored; the language's own tests and fuzzer parse all of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Support {
-    /// `mode = "http"` and `http-request`/`http-response` rule lines. This
-    /// build forwards HTTP as plain TCP only, so [`parse`] refuses them
-    /// ("not supported by this version") rather than accept and ignore
-    /// them; the language's own tests and fuzzer parse them with this set.
+    /// `mode = "http"` and `http-request`/`http-response` rule lines.
     pub http: bool,
+    /// `[stats] http`: the HTML stats page and `/metrics`.
+    pub stats_page: bool,
+}
+
+impl Support {
+    /// What this build runs.
+    pub const BUILD: Support = Support {
+        http: true,
+        stats_page: false,
+    };
+    /// All of the language.
+    pub const ALL: Support = Support {
+        http: true,
+        stats_page: true,
+    };
 }
 
 /// Parses and validates a configuration for this build; `file` is only
 /// used in errors. What the build cannot run is an error (see [`Support`]).
 pub fn parse(src: &str, file: &str) -> Result<Config, Errors> {
-    parse_with(src, file, Support::default())
+    parse_with(src, file, Support::BUILD)
 }
 
 /// Parses and validates a configuration, accepting what `support` allows

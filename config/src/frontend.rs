@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "maxconn",
     "default_backend",
     "splice",
+    "forwardfor",
     "timeout",
     "rules",
 ];
@@ -52,6 +53,12 @@ pub(crate) fn parse(
     let binds = sec.require("bind", d, bind).unwrap_or_default();
     let maxconn = s.maxconn.unwrap_or(known.global_maxconn);
     let lines = sec.read("rules", d, rule_lines).unwrap_or_default();
+    if let (Some(span), Mode::Tcp) = (sec.key_span("forwardfor"), mode) {
+        d.error(
+            span,
+            format!("forwardfor needs mode \"http\" (frontend '{name}' is in tcp mode)"),
+        );
+    }
     let cx = rules::Context {
         frontend: name,
         mode,
@@ -112,6 +119,7 @@ pub(crate) fn parse(
         maxconn,
         default_backend,
         splice: s.splice(),
+        forwardfor: s.forwardfor.unwrap_or(false),
         timeouts: s.timeouts(),
         rules,
         ruleset,

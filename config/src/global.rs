@@ -19,6 +19,8 @@ const KEYS: &[&str] = &[
     "group",
     "pidfile",
     "log",
+    "http_max_head_size",
+    "http_max_headers",
 ];
 
 /// Default process-wide connection cap.
@@ -38,6 +40,7 @@ pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
         group: None,
         pidfile: None,
         log: LogTarget::Stdout,
+        http_limits: Default::default(),
     };
     let Some(sec) = sec else { return g };
     sec.check_keys(KEYS, d);
@@ -54,6 +57,30 @@ pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
     g.user = sec.read("user", d, walk::nonempty).map(str::to_string);
     g.group = sec.read("group", d, walk::nonempty).map(str::to_string);
     g.pidfile = sec.read("pidfile", d, walk::nonempty).map(PathBuf::from);
+    if let Some(n) = sec.read("http_max_head_size", d, |k, v, d| {
+        walk::size(k, v, 1024, d).and_then(|n| {
+            if n > 1 << 20 {
+                d.error(v.span(), format!("'{k}' is at most 1MiB, found {n} bytes"));
+                None
+            } else {
+                Some(n)
+            }
+        })
+    }) {
+        g.http_limits.max_head = n as usize;
+    }
+    if let Some(n) = sec.read("http_max_headers", d, |k, v, d| {
+        walk::u32_min(k, v, 1, d).and_then(|n| {
+            if n > 1000 {
+                d.error(v.span(), format!("'{k}' is at most 1000, found {n}"));
+                None
+            } else {
+                Some(n)
+            }
+        })
+    }) {
+        g.http_limits.max_headers = n as usize;
+    }
     if let Some(log) = sec.read("log", d, walk::nonempty) {
         g.log = match log {
             "stdout" => LogTarget::Stdout,

@@ -52,6 +52,28 @@ pub struct Global {
     pub pidfile: Option<PathBuf>,
     /// Where connection logs go.
     pub log: LogTarget,
+    /// Limits on HTTP heads (largest head, most fields).
+    pub http_limits: HttpLimits,
+}
+
+/// Limits on an HTTP head, from `[global]` (HAProxy's `tune.bufsize` and
+/// `tune.http.maxhdr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest head in bytes (`http_max_head_size`, 16 KiB by default): a
+    /// longer request line is answered 414, a larger head 431.
+    pub max_head: usize,
+    /// Most header fields in a head (`http_max_headers`, 101 by default).
+    pub max_headers: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_head: 16 * 1024,
+            max_headers: 101,
+        }
+    }
 }
 
 /// Where the per-connection log lines are written.
@@ -154,6 +176,8 @@ pub struct Frontend {
     pub default_backend: Option<usize>,
     /// Zero-copy forwarding with splice(2).
     pub splice: bool,
+    /// Add `X-Forwarded-For` with the client's address to requests.
+    pub forwardfor: bool,
     /// Timeouts (client side is the one that matters here).
     pub timeouts: Timeouts,
     /// Rule lines, in order, as written.
@@ -171,8 +195,11 @@ pub enum Balance {
     LeastConn,
     /// Consistent hash of the client address.
     Source,
-    /// Hash of the request URI (HTTP mode only).
+    /// Consistent hash of the request path (HTTP mode only).
     Uri,
+    /// Consistent hash of a request header's value, round robin without it
+    /// (`hdr(NAME)`, HTTP mode only; the name is [`Backend::hash_header`]).
+    Hdr,
     /// First server (in declaration order) with a free slot.
     First,
     /// Power of two random choices.
@@ -210,6 +237,11 @@ pub struct Backend {
     pub mode: Mode,
     /// Load-balancing algorithm.
     pub balance: Balance,
+    /// The header hashed by `balance = "hdr(NAME)"`, lowercased.
+    pub hash_header: Option<String>,
+    /// Add `X-Forwarded-For` with the client's address to requests
+    /// (HAProxy's `option forwardfor`; the frontend's setting also counts).
+    pub forwardfor: bool,
     /// Connection attempts after the first one fails.
     pub retries: u32,
     /// Use every backup server rather than only the first usable one.

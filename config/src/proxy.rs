@@ -18,6 +18,7 @@ pub(crate) const DEFAULTS_KEYS: &[&str] = &[
     "maxconn",
     "allbackups",
     "backlog",
+    "forwardfor",
 ];
 
 /// Keys of a `timeout = {...}` table, in [`Timeouts`] field order.
@@ -43,14 +44,16 @@ pub(crate) struct ProxySettings {
     pub(crate) timeouts: [Option<Duration>; 8],
     /// `retries`.
     pub(crate) retries: Option<u32>,
-    /// `balance`, with the span of its value.
-    pub(crate) balance: Option<(Balance, Span)>,
+    /// `balance`, with the span of its value (and the header of `hdr(NAME)`).
+    pub(crate) balance: Option<(Balance, Span, Option<String>)>,
     /// `maxconn`.
     pub(crate) maxconn: Option<u32>,
     /// `allbackups`.
     pub(crate) allbackups: Option<bool>,
     /// `backlog`.
     pub(crate) backlog: Option<u32>,
+    /// `forwardfor`.
+    pub(crate) forwardfor: Option<bool>,
 }
 
 impl ProxySettings {
@@ -72,10 +75,13 @@ impl ProxySettings {
             splice: sec.read("splice", d, walk::boolean),
             timeouts,
             retries: sec.read("retries", d, |k, v, d| walk::u32_min(k, v, 0, d)),
-            balance: sec.read_at("balance", d, balance),
+            balance: sec
+                .read_at("balance", d, balance)
+                .map(|((b, h), span)| (b, span, h)),
             maxconn: sec.read("maxconn", d, |k, v, d| walk::u32_min(k, v, 1, d)),
             allbackups: sec.read("allbackups", d, walk::boolean),
             backlog: sec.read("backlog", d, |k, v, d| walk::u32_min(k, v, 1, d)),
+            forwardfor: sec.read("forwardfor", d, walk::boolean),
         }
     }
 
@@ -96,6 +102,7 @@ impl ProxySettings {
             maxconn: self.maxconn.or(defaults.maxconn),
             allbackups: self.allbackups.or(defaults.allbackups),
             backlog: self.backlog.or(defaults.backlog),
+            forwardfor: self.forwardfor.or(defaults.forwardfor),
         }
     }
 
@@ -139,9 +146,26 @@ fn mode(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Mode> {
     Some(m)
 }
 
-/// `balance`: one of the load-balancing algorithms.
-fn balance(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Balance> {
-    walk::choice(
+/// `balance`: one of the load-balancing algorithms, or `hdr(NAME)` (a hash
+/// of a request header's value).
+fn balance(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<(Balance, Option<String>)> {
+    if let toml::de::DeValue::String(s) = v.get_ref() {
+        if let Some(inner) = s.strip_prefix("hdr(").and_then(|r| r.strip_suffix(')')) {
+            let token = !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if token {
+                return Some((Balance::Hdr, Some(inner.to_ascii_lowercase())));
+            }
+            d.error(
+                v.span(),
+                format!("invalid balance {s:?}: expected hdr(NAME) with a header name"),
+            );
+            return None;
+        }
+    }
+    let b = walk::choice(
         what,
         v,
         &[
@@ -153,7 +177,8 @@ fn balance(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<Balance> {
             ("random", Balance::Random),
         ],
         d,
-    )
+    )?;
+    Some((b, None))
 }
 
 /// Reads `[defaults]`.

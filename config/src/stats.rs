@@ -34,7 +34,7 @@ pub(crate) fn parse(sec: &Section<'_, '_>, d: &mut Diag) -> Option<Stats> {
         let s = walk::string(k, v, d)?;
         let a = addr::parse_listen(s).map_err(|e| d.error(v.span(), e)).ok()?;
         // Accepted and not served would be a page an operator waits for.
-        if !d.support.http {
+        if !d.support.stats_page {
             d.error(
                 v.span(),
                 "the HTTP stats page ('http') is not supported by this version: use the stats socket",

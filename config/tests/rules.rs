@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use corral_config::*;
 
 /// The whole language, HTTP included (this build refuses HTTP mode).
-const HTTP: Support = Support { http: true };
+const HTTP: Support = Support::ALL;
 
 /// Tables and backends the rules refer to, after the frontend.
 const WORLD: &str = r#"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use corral_config::*;
 
 /// The whole language, HTTP included (this build refuses HTTP mode).
-const HTTP: Support = Support { http: true };
+const HTTP: Support = Support::ALL;
 
 /// The example of CONFIG.md without `cache`/`peers`, on 127.0.0.x addresses.
 pub const FULL: &str = r#"

@@ -603,6 +603,7 @@ impl Master {
             shared: self.shared.for_worker(epoch_slot, id),
             health: self.shared.health().clone(),
             counters: self.shared.counters().clone(),
+            stats: Some(self.shared.stats().clone()),
         })
     }
 
@@ -780,6 +781,7 @@ impl Master {
     /// one that replaces it).
     fn carry_counts(&mut self, generation: u32, id: usize) {
         use corral_worker::counters::{COUNTERS, CUM_CONNS};
+        self.shared.worker_gone(generation, id);
         if let Some(c) = self.shared.counters_of(generation) {
             let base = (id.max(1) - 1) * COUNTERS;
             let n = c.get(base + CUM_CONNS);
@@ -1103,6 +1105,8 @@ fn view_of<'a>(
         slot: shared.master_slot(),
         carried_conns: shared.carried_conns(),
         master_dropped_logs: corral_worker::process_log::dropped(),
+        stats: shared.all_stats(),
+        health: shared.health().clone(),
     }
 }
 

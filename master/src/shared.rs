@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use corral_config::Config;
 use corral_shm::flags::SharedFlags;
+use corral_shm::stats::{RowKey, Stat, StatsRegion, STAT_WORDS};
 use corral_shm::track::{release_dead, Tracks};
 use corral_shm::{Region, RegionKind, Segment, StickTable};
 use corral_worker::stick::Shared;
@@ -70,6 +71,23 @@ pub struct GenRegions {
     pub health: SharedFlags,
     /// Per-worker counters (see `corral_worker::worker::COUNTERS`).
     pub counters: SharedFlags,
+    /// Proxy counter rows (`show stat`), one cell per worker.
+    pub stats: StatsRegion,
+}
+
+/// The counter rows of a configuration: per frontend, then per backend its
+/// servers and itself (HAProxy's order).
+pub fn row_keys(cfg: &Config) -> Vec<RowKey> {
+    let mut keys: Vec<RowKey> = cfg
+        .frontends
+        .iter()
+        .map(|f| RowKey::frontend(&f.name))
+        .collect();
+    for b in &cfg.backends {
+        keys.extend(b.servers.iter().map(|s| RowKey::server(&b.name, &s.name)));
+        keys.push(RowKey::backend(&b.name));
+    }
+    keys
 }
 
 impl GenRegions {
@@ -77,6 +95,7 @@ impl GenRegions {
         let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
         let workers = cfg.global.workers as u32;
         Ok(GenRegions {
+            stats: StatsRegion::create(seg, generation, &row_keys(cfg), cfg.global.workers)?,
             tracks: Tracks::create(seg, generation, workers, per_worker(cfg))?,
             health: SharedFlags::create(seg, RegionKind::Health, generation, servers)?,
             counters: SharedFlags::create(
@@ -100,17 +119,136 @@ impl GenRegions {
             tracks: Tracks::open(of(RegionKind::Track)?)?,
             health: SharedFlags::open(of(RegionKind::Health)?),
             counters: SharedFlags::open(of(RegionKind::Counters)?),
+            stats: StatsRegion::open(of(RegionKind::Stats)?)?,
         })
     }
 
-    fn regions(&self) -> [&Arc<Region>; 3] {
+    /// Like [`GenRegions::find`], for regions made by a build without
+    /// counter rows (an upgrade from it): the rows are created here.
+    fn find_or_add_stats(
+        seg: &Segment,
+        cfg: &Config,
+        regions: &[(Arc<Region>, Role)],
+        generation: u32,
+    ) -> io::Result<Option<GenRegions>> {
+        if let Some(g) = GenRegions::find(regions, generation) {
+            return Ok(Some(g));
+        }
+        let of = |k: RegionKind| {
+            regions
+                .iter()
+                .find(|(r, _)| r.kind() == k && r.tag() == generation)
+                .map(|(r, _)| r.clone())
+        };
+        let (Some(t), Some(h), Some(c)) = (
+            of(RegionKind::Track).and_then(Tracks::open),
+            of(RegionKind::Health),
+            of(RegionKind::Counters),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(GenRegions {
+            tracks: t,
+            health: SharedFlags::open(h),
+            counters: SharedFlags::open(c),
+            stats: StatsRegion::create(seg, generation, &row_keys(cfg), cfg.global.workers)?,
+        }))
+    }
+
+    fn regions(&self) -> [&Arc<Region>; 4] {
         [
             self.tracks.region(),
             self.health.region(),
             self.counters.region(),
+            self.stats.region(),
         ]
     }
 }
+
+/// Copies the carried column (0) of `from` into `to`, row by row by name.
+fn carry_column(from: &StatsRegion, to: &StatsRegion) {
+    for row in 0..from.rows() {
+        let (Some(key), Some(src)) = (from.key(row), from.cell(row, 0)) else {
+            continue;
+        };
+        let Some(dst) = to.find(&key).and_then(|r| to.cell(r, 0)) else {
+            continue;
+        };
+        for i in 0..STAT_WORDS {
+            dst.set_word(i, src.word(i));
+        }
+    }
+}
+
+/// Adds the worker columns of `from` (a generation that is gone) to the
+/// carried column of `to`, by name. Gauges and last values are not carried.
+fn fold_workers(from: &StatsRegion, to: &StatsRegion) {
+    for row in 0..from.rows() {
+        let Some(key) = from.key(row) else { continue };
+        let Some(dst) = to.find(&key).and_then(|r| to.cell(r, 0)) else {
+            continue;
+        };
+        let mut sum = [0u64; STAT_WORDS];
+        from.sum(row, 1..from.columns(), &mut sum);
+        for (i, v) in sum.iter().enumerate() {
+            if !is_carried(i) {
+                continue;
+            }
+            dst.add_word(i, *v);
+        }
+    }
+}
+
+/// Whether word `i` of a cell is a counter (carried), not a gauge or a
+/// last value.
+fn is_carried(i: usize) -> bool {
+    ALL_STATS
+        .get(i)
+        .is_some_and(|s| !s.is_gauge() && !s.is_last_value())
+}
+
+const ALL_STATS: [Stat; STAT_WORDS] = [
+    Stat::Scur,
+    Stat::Stot,
+    Stat::Bin,
+    Stat::Bout,
+    Stat::Dreq,
+    Stat::Dresp,
+    Stat::Ereq,
+    Stat::Econ,
+    Stat::Eresp,
+    Stat::Wretr,
+    Stat::Wredis,
+    Stat::Hrsp1xx,
+    Stat::Hrsp2xx,
+    Stat::Hrsp3xx,
+    Stat::Hrsp4xx,
+    Stat::Hrsp5xx,
+    Stat::HrspOther,
+    Stat::ReqTot,
+    Stat::CliAbrt,
+    Stat::SrvAbrt,
+    Stat::Lbtot,
+    Stat::Connect,
+    Stat::Reuse,
+    Stat::QtimeSum,
+    Stat::CtimeSum,
+    Stat::RtimeSum,
+    Stat::TtimeSum,
+    Stat::Timed,
+    Stat::Qcur,
+    Stat::Dcon,
+    Stat::Dses,
+    Stat::Intercepted,
+    Stat::Chkfail,
+    Stat::Chkdown,
+    Stat::LastChange,
+    Stat::CheckStatus,
+    Stat::CheckDuration,
+    Stat::CheckCode,
+    Stat::Reserved38,
+    Stat::Reserved39,
+];
 
 /// Records each worker may hold: three trackings per connection (sc0-sc2).
 fn per_worker(cfg: &Config) -> u32 {
@@ -218,6 +356,8 @@ impl SharedSegment {
             }
         }
         let gen = GenRegions::create(self.seg, cfg, self.generation + 1)?;
+        // What earlier generations counted carries on, by name.
+        carry_column(&self.gen.stats, &gen.stats);
         Ok(Prepared {
             tables,
             gen,
@@ -344,7 +484,7 @@ impl SharedSegment {
             }
             tables.push(t);
         }
-        let gen = match GenRegions::find(&regions, generation) {
+        let gen = match GenRegions::find_or_add_stats(seg, cfg, &regions, generation)? {
             Some(g) => g,
             None => GenRegions::create(seg, cfg, generation)?,
         };
@@ -460,6 +600,40 @@ impl SharedSegment {
         &self.gen.counters
     }
 
+    /// This generation's counter rows.
+    pub fn stats(&self) -> &StatsRegion {
+        &self.gen.stats
+    }
+
+    /// Every generation's counter rows still held, current first.
+    pub fn all_stats(&self) -> Vec<StatsRegion> {
+        let mut all = vec![self.gen.stats.clone()];
+        all.extend(
+            self.retired
+                .iter()
+                .filter_map(|(r, _)| StatsRegion::open(r.clone())),
+        );
+        all
+    }
+
+    /// Worker `id` of `generation` is gone: its gauges no longer hold (its
+    /// counters stay, for the worker that replaces it or the fold).
+    pub fn worker_gone(&self, generation: u32, id: usize) {
+        let Some(s) = self
+            .all_stats()
+            .into_iter()
+            .find(|s| s.generation() == generation)
+        else {
+            return;
+        };
+        for row in 0..s.rows() {
+            if let Some(c) = s.cell(row, id) {
+                c.set(Stat::Scur, 0);
+                c.set(Stat::Qcur, 0);
+            }
+        }
+    }
+
     /// Connections counted by workers that are gone.
     pub fn carried_conns(&self) -> u64 {
         self.carried_conns
@@ -511,9 +685,14 @@ impl SharedSegment {
     /// `keep`, and `oldest` (the oldest old generation still running) is
     /// newer, or no old worker is left.
     pub fn free_unused(&mut self, oldest: Option<u32>) {
+        let current = self.gen.stats.clone();
         self.retired.retain(|(r, keep)| {
             if oldest.is_some_and(|g| g <= *keep) {
                 return true;
+            }
+            if let Some(old) = StatsRegion::open(r.clone()) {
+                // Its workers are gone: what they counted is carried.
+                fold_workers(&old, &current);
             }
             if r.kind() == RegionKind::Table {
                 log::info!("table {}: old region freed", r.name());
@@ -641,8 +820,8 @@ mod tests {
         next.free_unused(Some(1));
         assert_eq!(
             next.retired.len(),
-            4,
-            "old table + gen 1's tracks, health, counters"
+            5,
+            "old table + gen 1's tracks, health, counters, counter rows"
         );
         next.free_unused(None);
         assert!(next.retired.is_empty());

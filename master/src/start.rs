@@ -498,6 +498,7 @@ fn empty_config() -> Config {
             group: None,
             pidfile: None,
             log: corral_config::LogTarget::Stderr,
+            http_limits: Default::default(),
         },
         stats: None,
         frontends: Vec::new(),

@@ -13,6 +13,7 @@
 //!   [`freq`] rates computed as HAProxy's freq_ctr, budgeted expiry and eviction.
 //! * [`flags`]: per-generation words (server health, worker counters) with one
 //!   writer each.
+//! * [`stats`]: proxy counter rows keyed by name, one cell per worker.
 //! * [`track`]: per-worker records of tracked entries, undone by the master
 //!   when a worker dies.
 //!
@@ -30,6 +31,8 @@ mod primitive;
 pub mod region;
 #[cfg(not(loom))]
 pub mod segment;
+#[cfg(not(loom))]
+pub mod stats;
 #[cfg(not(loom))]
 pub mod table;
 #[cfg(not(loom))]

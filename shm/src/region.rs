@@ -39,6 +39,8 @@ pub enum RegionKind {
     Health = 3,
     /// One generation's per-worker counters.
     Counters = 4,
+    /// One generation's proxy counter rows (see `stats`).
+    Stats = 5,
 }
 
 impl RegionKind {
@@ -48,6 +50,7 @@ impl RegionKind {
             2 => RegionKind::Track,
             3 => RegionKind::Health,
             4 => RegionKind::Counters,
+            5 => RegionKind::Stats,
             _ => return None,
         })
     }
@@ -59,6 +62,7 @@ impl RegionKind {
             RegionKind::Track => "tracks",
             RegionKind::Health => "health",
             RegionKind::Counters => "counters",
+            RegionKind::Stats => "stats",
         }
     }
 }

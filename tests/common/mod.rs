@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod http;
 #[allow(unused_imports)]
 pub use cli::*;
 

@@ -62,6 +62,54 @@ pub struct ConnLog<'a> {
     pub backend_queue: usize,
 }
 
+/// Everything one `option httplog` line says about a finished request:
+/// `%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc
+/// %ac/%fc/%bc/%sc/%rc %sq/%bq %{+Q}r` (no captures, so `%hr %hs` print
+/// nothing, as in HAProxy).
+#[derive(Debug)]
+pub struct HttpLog<'a> {
+    /// Client address.
+    pub client: SocketAddr,
+    /// When the request started (`%tr`).
+    pub started: SystemTime,
+    /// Frontend name.
+    pub frontend: &'a str,
+    /// Backend name (the frontend's when none was chosen, as HAProxy).
+    pub backend: &'a str,
+    /// Server name (`<NOSRV>` if none).
+    pub server: &'a str,
+    /// `%TR`: time to receive the request head, ms (-1: never complete).
+    pub t_request: i64,
+    /// `%Tw`: time in queue, ms (-1: never got a server).
+    pub t_queue: i64,
+    /// `%Tc`: connect time, ms (-1: never connected).
+    pub t_connect: i64,
+    /// `%Tr`: server response time, ms (-1: no response head).
+    pub t_response: i64,
+    /// `%Ta`: request active time, ms.
+    pub t_active: i64,
+    /// `%ST`: status (-1 for none).
+    pub status: i32,
+    /// `%B`: bytes sent to the client.
+    pub bytes_out: u64,
+    /// First two characters of `%tsc` (the cookie two are always `--`).
+    pub term: [u8; 2],
+    /// `%ac`, `%fc`, `%bc`, `%sc`, `%rc`.
+    pub actconn: u32,
+    /// Frontend connections.
+    pub feconn: u32,
+    /// Backend connections.
+    pub beconn: u32,
+    /// Server connections.
+    pub srv_conn: u32,
+    /// Retries.
+    pub retries: u32,
+    /// `%bq`: backend queue.
+    pub backend_queue: usize,
+    /// `%r`: the request line, or `None` for `<BADREQ>`.
+    pub request: Option<(&'a str, &'a str, &'a str)>,
+}
+
 /// The access log of one worker.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -121,6 +169,59 @@ impl AccessLog {
             c.retries,
             c.backend_queue,
         );
+        self.sink.push_line(self.line.as_bytes());
+    }
+
+    /// Formats one HTTP request's line and queues it.
+    pub fn log_http(&mut self, c: &HttpLog<'_>) {
+        if self.off {
+            return;
+        }
+        self.line.clear();
+        if self.sink.is_datagram() {
+            let _ = write!(self.line, "<134>corral[{}]: ", std::process::id());
+        }
+        let _ = write!(self.line, "{} [", c.client);
+        format_date(&mut self.line, c.started);
+        let _ = write!(
+            self.line,
+            "] {} {}/{} {}/{}/{}/{}/{} {} {} - - {}{}-- {}/{}/{}/{}/{} 0/{} ",
+            c.frontend,
+            c.backend,
+            c.server,
+            c.t_request,
+            c.t_queue,
+            c.t_connect,
+            c.t_response,
+            c.t_active,
+            c.status,
+            c.bytes_out,
+            c.term[0] as char,
+            c.term[1] as char,
+            c.actconn,
+            c.feconn,
+            c.beconn,
+            c.srv_conn,
+            c.retries,
+            c.backend_queue,
+        );
+        match c.request {
+            Some((method, target, version)) => {
+                self.line.push('"');
+                for part in [method, " ", target, " ", version] {
+                    // `+Q`: the request line quoted, a quote inside escaped.
+                    for ch in part.chars() {
+                        if ch == '"' {
+                            self.line.push_str("\\\"");
+                        } else {
+                            self.line.push(ch);
+                        }
+                    }
+                }
+                self.line.push('"');
+            }
+            None => self.line.push_str("\"<BADREQ>\""),
+        }
         self.sink.push_line(self.line.as_bytes());
     }
 
@@ -207,5 +308,43 @@ mod tests {
             "{line}"
         );
         assert_eq!(log.dropped(), 1, "the null sink counts what it drops");
+    }
+
+    #[test]
+    fn http_line_has_haproxy_httplog_shape() {
+        let mut log = AccessLog {
+            sink: Sink::null(),
+            line: String::new(),
+            off: false,
+        };
+        log.log_http(&HttpLog {
+            client: "127.0.0.1:44640".parse().unwrap(),
+            started: UNIX_EPOCH + Duration::from_millis(1_795_000_000_330),
+            frontend: "fe",
+            backend: "be",
+            server: "s1",
+            t_request: 0,
+            t_queue: 0,
+            t_connect: 0,
+            t_response: 1,
+            t_active: 1,
+            status: 200,
+            bytes_out: 415,
+            term: *b"--",
+            actconn: 1,
+            feconn: 1,
+            beconn: 0,
+            srv_conn: 0,
+            retries: 0,
+            backend_queue: 0,
+            request: Some(("GET", "/a\"b", "HTTP/1.1")),
+        });
+        let line = log.line.clone();
+        assert!(
+            line.ends_with(
+                ".330] fe be/s1 0/0/0/1/1 200 415 - - ---- 1/1/0/0/0 0/0 \"GET /a\\\"b HTTP/1.1\""
+            ),
+            "{line}"
+        );
     }
 }

@@ -16,6 +16,17 @@ use std::net::IpAddr;
 
 use corral_config::{Backend, Balance};
 
+/// The hash key of a client address, for `balance source`.
+pub fn ip_key(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            (v as u64) ^ ((v >> 64) as u64)
+        }
+    }
+}
+
 /// Runtime state of one server, as seen by this worker.
 #[derive(Clone, Debug)]
 pub struct ServerState {
@@ -90,24 +101,27 @@ impl Balancer {
         }
     }
 
-    /// Chooses a server for a client at `client`, skipping servers in `tried`
-    /// while an untried one is usable.
-    pub fn pick(&mut self, client: IpAddr, tried: &[usize]) -> Pick {
+    /// Chooses a server, skipping servers in `tried` while an untried one is
+    /// usable. `hash` is the key of the hashing algorithms (`source`: the
+    /// client's address, see [`ip_key`]; `uri`: the path; `hdr()`: the
+    /// header's value); without one they fall back to round robin.
+    pub fn pick(&mut self, hash: Option<u64>, tried: &[usize]) -> Pick {
         let candidates = self.candidates(tried);
         if candidates.is_empty() {
             return Pick::NoServer;
         }
-        let chosen = match self.algo {
+        let hashed = matches!(self.algo, Balance::Source | Balance::Uri | Balance::Hdr);
+        let chosen = match (self.algo, hash) {
             // Deterministic: the hashed server or nothing, never another one.
-            Balance::Source | Balance::Uri => {
-                let i = self.hash_pick(&candidates, client);
+            (_, Some(key)) if hashed => {
+                let i = self.hash_pick(&candidates, key);
                 return if self.servers[i].has_slot() {
                     Pick::Server(i)
                 } else {
                     Pick::Full
                 };
             }
-            Balance::First => candidates
+            (Balance::First, _) => candidates
                 .iter()
                 .copied()
                 .find(|&i| self.servers[i].has_slot()),
@@ -239,14 +253,7 @@ impl Balancer {
     /// Weighted rendezvous hashing: each server scores the key and the best
     /// score wins. Removing a server moves only the keys it held (consistent),
     /// and a weight w server wins w times as often as a weight 1 one.
-    fn hash_pick(&self, candidates: &[usize], client: IpAddr) -> usize {
-        let key = match client {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64)
-            }
-        };
+    fn hash_pick(&self, candidates: &[usize], key: u64) -> usize {
         let mut best = candidates[0];
         let mut best_score = f64::NEG_INFINITY;
         for &i in candidates {
@@ -308,7 +315,7 @@ mod tests {
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn pick(b: &mut Balancer) -> usize {
-        match b.pick(LOCAL, &[]) {
+        match b.pick(Some(ip_key(LOCAL)), &[]) {
             Pick::Server(i) => i,
             other => panic!("expected a server, got {other:?}"),
         }
@@ -351,7 +358,7 @@ mod tests {
         b.acquire(0);
         assert_eq!(pick(&mut b), 1);
         b.acquire(1);
-        assert_eq!(b.pick(LOCAL, &[]), Pick::Full);
+        assert_eq!(b.pick(Some(ip_key(LOCAL)), &[]), Pick::Full);
     }
 
     #[test]
@@ -360,11 +367,11 @@ mod tests {
         let mut seen = [0; 2];
         for last in 10..30u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
-            let Pick::Server(first) = b.pick(ip, &[]) else {
+            let Pick::Server(first) = b.pick(Some(ip_key(ip)), &[]) else {
                 panic!()
             };
             for _ in 0..5 {
-                assert_eq!(b.pick(ip, &[]), Pick::Server(first));
+                assert_eq!(b.pick(Some(ip_key(ip)), &[]), Pick::Server(first));
             }
             seen[first] += 1;
         }
@@ -380,11 +387,18 @@ mod tests {
         let ips: Vec<IpAddr> = (0..200u32)
             .map(|i| IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + i)))
             .collect();
-        let before: Vec<Pick> = ips.iter().map(|&ip| b.pick(ip, &[])).collect();
+        let before: Vec<Pick> = ips
+            .iter()
+            .map(|&ip| b.pick(Some(ip_key(ip)), &[]))
+            .collect();
         b.servers[2].up = false;
         for (ip, was) in ips.iter().zip(before) {
             if was != Pick::Server(2) {
-                assert_eq!(b.pick(*ip, &[]), was, "keys of surviving servers stay put");
+                assert_eq!(
+                    b.pick(Some(ip_key(*ip)), &[]),
+                    was,
+                    "keys of surviving servers stay put"
+                );
             }
         }
     }
@@ -402,9 +416,12 @@ mod tests {
     #[test]
     fn tried_servers_are_skipped_then_retried() {
         let mut b = balancer(Balance::RoundRobin, &[(1, None, false), (1, None, false)]);
-        assert_eq!(b.pick(LOCAL, &[0]), Pick::Server(1));
-        assert_eq!(b.pick(LOCAL, &[1]), Pick::Server(0));
-        assert!(matches!(b.pick(LOCAL, &[0, 1]), Pick::Server(_)));
+        assert_eq!(b.pick(Some(ip_key(LOCAL)), &[0]), Pick::Server(1));
+        assert_eq!(b.pick(Some(ip_key(LOCAL)), &[1]), Pick::Server(0));
+        assert!(matches!(
+            b.pick(Some(ip_key(LOCAL)), &[0, 1]),
+            Pick::Server(_)
+        ));
     }
 
     #[test]
@@ -425,6 +442,6 @@ mod tests {
         assert_eq!(n, [0, 5, 5]);
         b.servers[1].up = false;
         b.servers[2].up = false;
-        assert_eq!(b.pick(LOCAL, &[]), Pick::NoServer);
+        assert_eq!(b.pick(Some(ip_key(LOCAL)), &[]), Pick::NoServer);
     }
 }

@@ -87,7 +87,7 @@ impl BufPool {
     }
 
     fn give(&mut self, buf: Box<[u8]>) {
-        if self.free.len() < Self::MAX_IDLE {
+        if self.free.len() < Self::MAX_IDLE && buf.len() == BUF_SIZE {
             self.free.push(buf);
         }
     }
@@ -165,6 +165,25 @@ impl Half {
     /// Allows or forbids splice for this direction (frontend and backend must both allow it).
     pub fn set_splice(&mut self, splice: bool) {
         self.splice = splice;
+    }
+
+    /// Queues bytes already read from the source (by an HTTP exchange that
+    /// became a tunnel): they go out before anything read later.
+    pub fn preload(&mut self, bytes: &[u8], pools: &mut Pools) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut data = if bytes.len() <= BUF_SIZE {
+            pools.bufs.take()
+        } else {
+            vec![0u8; bytes.len()].into_boxed_slice()
+        };
+        data[..bytes.len()].copy_from_slice(bytes);
+        self.buf = Some(Buffer {
+            data,
+            start: 0,
+            end: bytes.len(),
+        });
     }
 
     /// Bytes read from the source and not yet written.

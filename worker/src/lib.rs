@@ -1,27 +1,37 @@
 //! corral's data plane: the worker process.
 //!
 //! A worker is one single-threaded mio loop ([`worker`]) that accepts on the
-//! listeners inherited from the master ([`listeners`]), picks a server
-//! ([`balance`]), connects with retries and queueing ([`dispatch`]), and
-//! forwards bytes both ways with splice(2) ([`forward`], [`splice`]), logging
-//! one line per connection ([`access_log`]). It never parses TOML (it gets a
-//! validated [`corral_config::Config`]) and never forks.
+//! listeners inherited from the master ([`listeners`]). Each accepted socket
+//! is a [`client`] connection served by a flow: [`tcp`] (a [`tunnel`] to one
+//! server, with splice: [`forward`], [`splice`]) or [`http`] (a sequence of
+//! streams over the pure codec of `corral_http`). Server connections are
+//! entries of their own ([`server_conn`]), reached through an [`attempt`]
+//! (balancing: [`balance`]; retries and queueing). One log line per
+//! connection or request ([`access_log`]); counters in the segment
+//! ([`rows`]). It never parses TOML (it gets a validated
+//! [`corral_config::Config`]) and never forks.
 
 pub mod access_log;
+pub mod attempt;
 pub mod balance;
+pub mod bufio;
+pub mod client;
 pub mod counters;
-mod dispatch;
 pub mod forward;
 pub mod health;
+pub mod http;
 pub mod lifeline;
 pub mod listeners;
 pub mod log_sink;
 pub mod process_log;
+pub mod rows;
 pub mod rules;
-pub mod session;
+pub mod server_conn;
 pub mod splice;
 pub mod stick;
+pub mod tcp;
 pub mod timers;
+pub mod tunnel;
 pub mod worker;
 
 pub use worker::{Worker, WorkerSetup};

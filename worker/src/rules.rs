@@ -215,7 +215,7 @@ store = ["conn_cur", "conn_rate(10s)", "gpc0"]
 "#,
             lines.join(", ")
         );
-        match corral_config::parse_with(&src, "t.toml", corral_config::Support { http: true }) {
+        match corral_config::parse_with(&src, "t.toml", corral_config::Support::ALL) {
             Ok(mut c) => c.frontends.remove(0),
             Err(e) => panic!("{e}"),
         }

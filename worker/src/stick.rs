@@ -43,6 +43,22 @@ pub struct StickCounters {
     tracked: [Option<Tracked>; 3],
 }
 
+impl StickCounters {
+    /// Whether slot `slot` tracks an entry.
+    pub fn is_tracked(&self, slot: u8) -> bool {
+        self.tracked.get(slot as usize).is_some_and(Option::is_some)
+    }
+}
+
+/// What a `track-scN` key is, for the table's type.
+#[derive(Debug)]
+pub enum TrackValue<'a> {
+    /// An address (ip and ipv6 tables).
+    Addr(std::net::IpAddr),
+    /// Bytes (string tables; longer keys are cut to the table's key length).
+    Bytes(&'a [u8]),
+}
+
 /// Expiry work per table per loop turn (entries looked at).
 const EXPIRE_BUDGET: u32 = 64;
 
@@ -224,18 +240,7 @@ impl Sticky {
         for t in sc.tracked.iter_mut().filter_map(Option::take) {
             let table = &self.shared.tables[t.table as usize];
             let e = table.entry_at(t.shard, t.slot);
-            e.add(DataTypeName::BytesInCnt, bytes_in as i64);
-            e.add(DataTypeName::BytesOutCnt, bytes_out as i64);
-            e.add_rate(
-                DataTypeName::BytesInRate,
-                now,
-                bytes_in.min(u32::MAX as u64) as u32,
-            );
-            e.add_rate(
-                DataTypeName::BytesOutRate,
-                now,
-                bytes_out.min(u32::MAX as u64) as u32,
-            );
+            add_bytes(&e, now, bytes_in, bytes_out);
             e.touch(now);
             self.tracker.untrack(table, t);
         }
@@ -308,6 +313,113 @@ impl Sticky {
             .map(|u| u.backend)
     }
 
+    /// Counter `what` of the entry tracked in `sc`'s slot `slot`.
+    pub fn sc_value(&self, sc: &StickCounters, slot: u8, what: ScData) -> Option<i64> {
+        let t = sc.tracked.get(slot as usize)?.as_ref()?;
+        let e = self.shared.tables[t.table as usize].entry_at(t.shard, t.slot);
+        e.value(data_name(what), now_ms())
+            .map(|v| v.min(i64::MAX as u64) as i64)
+    }
+
+    /// Whether frontend `fe`'s rules read `dst_port` (worth a getsockname).
+    pub fn reads_dst_port(&self, fe: usize) -> bool {
+        self.dst_port.get(fe).copied().unwrap_or(false)
+    }
+
+    /// `http-request track-scN`: tracks `key` in `table` in slot `slot`
+    /// unless the slot tracks something already; the request counts on the
+    /// new entry. Returns whether it tracked now (the caller releases it at
+    /// the end of the request).
+    pub fn track_request(
+        &mut self,
+        sc: &mut StickCounters,
+        slot: u8,
+        table: usize,
+        key: TrackValue<'_>,
+    ) -> bool {
+        let slot = slot as usize;
+        if slot >= 3 || sc.tracked[slot].is_some() {
+            return false;
+        }
+        let t = &self.shared.tables[table];
+        let mut buf = [0u8; 16];
+        let bytes: &[u8] = match key {
+            TrackValue::Addr(ip) => match t.encode_addr(ip, &mut buf) {
+                Some(n) => &buf[..n],
+                None => return false,
+            },
+            TrackValue::Bytes(b) => &b[..b.len().min(t.layout().key_len as usize)],
+        };
+        if bytes.is_empty() {
+            return false;
+        }
+        let now = now_ms();
+        let guard = self.shared.seg.epoch().pin(self.shared.slot);
+        let Some((tracked, e)) =
+            self.tracker
+                .track(table as u16, t, &guard, self.shared.slot, bytes, now)
+        else {
+            return false;
+        };
+        e.add(DataTypeName::HttpReqCnt, 1);
+        e.add_rate(DataTypeName::HttpReqRate, now, 1);
+        e.touch(now);
+        sc.tracked[slot] = Some(tracked);
+        true
+    }
+
+    /// A new request on a connection: it counts on every entry tracked so
+    /// far (`http_req_cnt`, `http_req_rate`).
+    pub fn count_request(&self, sc: &StickCounters) {
+        self.add_http(sc, DataTypeName::HttpReqCnt, DataTypeName::HttpReqRate);
+    }
+
+    /// A request that ended in an error (a 4xx, or refused as invalid):
+    /// `http_err_cnt`, `http_err_rate` on every tracked entry.
+    pub fn count_error(&self, sc: &StickCounters) {
+        self.add_http(sc, DataTypeName::HttpErrCnt, DataTypeName::HttpErrRate);
+    }
+
+    fn add_http(&self, sc: &StickCounters, cnt: DataTypeName, rate: DataTypeName) {
+        let now = now_ms();
+        for e in self.entries(sc).into_iter().flatten() {
+            e.add(cnt, 1);
+            e.add_rate(rate, now, 1);
+            e.touch(now);
+        }
+    }
+
+    /// `sc-inc-gpc0(N)` on the entry tracked in slot `slot`.
+    pub fn inc_gpc0(&self, sc: &StickCounters, slot: u8) {
+        if let Some(e) = self.entries(sc).get(slot as usize).and_then(Option::as_ref) {
+            let now = now_ms();
+            e.add(DataTypeName::Gpc0, 1);
+            e.add_rate(DataTypeName::Gpc0Rate, now, 1);
+            e.touch(now);
+        }
+    }
+
+    /// Adds bytes that flowed to every tracked entry (`bytes_in_cnt`,
+    /// `bytes_out_cnt` and their rates), as they flow.
+    pub fn add_bytes(&self, sc: &StickCounters, bytes_in: u64, bytes_out: u64) {
+        if bytes_in == 0 && bytes_out == 0 {
+            return;
+        }
+        let now = now_ms();
+        for e in self.entries(sc).into_iter().flatten() {
+            add_bytes(&e, now, bytes_in, bytes_out);
+        }
+    }
+
+    /// Ends the tracking of slot `slot` only (a request's own tracking).
+    pub fn release_slot(&mut self, sc: &mut StickCounters, slot: u8) {
+        if let Some(t) = sc.tracked.get_mut(slot as usize).and_then(Option::take) {
+            let table = &self.shared.tables[t.table as usize];
+            table.entry_at(t.shard, t.slot).touch(now_ms());
+            self.tracker.untrack(table, t);
+        }
+    }
+
     /// One loop turn's share of expiry on every table.
     pub fn maintain(&self) {
         let now = now_ms();
@@ -315,6 +427,21 @@ impl Sticky {
             t.expire_step(self.shared.slot, now, EXPIRE_BUDGET);
         }
     }
+}
+
+fn add_bytes(e: &EntryRef<'_>, now: u32, bytes_in: u64, bytes_out: u64) {
+    e.add(DataTypeName::BytesInCnt, bytes_in as i64);
+    e.add(DataTypeName::BytesOutCnt, bytes_out as i64);
+    e.add_rate(
+        DataTypeName::BytesInRate,
+        now,
+        bytes_in.min(u32::MAX as u64) as u32,
+    );
+    e.add_rate(
+        DataTypeName::BytesOutRate,
+        now,
+        bytes_out.min(u32::MAX as u64) as u32,
+    );
 }
 
 fn name_hash(name: &str) -> u64 {

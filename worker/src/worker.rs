@@ -30,10 +30,11 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::balance::Balancer;
+use crate::client::{Client, CLIENT_BASE};
 use crate::forward::{BufPool, Pools};
 use crate::health::{Checks, CHECK_BASE};
 use crate::listeners::Listeners;
-use crate::session::Session;
+use crate::server_conn::{ServerConn, SERVER_BASE};
 use crate::splice::PipePool;
 use crate::timers::Timers;
 
@@ -43,8 +44,6 @@ pub(crate) const SIGNALS: Token = Token(2);
 pub(crate) const ACCESS_LOG: Token = Token(3);
 /// The process log's fd, likewise.
 pub(crate) const PROCESS_LOG: Token = Token(4);
-/// Session tokens start here: client = BASE + 2*key, server = BASE + 2*key + 1.
-pub(crate) const SESSION_BASE: usize = 16;
 /// Listener `i` reports token `LISTENER_BASE + i` (below the checks' tokens).
 pub(crate) const LISTENER_BASE: usize = usize::MAX / 4;
 
@@ -80,6 +79,8 @@ pub struct WorkerSetup {
     /// This generation's per-worker counters ([`COUNTERS`] per worker, worker
     /// `id` at `(id - 1) * COUNTERS`), written by each worker once per loop turn.
     pub counters: SharedFlags,
+    /// This generation's proxy counter rows (`show stat`), if the master made them.
+    pub stats: Option<corral_shm::stats::StatsRegion>,
 }
 
 pub use crate::counters::COUNTERS;
@@ -94,7 +95,7 @@ pub(crate) struct FrontendState {
 /// Per-backend runtime state of this worker.
 pub(crate) struct BackendState {
     pub balancer: Balancer,
-    /// Connections waiting for a server slot: (session key, serial).
+    /// Connections waiting for a server slot: (client key, serial).
     pub queue: std::collections::VecDeque<(usize, u64)>,
     pub cur: u32,
 }
@@ -111,13 +112,16 @@ pub struct Worker {
     pub(crate) cfg: Arc<Config>,
     pub(crate) poll: Poll,
     pub(crate) listeners: Listeners,
-    pub(crate) sessions: Slab<Session>,
+    pub(crate) clients: Slab<Client>,
+    pub(crate) servers: Slab<ServerConn>,
+    /// This worker's cells of the proxy counter rows.
+    pub(crate) rows: crate::rows::Rows,
     pub(crate) frontends: Vec<FrontendState>,
     pub(crate) backends: Vec<BackendState>,
     pub(crate) pools: Pools,
     pub(crate) timers: Timers,
     pub(crate) log: AccessLog,
-    /// Sessions with work left after their budget, served next turn.
+    /// Client connections with work left after their budget, served next turn.
     pub(crate) ready: Vec<usize>,
     pub(crate) serial: u64,
     /// Concurrent connections of this worker, and its share of global maxconn.
@@ -174,7 +178,7 @@ impl Worker {
             // Like `haproxy -m`: derive a connection cap from the memory budget,
             // so a full worker refuses new work instead of failing an allocation.
             let per_conn =
-                (std::mem::size_of::<Session>() + 2 * crate::forward::BUF_SIZE + 1024) as u64;
+                (std::mem::size_of::<Client>() + 2 * crate::forward::BUF_SIZE + 1024) as u64;
             let budget = limit / n as u64;
             max = max.min((budget / per_conn).max(1) as u32);
         }
@@ -208,7 +212,9 @@ impl Worker {
             cfg,
             poll,
             listeners,
-            sessions: Slab::new(),
+            clients: Slab::new(),
+            servers: Slab::new(),
+            rows: crate::rows::Rows::new(&cfg_for_checks, setup.stats, setup.id),
             frontends,
             backends,
             timers: Timers::default(),
@@ -283,7 +289,9 @@ impl Worker {
                             }
                         }
                     }
-                    Token(t) => self.on_session_event(t - SESSION_BASE, ev),
+                    Token(t) if t >= SERVER_BASE => self.on_server_event(t - SERVER_BASE, ev),
+                    Token(t) if t >= CLIENT_BASE => self.on_client_event(t - CLIENT_BASE, ev),
+                    Token(_) => {}
                 }
             }
             if self.signals.hard.load(Ordering::Relaxed) {
@@ -298,7 +306,7 @@ impl Worker {
             }
             let again = std::mem::take(&mut self.ready);
             for key in again {
-                if self.sessions.contains(key) {
+                if self.clients.contains(key) {
                     self.advance(key);
                 }
             }
@@ -307,14 +315,14 @@ impl Worker {
             self.flush_logs();
             self.publish_counters();
             if let Some(deadline) = self.stop_deadline {
-                if self.sessions.is_empty() {
+                if self.clients.is_empty() {
                     return 0;
                 }
                 if Instant::now() >= deadline {
                     log::warn!(
                         "worker {}: hard_stop_after reached, closing {} connection(s)",
                         self.id,
-                        self.sessions.len()
+                        self.clients.len()
                     );
                     self.kill_all();
                     self.flush_logs();
@@ -381,13 +389,21 @@ impl Worker {
         self.tell_master(crate::lifeline::Message::LeftQueue);
         self.accept_pending.clear();
         self.stop_deadline = Some(Instant::now() + self.cfg.global.hard_stop_after);
+        // Idle HTTP keep-alive connections close now; busy ones after
+        // their exchange (their response says `Connection: close`).
+        self.http_soft_stop();
         // Queued connections will never get a slot from a new accept, but they
         // still get one when a connection ends: they keep their place.
         log::info!(
             "worker {}: soft stop, {} connection(s) to drain",
             self.id,
-            self.sessions.len()
+            self.clients.len()
         );
+    }
+
+    /// Whether this worker is soft-stopping (responses then close).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop_deadline.is_some()
     }
 
     /// Before closing the listeners on a soft stop: leave the exclusive wait
@@ -504,7 +520,7 @@ impl Worker {
         self.sync_health();
         while let Some((key, serial, at)) = self.timers.pop_due(now) {
             if let Some(s) = self
-                .sessions
+                .clients
                 .get_mut(key)
                 .filter(|s| s.serial == serial && s.armed == Some(at))
             {
@@ -538,6 +554,15 @@ impl Worker {
             LOG_DROPPED,
             self.log.dropped() + crate::process_log::dropped(),
         );
+        for (i, f) in self.frontends.iter().enumerate() {
+            self.rows.frontend_left(i, f.cur);
+        }
+        for (be, b) in self.backends.iter().enumerate() {
+            self.rows.backend_gauges(be, b.cur, b.queue.len());
+            for (i, s) in b.balancer.servers.iter().enumerate() {
+                self.rows.server_gauge(be, i, s.cur);
+            }
+        }
     }
 
     /// Copies the shared health flags into the balancers (one load per

@@ -2,7 +2,7 @@
 //! headers, statuses, `return` options, backends.
 
 use super::acl::{call, is_token};
-use super::ast::{HeaderAction, HttpRequestAction, Track, TrackKey};
+use super::ast::{HeaderAction, HttpRequestAction, Redirect, RedirectKind, Track, TrackKey};
 use super::cond::Cursor;
 use super::lexer::Token;
 use super::{Context, RuleError};
@@ -211,7 +211,14 @@ fn header(c: &mut Cursor<'_>, action: &str, value: bool) -> Result<(String, Stri
     let mut words = Vec::new();
     while !c.at_cond() {
         let t = c.next().expect("not at the end");
-        words.push(literal(t)?);
+        let w = literal(t)?;
+        if w.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(RuleError::new(
+                t.at,
+                format!("control character in the value of '{action} {}': a header value cannot hold CR, LF or NUL", n.text),
+            ));
+        }
+        words.push(w);
     }
     if words.is_empty() {
         return Err(RuleError::new(
@@ -248,7 +255,13 @@ pub(crate) fn ret(c: &mut Cursor<'_>) -> Result<HttpRequestAction, RuleError> {
             "status" if status.is_some() => return Err(twice()),
             "status" => status = Some(http_status(c.expect("HTTP status after 'status'")?)?),
             "content-type" if content_type.is_some() => return Err(twice()),
-            "content-type" => content_type = Some(c.expect("content type after 'content-type'")?.text.clone()),
+            "content-type" => {
+                let v = c.expect("content type after 'content-type'")?;
+                if v.text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return Err(RuleError::new(v.at, "control character in the content type"));
+                }
+                content_type = Some(v.text.clone())
+            }
             "string" if body.is_some() => return Err(twice()),
             "string" => body = Some((t.at, c.expect("body after 'string'")?.text.clone())),
             "lf-string" | "file" | "lf-file" | "errorfile" | "errorfiles" | "hdr" | "default-errorfiles" => {
@@ -273,4 +286,88 @@ pub(crate) fn ret(c: &mut Cursor<'_>) -> Result<HttpRequestAction, RuleError> {
         content_type,
         body: body.map(|b| b.1),
     })
+}
+
+/// `redirect location|prefix|scheme VALUE [code N] [drop-query] [append-slash]`.
+pub(crate) fn redirect(c: &mut Cursor<'_>) -> Result<HttpRequestAction, RuleError> {
+    let k = c.expect("redirect type (expected one of: location, prefix, scheme)")?;
+    let kind = match k.text.as_str() {
+        "location" => RedirectKind::Location,
+        "prefix" => RedirectKind::Prefix,
+        "scheme" => RedirectKind::Scheme,
+        other => {
+            return Err(RuleError::new(
+                k.at,
+                format!(
+                    "unknown redirect type '{other}' (expected one of: location, prefix, scheme)"
+                ),
+            ))
+        }
+    };
+    let v = c.expect(&format!("value after 'redirect {}'", k.text))?;
+    let value = literal(v)?;
+    let bad_byte = value
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"');
+    if value.is_empty() || bad_byte {
+        return Err(RuleError::new(
+            v.at,
+            format!("invalid redirect {} '{}'", k.text, v.text),
+        ));
+    }
+    if kind == RedirectKind::Scheme
+        && !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(RuleError::new(v.at, format!("invalid scheme '{}'", v.text)));
+    }
+    let mut r = Redirect {
+        kind,
+        value,
+        code: 302,
+        drop_query: false,
+        append_slash: false,
+    };
+    let mut code_seen = false;
+    while !c.at_cond() {
+        let t = c.next().expect("not at the end");
+        match t.text.as_str() {
+            "code" if code_seen => {
+                return Err(RuleError::new(t.at, "'code' is given twice"))
+            }
+            "code" => {
+                code_seen = true;
+                let n = c.expect("redirect status after 'code'")?;
+                r.code = match n.text.as_str() {
+                    "301" => 301,
+                    "302" => 302,
+                    "303" => 303,
+                    "307" => 307,
+                    "308" => 308,
+                    _ => {
+                        return Err(RuleError::new(
+                            n.at,
+                            format!("invalid redirect code '{}' (expected one of: 301, 302, 303, 307, 308)", n.text),
+                        ))
+                    }
+                };
+            }
+            "drop-query" => r.drop_query = true,
+            "append-slash" => r.append_slash = true,
+            "set-cookie" | "clear-cookie" | "ignore-empty" => {
+                return Err(RuleError::new(
+                    t.at,
+                    format!("redirect option '{}' is not supported by this version (supported: code, drop-query, append-slash)", t.text),
+                ))
+            }
+            other => {
+                return Err(RuleError::new(
+                    t.at,
+                    format!("unknown redirect option '{other}' (expected one of: code, drop-query, append-slash, if, unless)"),
+                ))
+            }
+        }
+    }
+    Ok(HttpRequestAction::Redirect(r))
 }

@@ -169,6 +169,34 @@ pub enum HttpRequestAction {
         /// The stick counter slot, 0..=2.
         slot: u8,
     },
+    /// `redirect location|prefix|scheme VALUE [code N] [drop-query] [append-slash]`.
+    Redirect(Redirect),
+}
+
+/// What a `redirect` builds its `Location` from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectKind {
+    /// `location URL`: the URL as written.
+    Location,
+    /// `prefix PFX`: PFX followed by the request's URI (`/` keeps it relative).
+    Prefix,
+    /// `scheme S`: `S://` + the request's Host + its URI.
+    Scheme,
+}
+
+/// `http-request redirect ...`: answer with a 3xx and a `Location`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// How `Location` is built.
+    pub kind: RedirectKind,
+    /// The URL, prefix or scheme.
+    pub value: String,
+    /// The status: 301, 302 (default), 303, 307 or 308.
+    pub code: u16,
+    /// `drop-query`: the request's query string is not carried over.
+    pub drop_query: bool,
+    /// `append-slash`: a `/` is added to a URI that does not end with one.
+    pub append_slash: bool,
 }
 
 /// An `http-response` rule.

@@ -3,7 +3,7 @@
 
 use super::acl::parse_test;
 use super::actions::{
-    backend, gpc_slot, header_action, http_status, ret, track, track_slot, unknown_action,
+    backend, gpc_slot, header_action, http_status, redirect, ret, track, track_slot, unknown_action,
 };
 use super::ast::{
     AclTest, HttpRequestAction, HttpRequestRule, HttpResponseRule, TcpAction, TcpRule, UseBackend,
@@ -37,6 +37,7 @@ const TCP_ACTIONS: &[&str] = &[
 const REQ_ACTIONS: &[&str] = &[
     "deny",
     "return",
+    "redirect",
     "set-header",
     "add-header",
     "del-header",
@@ -158,6 +159,7 @@ pub(crate) fn parse_line(
                     HttpRequestAction::Deny { status }
                 }
                 "return" => ret(&mut c)?,
+                "redirect" => redirect(&mut c)?,
                 w @ ("set-header" | "add-header" | "del-header") => {
                     HttpRequestAction::Header(header_action(w, &mut c)?)
                 }

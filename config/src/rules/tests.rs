@@ -13,6 +13,8 @@ fn backend(name: &str, mode: Mode) -> Backend {
         name: name.into(),
         mode,
         balance: Balance::RoundRobin,
+        hash_header: None,
+        forwardfor: false,
         retries: 3,
         allbackups: false,
         splice: true,

@@ -78,6 +78,10 @@ pub struct View<'a> {
     pub carried_conns: u64,
     /// Process log lines the master dropped.
     pub master_dropped_logs: u64,
+    /// Counter rows of every generation still held, current first.
+    pub stats: Vec<corral_shm::stats::StatsRegion>,
+    /// The current generation's server health flags.
+    pub health: corral_shm::flags::SharedFlags,
 }
 
 impl View<'_> {
@@ -120,6 +124,11 @@ const HELP: &[(&str, &str, Level)] = &[
     (
         "show info",
         "report information about the running process",
+        Level::User,
+    ),
+    (
+        "show stat",
+        "report counters for each proxy and server (CSV)",
         Level::User,
     ),
     (
@@ -207,6 +216,9 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
         },
         ["show", "info", ..] => Outcome::Text(show_info(view)),
         ["show", "proc", ..] => Outcome::Text(show_proc(view)),
+        ["show", "stat", ..] => {
+            Outcome::Text(super::stat::show_stat(view.cfg, &view.stats, &view.health))
+        }
         ["show", "activity", ..] => Outcome::Text(show_activity(view)),
         ["show", "table"] => Outcome::Text(table_summaries(view)),
         ["show", "table", name, ..] => match view.tables.iter().position(|t| t.name() == *name) {

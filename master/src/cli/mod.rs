@@ -13,6 +13,7 @@
 
 pub mod commands;
 pub mod parse;
+pub mod stat;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

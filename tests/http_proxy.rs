@@ -1,0 +1,307 @@
+//! HTTP/1.1 proxying as clients use it: keep-alive on both sides (1.1 and
+//! 1.0), pipelining, chunked bodies both ways, a 1 GB upload and download
+//! with checksums, HEAD/204/304 followed by another request, 100-continue,
+//! an early answer during an upload, a WebSocket-style upgrade, and
+//! close-delimited answers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use common::http::*;
+use common::*;
+
+fn config(fe: u16, servers: &[SocketAddr], extra: &str) -> String {
+    let mut s = format!(
+        r#"
+[global]
+workers = 1
+{extra}
+[defaults]
+mode = "http"
+timeout = {{ connect = "2s", client = "10s", server = "10s", http_request = "5s", http_keep_alive = "5s" }}
+
+[frontend.web]
+bind = "127.0.0.1:{fe}"
+default_backend = "app"
+
+[backend.app]
+"#
+    );
+    for (i, a) in servers.iter().enumerate() {
+        s.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
+    }
+    s
+}
+
+fn start(servers: &[SocketAddr]) -> Corral {
+    let fe = free_port();
+    Corral::start(&config(fe, servers, ""))
+}
+
+#[test]
+fn keep_alive_with_http11_and_http10_clients_and_with_the_server() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let base = c.baseline();
+    let mut cl = Client::connect(c.addr());
+    for _ in 0..5 {
+        let r = cl.get("/name");
+        assert_eq!((r.status, r.text().as_str()), (200, "a"));
+        assert!(r.head.get("connection").is_none(), "{:?}", r.head);
+    }
+    assert_eq!(
+        o.conns.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one server connection for five requests"
+    );
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut ten = Client::connect(c.addr());
+    ten.send(b"GET /name HTTP/1.0\r\n\r\n");
+    let r = ten.response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.head.has_token("connection", "close"), "{:?}", r.head);
+    assert!(ten.closed_within(Duration::from_secs(2)).is_ok());
+    // HTTP/1.0 with keep-alive (ab, health checkers): kept.
+    let mut ka = Client::connect(c.addr());
+    for _ in 0..3 {
+        ka.send(b"GET /name HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = ka.response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.head.has_token("connection", "keep-alive"), "{:?}", r.head);
+    }
+    drop((cl, ka, ten));
+    c.assert_quiescent(&base);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    let mut all = Vec::new();
+    for i in 0..20 {
+        all.extend_from_slice(
+            format!("GET /status/{} HTTP/1.1\r\nHost: t\r\n\r\n", 200 + i).as_bytes(),
+        );
+    }
+    all.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    all.extend_from_slice(b"GET /name HTTP/1.1\r\nHost: t\r\n\r\n");
+    cl.send(&all);
+    for i in 0..20 {
+        let r = cl.response(false).unwrap();
+        assert_eq!(r.status, 200 + i, "answer {i} in order");
+    }
+    assert_eq!(cl.response(false).unwrap().text(), "hello");
+    assert_eq!(cl.response(false).unwrap().text(), "a");
+}
+
+#[test]
+fn chunked_bodies_both_ways() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    // Upload in odd-sized chunks, with an extension and a trailer.
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut sum = Sum::default();
+    for (i, n) in [1usize, 17, 4096, 65536, 3, 100_000].iter().enumerate() {
+        let data: Vec<u8> = (0..*n).map(|k| (k * 7 + i) as u8).collect();
+        sum.add(&data);
+        req.extend_from_slice(format!("{n:x};ext=v{i}\r\n").as_bytes());
+        req.extend_from_slice(&data);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+    cl.send(&req);
+    let r = cl.response(false).unwrap();
+    assert_eq!((r.status, r.text()), (200, sum.finish()));
+    // Download chunked: relayed chunked to a 1.1 client...
+    cl.send(b"GET /download?len=3000000&chunked=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = cl.response(false).unwrap();
+    assert!(r.head.has_token("transfer-encoding", "chunked"));
+    let mut got = Sum::default();
+    got.add(&r.body);
+    assert_eq!(got.finish(), pattern_sum(3_000_000));
+    // ...and dechunked for a 1.0 client, which learns the end from the close.
+    let mut ten = Client::connect(c.addr());
+    ten.send(b"GET /download?len=500000&chunked=1 HTTP/1.0\r\n\r\n");
+    let r = ten.response(false).unwrap();
+    assert!(
+        !r.head.has_token("transfer-encoding", "chunked"),
+        "{:?}",
+        r.head
+    );
+    let mut got = Sum::default();
+    got.add(&r.body);
+    assert_eq!(got.finish(), pattern_sum(500_000));
+}
+
+#[test]
+fn a_gigabyte_up_and_down_arrives_intact() {
+    const GB: u64 = 1 << 30;
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let base = c.baseline();
+    let want = pattern_sum(GB);
+    // Upload with a Content-Length, the body streamed as it is made.
+    let mut cl = Client::connect(c.addr());
+    cl.send(format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {GB}\r\n\r\n").as_bytes());
+    let mut writer = cl.r.s.try_clone().unwrap();
+    let up = thread::spawn(move || {
+        let mut left = GB;
+        let mut block = 0;
+        while left > 0 {
+            let b = pattern_block(block);
+            let n = left.min(b.len() as u64) as usize;
+            writer.write_all(&b[..n]).unwrap();
+            left -= n as u64;
+            block += 1;
+        }
+    });
+    let r = cl.response(false).unwrap();
+    up.join().unwrap();
+    assert_eq!((r.status, r.text()), (200, want.clone()));
+    // Download on the same connection, checked as it streams.
+    cl.send(format!("GET /download?len={GB} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let head = cl.r.head().unwrap().unwrap();
+    assert!(head.line.contains(" 200 "));
+    let mut sum = Sum::default();
+    cl.r.exact(GB, &mut |b| sum.add(b)).unwrap();
+    assert_eq!(sum.finish(), want);
+    drop(cl);
+    c.assert_quiescent(&base);
+}
+
+#[test]
+fn head_204_and_304_have_no_body_and_the_connection_goes_on() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"HEAD /name HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = cl.response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.head.get("content-length"),
+        Some("1"),
+        "HEAD keeps the length of the GET"
+    );
+    assert_eq!(cl.get("/name").text(), "a");
+    for status in [204, 304] {
+        cl.send(format!("GET /status/{status} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = cl.response(false).unwrap();
+        assert_eq!(r.status, status);
+        assert!(r.body.is_empty());
+        assert_eq!(cl.get("/name").text(), "a", "after {status}");
+    }
+}
+
+#[test]
+fn expect_100_continue_then_the_body() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    cl.send(
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+    );
+    let interim = cl.response_with(false, true).unwrap();
+    assert_eq!(
+        interim.status, 100,
+        "the client hears 100 Continue before sending"
+    );
+    cl.send(b"hello world");
+    let r = cl.response(false).unwrap();
+    let mut s = Sum::default();
+    s.add(b"hello world");
+    assert_eq!((r.status, r.text()), (200, s.finish()));
+}
+
+#[test]
+fn an_early_answer_during_an_upload_reaches_the_client() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let base = c.baseline();
+    let mut cl = Client::connect(c.addr());
+    let len = 50u64 << 20;
+    cl.send(
+        format!("POST /early413 HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+    let mut writer = cl.r.s.try_clone().unwrap();
+    let up = thread::spawn(move || {
+        let chunk = vec![b'x'; 65536];
+        let mut sent = 0u64;
+        while sent < len {
+            if writer.write_all(&chunk).is_err() {
+                break; // corral closed: the answer came first
+            }
+            sent += chunk.len() as u64;
+        }
+    });
+    let r = cl.response(false).expect("the 413 arrives");
+    assert_eq!(r.status, 413);
+    assert!(r.head.has_token("connection", "close"), "{:?}", r.head);
+    up.join().unwrap();
+    drop(cl);
+    c.assert_quiescent(&base);
+}
+
+#[test]
+fn a_websocket_upgrade_becomes_a_tunnel() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let base = c.baseline();
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let r = cl.response(false).unwrap();
+    assert_eq!(r.status, 101);
+    assert!(r.head.has_token("upgrade", "websocket"));
+    assert!(r.head.has_token("connection", "upgrade"));
+    for msg in [&b"\x81\x05hello"[..], &vec![7u8; 200_000]] {
+        cl.send(msg);
+        let mut got = vec![0u8; msg.len()];
+        let mut at = 0;
+        while at < got.len() {
+            if !cl.r.buf.is_empty() {
+                let n = cl.r.buf.len().min(got.len() - at);
+                got[at..at + n].copy_from_slice(&cl.r.buf[..n]);
+                cl.r.buf.drain(..n);
+                at += n;
+                continue;
+            }
+            let n = cl.r.s.read(&mut got[at..]).unwrap();
+            assert!(n > 0, "tunnel closed early");
+            at += n;
+        }
+        assert_eq!(&got, msg);
+    }
+    cl.r.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(cl.closed_within(Duration::from_secs(3)).is_ok());
+    let lines = wait_http_log(&c, cl.r.s.local_addr().unwrap(), 1, Duration::from_secs(3));
+    assert_eq!(
+        (lines[0].status, lines[0].tsc.as_str()),
+        (101, "----"),
+        "{}",
+        lines[0].raw
+    );
+    assert!(
+        lines[0].bytes > 200_000,
+        "tunnel bytes count: {}",
+        lines[0].raw
+    );
+    drop(cl);
+    c.assert_quiescent(&base);
+}
+
+#[test]
+fn a_close_delimited_answer_ends_with_the_close() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = cl.response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "a until close"));
+    assert!(r.head.has_token("connection", "close"));
+}

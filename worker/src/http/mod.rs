@@ -1,0 +1,172 @@
+//! HTTP/1.1 mode: a client connection carries a sequence of **streams**
+//! (one request/response exchange each), each routed by the frontend's
+//! rules to a backend and a **server connection** of its own slab entry.
+//!
+//! Layers, so TLS and HTTP/2 slot in without rewriting the stream logic:
+//! * the *transport* (plain TCP; TLS later) is the client connection's
+//!   socket and its [`crate::bufio::Buf`]s: the codec only sees bytes;
+//! * the *codec* ([`corral_http::h1`]) is pure: heads in, [`Request`] /
+//!   [`corral_http::h1::Response`] out, and the body framing machine;
+//! * the *stream* ([`Stream`]) is what a request needs whatever carried it:
+//!   rules, routing, the attempt at a server, the response's way back, the
+//!   log line. h1 runs one stream at a time (pipelined requests wait in the
+//!   buffer, answered in order); an h2 multiplexer would own many.
+//!
+//! The driver ([`exchange`]) moves bytes: client → request parser → rules
+//! → server buffer → server; server → response parser → client buffer →
+//! client; under per-turn byte budgets, never blocking.
+
+mod errors;
+mod exchange;
+mod request;
+mod response;
+mod samples;
+
+use std::time::{Instant, SystemTime};
+
+use corral_http::h1::{Body, Request};
+
+use crate::attempt::Attempt;
+use crate::bufio::Buf;
+use crate::client::{Client, Flow};
+use crate::tunnel::Tunnel;
+
+/// The HTTP flow of client `key` (which must be an HTTP client).
+pub(crate) fn flow_of(clients: &mut slab::Slab<Client>, key: usize) -> &mut HttpFlow {
+    match &mut clients[key].flow {
+        Flow::Http(h) => h,
+        Flow::Tcp(_) => unreachable!("an HTTP client"),
+    }
+}
+
+/// Where an HTTP client connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a request head (idle, or part of one arrived).
+    Head,
+    /// A stream is being served.
+    Exchange,
+    /// After a protocol switch (101): bytes both ways, as they are.
+    Tunnel,
+    /// The last response is being written; then a FIN, and what the client
+    /// still sends is discarded until it closes.
+    Closing,
+}
+
+/// The state of one HTTP client connection.
+pub struct HttpFlow {
+    /// Bytes read from the client, not yet handled.
+    pub rx: Buf,
+    /// Bytes to write to the client.
+    pub tx: Buf,
+    /// The exchange in progress.
+    pub stream: Option<Box<Stream>>,
+    /// The server connection kept from the previous exchange (server
+    /// keep-alive), holding no server slot while idle.
+    pub idle_server: Option<usize>,
+    /// Where the connection is.
+    pub phase: Phase,
+    /// After a protocol switch.
+    pub tunnel: Option<Tunnel>,
+    /// Requests served on this connection.
+    pub requests: u32,
+    /// When the connection became idle (accept, or the end of the last exchange).
+    pub idle_since: Instant,
+    /// When the first byte of the current request head arrived.
+    pub head_since: Option<(Instant, SystemTime)>,
+    /// The client's FIN was read.
+    pub client_eof: bool,
+    /// Last time bytes moved from or to the client.
+    pub client_active: Instant,
+    /// Our FIN was sent (in [`Phase::Closing`]).
+    pub shut: bool,
+    /// When [`Phase::Closing`] began.
+    pub closing_since: Option<Instant>,
+}
+
+impl HttpFlow {
+    /// A new connection's flow.
+    pub fn new(now: Instant) -> HttpFlow {
+        HttpFlow {
+            rx: Buf::default(),
+            tx: Buf::default(),
+            stream: None,
+            idle_server: None,
+            phase: Phase::Head,
+            tunnel: None,
+            requests: 0,
+            idle_since: now,
+            head_since: None,
+            client_eof: false,
+            client_active: now,
+            shut: false,
+            closing_since: None,
+        }
+    }
+}
+
+/// How the response body goes to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// As received (length, chunked to a 1.1 client, until close).
+    Verbatim,
+    /// Chunked from the server, raw to an HTTP/1.0 client (which then
+    /// learns the end from the close).
+    Dechunk,
+}
+
+/// One request/response exchange.
+pub struct Stream {
+    /// The request head, after the rules edited it.
+    pub req: Request,
+    /// The backend chosen, if any.
+    pub backend: Option<usize>,
+    /// The way to a server, once one is wanted.
+    pub attempt: Option<Attempt>,
+    /// The request body's framing state.
+    pub req_body: Body,
+    /// The server connection the request head was queued for.
+    pub head_for: Option<usize>,
+    /// Bytes received from the client for this request (head and body).
+    pub bytes_in: u64,
+    /// The response's status once its head is in (or the local answer's).
+    pub status: Option<u16>,
+    /// The final response head was queued to the client.
+    pub resp_started: bool,
+    /// The response body's framing state.
+    pub resp_body: Body,
+    /// How the response body is relayed.
+    pub relay: Relay,
+    /// The server answered before the request body was read: the rest of
+    /// it is not forwarded.
+    pub early_response: bool,
+    /// The answer is corral's own (deny, return, redirect, error).
+    pub local: bool,
+    /// The client connection stays open after this exchange.
+    pub keep_client: bool,
+    /// The server connection can serve another request after this one.
+    pub keep_server: bool,
+    /// Writing to the server failed: only its answer is awaited.
+    pub server_write_failed: bool,
+    /// Bytes queued to the client for this exchange.
+    pub bytes_out: u64,
+    /// When the request started (first byte of its head).
+    pub started: Instant,
+    /// The same, wall clock (`%tr`).
+    pub started_wall: SystemTime,
+    /// Time to receive the head (`%TR`).
+    pub t_head: i64,
+    /// When the request was fully sent to the server (or the head, while
+    /// the body streams): the start of `%Tr`.
+    pub sent_at: Option<Instant>,
+    /// Time from the request sent to the response head (`%Tr`).
+    pub t_response: i64,
+    /// Last time the server side moved bytes.
+    pub server_active: Instant,
+    /// HAProxy's termination state (first two characters of `%tsc`).
+    pub term: [u8; 2],
+    /// The stick counter slots tracked by this request only.
+    pub tracked_here: [bool; 3],
+    /// Why the request or response was refused, for the process log.
+    pub refused: Option<&'static str>,
+}

@@ -1,0 +1,466 @@
+//! The server's side of a stream: the request head and body on their way
+//! out, the response head on its way back (interim responses, the switch to
+//! a tunnel, `http-response` rules, the hop-by-hop rule), and the body.
+
+use std::time::Instant;
+
+use corral_http::h1::encode::{self, HopByHop};
+use corral_http::h1::{parse_response, Body, Framing, Parsed, Piece, Response, Version};
+
+use super::exchange::Sub;
+use super::flow_of;
+use super::request::{apply_header, limits};
+use super::samples::HttpSamples;
+use super::{errors, Phase, Relay};
+use crate::access_log::ms;
+use crate::attempt::AttemptPhase;
+use crate::bufio::Io;
+use crate::client::Flow;
+use crate::rules::applies;
+use crate::tunnel::Tunnel;
+use crate::worker::Worker;
+
+/// Bytes queued toward a socket before its source is read no more.
+pub(super) const TX_HIGH: usize = 64 * 1024;
+
+impl Worker {
+    /// Queues the request head for the server connection (once per
+    /// connection), then body bytes as the framing machine accepts them,
+    /// and writes what is queued.
+    pub(super) fn http_send_request(&mut self, key: usize) -> Sub {
+        let now = Instant::now();
+        let c = &mut self.clients[key];
+        let Flow::Http(h) = &mut c.flow else {
+            return Sub::Still;
+        };
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        let Some((skey, phase)) = st
+            .attempt
+            .as_ref()
+            .and_then(|a| a.conn.map(|k| (k, a.phase)))
+        else {
+            return Sub::Still;
+        };
+        let s = &mut self.servers[skey];
+        let mut moved = false;
+        if st.head_for != Some(skey) {
+            st.head_for = Some(skey);
+            s.requests += 1;
+            write_request_head(s.tx.tail(), &st.req);
+            moved = true;
+        }
+        // The body, validated as it goes: a bad chunk stops it here.
+        while s.tx.len() < TX_HIGH
+            && !st.req_body.is_done()
+            && !st.early_response
+            && !st.server_write_failed
+            && !h.rx.is_empty()
+        {
+            match st.req_body.step(h.rx.as_slice()) {
+                Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => {
+                    s.tx.extend(&h.rx.as_slice()[..n]);
+                    h.rx.consume(n);
+                    st.bytes_in += n as u64;
+                    moved = true;
+                }
+                Ok(Piece::Done) | Ok(Piece::NeedMore) => break,
+                Err(e) => {
+                    log::debug!("request body from {} refused: {e}", c.peer);
+                    let fe = c.frontend;
+                    self.rows.frontend_bad_request(fe, 400);
+                    self.http_local_error(key, 400, *b"PR");
+                    return Sub::Changed;
+                }
+            }
+        }
+        if !s.tx.is_empty() {
+            if phase == AttemptPhase::Connecting {
+                // Speculative: on a near server the handshake is done by now.
+                s.ep.writable = true;
+            }
+            let more = !st.req_body.is_done() && !h.rx.is_empty();
+            match s.tx.write_to(&mut s.ep, more) {
+                Io::Done(_) => {
+                    moved = true;
+                    st.server_active = now;
+                    if phase == AttemptPhase::Connecting {
+                        self.connected(key);
+                    }
+                }
+                Io::Blocked | Io::Eof => {}
+                Io::Failed(_) if phase == AttemptPhase::Connecting => {
+                    self.connect_failed(key, false);
+                    return Sub::Changed;
+                }
+                Io::Failed(_) => {
+                    // The server stopped reading (it may have answered
+                    // early): only its answer matters now.
+                    st.server_write_failed = true;
+                    s.tx.clear();
+                    moved = true;
+                }
+            }
+        }
+        let (st, s) = match (
+            &mut flow_of(&mut self.clients, key).stream,
+            self.servers.get(skey),
+        ) {
+            (Some(st), Some(s)) => (st, s),
+            _ => return Sub::Changed,
+        };
+        if st.sent_at.is_none() && st.req_body.is_done() && s.tx.is_empty() {
+            st.sent_at = Some(now);
+        }
+        if moved {
+            Sub::Moved
+        } else {
+            Sub::Still
+        }
+    }
+
+    /// Reads what the server sent, while there is room for it.
+    pub(super) fn http_read_server(&mut self, key: usize) -> Sub {
+        let cap = limits(self).max_head.max(16 * 1024);
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        let Some(skey) = st
+            .attempt
+            .as_ref()
+            .filter(|a| a.phase == AttemptPhase::Connected)
+            .and_then(|a| a.conn)
+        else {
+            return Sub::Still;
+        };
+        let s = &mut self.servers[skey];
+        if s.eof || !s.ep.readable || s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
+            return Sub::Still;
+        }
+        let room = cap - s.rx.len();
+        match s.rx.read_from(&mut s.ep, room.min(16 * 1024)) {
+            Io::Done(_) => {
+                st.server_active = Instant::now();
+                Sub::Moved
+            }
+            Io::Eof => {
+                s.eof = true;
+                Sub::Moved
+            }
+            Io::Blocked => Sub::Still,
+            Io::Failed(_) => {
+                s.failed = true;
+                Sub::Moved
+            }
+        }
+    }
+
+    /// The response: its head (interim ones passed on, a 101 switching to
+    /// a tunnel, the final one through the rules), then its body.
+    pub(super) fn http_response(&mut self, key: usize) -> Sub {
+        let limits = limits(self);
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        let Some(skey) = st
+            .attempt
+            .as_ref()
+            .filter(|a| a.phase == AttemptPhase::Connected)
+            .and_then(|a| a.conn)
+        else {
+            return Sub::Still;
+        };
+        if st.local {
+            return Sub::Still;
+        }
+        let s = &mut self.servers[skey];
+        if st.resp_started {
+            return self.http_relay_body(key, skey);
+        }
+        if s.rx.is_empty() {
+            if s.eof || s.failed {
+                return self.http_bad_gateway(
+                    key,
+                    skey,
+                    "the server closed before answering",
+                    *b"SH",
+                );
+            }
+            return Sub::Still;
+        }
+        let head = st.req.method == corral_http::h1::Method::Head;
+        let resp = match parse_response(s.rx.as_slice(), &limits, head) {
+            Ok(Parsed::Partial) if s.eof || s.failed => {
+                return self.http_bad_gateway(
+                    key,
+                    skey,
+                    "the server closed inside its response head",
+                    *b"SH",
+                );
+            }
+            Ok(Parsed::Partial) => return Sub::Still,
+            Err(rej) => {
+                log::debug!("invalid response refused: {rej}");
+                return self.http_bad_gateway(key, skey, rej.reason, *b"PH");
+            }
+            Ok(Parsed::Complete(resp, n)) => {
+                s.rx.consume(n);
+                resp
+            }
+        };
+        let now = Instant::now();
+        if st.t_response < 0 {
+            st.t_response = ms(now - st.sent_at.unwrap_or(now));
+        }
+        if resp.status == 101 {
+            if !st.req.upgrade {
+                return self.http_bad_gateway(key, skey, "101 without an upgrade request", *b"PH");
+            }
+            return self.http_switch(key, skey, resp);
+        }
+        if resp.is_interim() {
+            // 100 Continue and the like: a 1.1 client gets them, a 1.0 one
+            // would not understand them.
+            if st.req.version == Version::Http11 {
+                let before = h.tx.len();
+                write_response_head(
+                    h.tx.tail(),
+                    &resp,
+                    false,
+                    Relay::Verbatim,
+                    Version::Http11,
+                    false,
+                );
+                st.bytes_out += (h.tx.len() - before) as u64;
+            }
+            return Sub::Moved;
+        }
+        self.http_final_head(key, skey, resp);
+        Sub::Moved
+    }
+
+    /// The final response head: rules, keep-alive decisions, then queued.
+    fn http_final_head(&mut self, key: usize, skey: usize, mut resp: Response) {
+        let stopping = self.stopping();
+        let c = &mut self.clients[key];
+        let fe = c.frontend;
+        let peer = c.peer;
+        let Flow::Http(h) = &mut c.flow else { return };
+        let Some(st) = h.stream.as_mut() else { return };
+        let rs = &self.cfg.frontends[fe].ruleset;
+        for rule in &rs.http_response {
+            let holds = {
+                let s = HttpSamples {
+                    peer,
+                    local_port: 0,
+                    req: &st.req,
+                    sticky: &self.sticky,
+                    sc: &c.sc,
+                };
+                applies(rs, rule.cond.as_ref(), &s)
+            };
+            if holds {
+                apply_header(&mut resp.fields, &rule.action);
+            }
+        }
+        let client = st.req.version;
+        let relay = if resp.framing == Framing::Chunked && client == Version::Http10 {
+            Relay::Dechunk
+        } else {
+            Relay::Verbatim
+        };
+        // A body the client could not delimit without the close, or a
+        // request whose body the server did not wait for: the connection
+        // ends with this exchange.
+        st.early_response = !st.req_body.is_done();
+        let delimited = match resp.framing {
+            Framing::UntilClose => false,
+            Framing::Chunked => relay == Relay::Verbatim,
+            _ => true,
+        };
+        st.keep_client =
+            st.req.keep_alive() && delimited && !st.early_response && !h.client_eof && !stopping;
+        st.keep_server = resp.keep_alive() && !st.early_response && !st.server_write_failed;
+        st.relay = relay;
+        st.status = Some(resp.status);
+        st.resp_started = true;
+        st.resp_body = Body::new(resp.framing);
+        let before = h.tx.len();
+        write_response_head(h.tx.tail(), &resp, !st.keep_client, relay, client, false);
+        st.bytes_out += (h.tx.len() - before) as u64;
+        let _ = skey;
+    }
+
+    /// Moves response body bytes from the server's buffer to the client's,
+    /// as the framing machine accepts them.
+    fn http_relay_body(&mut self, key: usize, skey: usize) -> Sub {
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        let s = &mut self.servers[skey];
+        let mut moved = false;
+        while h.tx.len() < TX_HIGH && !s.rx.is_empty() && !st.resp_body.is_done() {
+            match st.resp_body.step(s.rx.as_slice()) {
+                Ok(Piece::Data(n)) => {
+                    h.tx.extend(&s.rx.as_slice()[..n]);
+                    s.rx.consume(n);
+                    st.bytes_out += n as u64;
+                    moved = true;
+                }
+                Ok(Piece::Meta(n)) => {
+                    if st.relay == Relay::Verbatim {
+                        h.tx.extend(&s.rx.as_slice()[..n]);
+                        st.bytes_out += n as u64;
+                    }
+                    s.rx.consume(n);
+                    moved = true;
+                }
+                Ok(Piece::Done) | Ok(Piece::NeedMore) => break,
+                Err(e) => {
+                    log::debug!("invalid response body: {e}");
+                    self.rows
+                        .response_error(st.backend, st.attempt.as_ref().and_then(|a| a.server));
+                    self.http_abort(key, *b"SD");
+                    return Sub::Gone;
+                }
+            }
+        }
+        if !st.resp_body.is_done() && s.rx.is_empty() && (s.eof || s.failed) {
+            if st.resp_body.until_close() && !s.failed {
+                let _ = st.resp_body.on_eof();
+                st.keep_server = false;
+                return Sub::Moved;
+            }
+            // Truncated: the client cannot be told but by the close.
+            self.rows
+                .response_error(st.backend, st.attempt.as_ref().and_then(|a| a.server));
+            self.http_abort(key, *b"SD");
+            return Sub::Gone;
+        }
+        if moved {
+            Sub::Moved
+        } else {
+            Sub::Still
+        }
+    }
+
+    /// The response cannot be used: 502 if nothing went to the client yet.
+    fn http_bad_gateway(&mut self, key: usize, skey: usize, why: &str, term: [u8; 2]) -> Sub {
+        log::debug!("bad gateway: {why}");
+        let h = flow_of(&mut self.clients, key);
+        let (be, srv) = match h.stream.as_ref() {
+            Some(st) => (st.backend, st.attempt.as_ref().and_then(|a| a.server)),
+            None => (None, None),
+        };
+        self.rows.response_error(be, srv);
+        let _ = skey;
+        self.http_local_error(key, 502, term);
+        Sub::Changed
+    }
+
+    /// `101 Switching Protocols` to an upgrade request: the head goes to
+    /// the client, then bytes both ways as they are (`timeout.tunnel`).
+    fn http_switch(&mut self, key: usize, skey: usize, resp: Response) -> Sub {
+        let now = Instant::now();
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        st.status = Some(101);
+        st.resp_started = true;
+        st.keep_client = false;
+        st.keep_server = false;
+        // Everything queued for the client goes through the tunnel now,
+        // which counts it as it is written.
+        st.bytes_out -= h.tx.len() as u64;
+        let mut head = h.tx.take();
+        write_response_head(
+            &mut head,
+            &resp,
+            false,
+            Relay::Verbatim,
+            Version::Http11,
+            true,
+        );
+        let s = &mut self.servers[skey];
+        head.extend_from_slice(s.rx.as_slice());
+        s.rx.clear();
+        let mut t = Tunnel::new(false, now);
+        t.s2c.preload(&head, &mut self.pools);
+        t.c2s.preload(h.rx.as_slice(), &mut self.pools);
+        h.rx.clear();
+        h.tunnel = Some(t);
+        h.phase = Phase::Tunnel;
+        Sub::Changed
+    }
+}
+
+/// The request head toward a server: HTTP/1.1, hop-by-hop fields removed
+/// (an upgrade keeps `Upgrade` and says `Connection: upgrade`), the Host of
+/// an absolute-form target made its authority.
+fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
+    encode::request_line(out, req.method_str(), req.target(), Version::Http11);
+    let hop = HopByHop::of(&req.fields, req.upgrade);
+    let absolute = req.is_absolute_form();
+    let mut host_written = false;
+    for (n, v) in req.fields.iter() {
+        if hop.strips(n) {
+            continue;
+        }
+        if n.eq_ignore_ascii_case(b"host") {
+            if host_written {
+                continue;
+            }
+            host_written = true;
+            if absolute {
+                encode::field(out, n, req.host().unwrap_or("").as_bytes());
+                continue;
+            }
+        }
+        encode::field(out, n, v);
+    }
+    if absolute && !host_written {
+        encode::field(out, b"Host", req.host().unwrap_or("").as_bytes());
+    }
+    if req.upgrade {
+        encode::field(out, b"Connection", b"upgrade");
+    }
+    encode::end_head(out);
+}
+
+/// A response head toward the client.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    close: bool,
+    relay: Relay,
+    client: Version,
+    switching: bool,
+) {
+    encode::status_line(out, Version::Http11, resp.status, resp.reason());
+    let hop = HopByHop::of(&resp.fields, switching);
+    let no_body_codes = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    for (n, v) in resp.fields.iter() {
+        if hop.strips(n) {
+            continue;
+        }
+        let te = n.eq_ignore_ascii_case(b"transfer-encoding");
+        if te && (relay == Relay::Dechunk || no_body_codes) {
+            continue;
+        }
+        if no_body_codes && resp.status != 304 && n.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        encode::field(out, n, v);
+    }
+    if switching {
+        encode::field(out, b"Connection", b"upgrade");
+    } else if !resp.is_interim() {
+        errors::connection_field(out, close, client);
+    }
+    encode::end_head(out);
+}

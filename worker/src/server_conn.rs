@@ -1,0 +1,111 @@
+//! Server connections: their own slab entries and poll tokens, apart from
+//! the client connections they serve.
+//!
+//! A server connection belongs to one client connection at a time (its
+//! `owner`); its events are routed to that owner's flow. Keeping it a
+//! separate entry is what lets an HTTP client keep its server connection
+//! between requests, switch backends per request, and (later) lets idle
+//! server connections wait in a per-worker pool with no owner at all.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use mio::net::TcpStream;
+use mio::Token;
+
+use crate::bufio::Buf;
+use crate::forward::Endpoint;
+
+/// Server connection `key` reports `SERVER_BASE + key` (between the client
+/// tokens below and the listeners' above).
+pub(crate) const SERVER_BASE: usize = usize::MAX / 8;
+
+/// The poll token of server connection `key`.
+pub(crate) fn server_token(key: usize) -> Token {
+    Token(SERVER_BASE + key)
+}
+
+/// One connection to a server.
+pub struct ServerConn {
+    /// The socket.
+    pub sock: TcpStream,
+    /// Its readiness.
+    pub ep: Endpoint,
+    /// Backend index.
+    pub backend: usize,
+    /// Server index in the backend.
+    pub server: usize,
+    /// The client connection served: (client key, client serial).
+    pub owner: (usize, u64),
+    /// The connect completed (the socket was writable without an error).
+    pub connected: bool,
+    /// The connect failed (the event reported an error or a hang-up).
+    pub refused: bool,
+    /// The socket reported an error once connected (a reset).
+    pub failed: bool,
+    /// Bytes read from the server not yet handled (HTTP).
+    pub rx: Buf,
+    /// Bytes to write to the server (HTTP).
+    pub tx: Buf,
+    /// The server's FIN was read.
+    pub eof: bool,
+    /// Requests sent on this connection.
+    pub requests: u32,
+}
+
+impl ServerConn {
+    /// A connection being established to server `server` of `backend`.
+    pub fn new(sock: TcpStream, backend: usize, server: usize, owner: (usize, u64)) -> ServerConn {
+        let fd = sock.as_raw_fd();
+        ServerConn {
+            sock,
+            ep: Endpoint::new(fd),
+            backend,
+            server,
+            owner,
+            connected: false,
+            refused: false,
+            failed: false,
+            rx: Buf::default(),
+            tx: Buf::default(),
+            eof: false,
+            requests: 0,
+        }
+    }
+}
+
+/// Starts a non-blocking connect to `addr`.
+pub fn start_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(
+        domain,
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    let _ = sock.set_tcp_nodelay(true);
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+/// Closes a socket with an RST instead of a FIN (SO_LINGER 0): used to pass
+/// an abort on to the other side rather than pretend a clean end.
+pub fn reset_on_close(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
