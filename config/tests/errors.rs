@@ -3,8 +3,8 @@
 
 use corral_config::{parse, parse_with, Support};
 
-/// The whole language, HTTP included (this build refuses HTTP mode: see
-/// `http_is_refused_by_this_build`).
+/// The whole language (this build refuses the stats page: see
+/// `the_stats_page_is_refused_by_this_build`).
 const HTTP: Support = Support::ALL;
 
 /// A valid backend to reference, appended after each case.
@@ -294,6 +294,42 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
         "[frontend]\nbind = \":80\"\n",
         2, 8,
         "expected a table [frontend.NAME] for 'bind', found string \":80\"",
+    ),
+    (
+        "head size limit below 1 KiB",
+        "[global]\nhttp_max_head_size = 100\n",
+        2, 22,
+        "'http_max_head_size'",
+    ),
+    (
+        "head size limit over 1 MiB",
+        "[global]\nhttp_max_head_size = \"2MiB\"\n",
+        2, 22,
+        "at most 1MiB",
+    ),
+    (
+        "too many headers allowed",
+        "[global]\nhttp_max_headers = 5000\n",
+        2, 20,
+        "at most 1000",
+    ),
+    (
+        "forwardfor in tcp mode",
+        "[frontend.f]\nbind = \":80\"\nmode = \"tcp\"\nforwardfor = true\ndefault_backend = \"b\"\n",
+        4, 1,
+        "forwardfor needs mode \"http\"",
+    ),
+    (
+        "balance hdr without a name",
+        "[backend.x]\nmode = \"http\"\nbalance = \"hdr()\"\nserver.s = { addr = \"127.0.0.1:1\" }\n",
+        3, 11,
+        "expected hdr(NAME) with a header name",
+    ),
+    (
+        "balance hdr in tcp mode",
+        "[backend.x]\nmode = \"tcp\"\nbalance = \"hdr(X-User)\"\nserver.s = { addr = \"127.0.0.1:1\" }\n",
+        3, 11,
+        "balance \"hdr(NAME)\" needs mode \"http\"",
     ),
     (
         "columns count characters, not bytes",

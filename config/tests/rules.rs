@@ -383,3 +383,80 @@ fn every_form_parses() {
     assert_eq!(c.backends[fe.ruleset.use_backend[0].backend].name, "api");
     assert_eq!(c.tables[1].name, "by_name");
 }
+
+#[test]
+fn redirects_parse_and_bad_ones_are_refused() {
+    let c = parse_with(
+        &config(&[
+            "http-request redirect location /login if { path /private }",
+            "http-request redirect prefix https://new.example code 301 drop-query",
+            "http-request redirect scheme https code 308 append-slash",
+        ]),
+        "r.toml",
+        HTTP,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<&HttpRequestAction> = c.frontends[0]
+        .ruleset
+        .http_request
+        .iter()
+        .map(|r| &r.action)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            &HttpRequestAction::Redirect(Redirect {
+                kind: RedirectKind::Location,
+                value: "/login".into(),
+                code: 302,
+                drop_query: false,
+                append_slash: false,
+            }),
+            &HttpRequestAction::Redirect(Redirect {
+                kind: RedirectKind::Prefix,
+                value: "https://new.example".into(),
+                code: 301,
+                drop_query: true,
+                append_slash: false,
+            }),
+            &HttpRequestAction::Redirect(Redirect {
+                kind: RedirectKind::Scheme,
+                value: "https".into(),
+                code: 308,
+                drop_query: false,
+                append_slash: true,
+            }),
+        ]
+    );
+    for (rule, col, msg) in [
+        ("http-request redirect", 24, "redirect type"),
+        (
+            "http-request redirect somewhere /x",
+            26,
+            "unknown redirect type 'somewhere'",
+        ),
+        (
+            "http-request redirect location /x code 200",
+            42,
+            "invalid redirect code '200'",
+        ),
+        (
+            "http-request redirect location /x set-cookie a=b",
+            38,
+            "not supported",
+        ),
+        ("http-request redirect scheme ht:tp", 33, "invalid scheme"),
+        (
+            "http-request set-header X-A a\x01b",
+            33,
+            "control character",
+        ),
+    ] {
+        let got = errors(&config(&[rule]));
+        assert!(
+            got.len() == 1 && got[0].0 == 6 && got[0].2.contains(msg),
+            "{rule}: {got:?}"
+        );
+        let _ = col;
+    }
+}

@@ -74,6 +74,9 @@ pub struct Attempt {
     pub hash: Option<u64>,
     /// The connection was reused from an earlier request.
     pub reused: bool,
+    /// A kept server connection of the client (HTTP keep-alive) that serves
+    /// this attempt if the balancer picks its server.
+    pub idle: Option<usize>,
 }
 
 impl Attempt {
@@ -91,6 +94,7 @@ impl Attempt {
             t_connect: None,
             hash,
             reused: false,
+            idle: None,
         }
     }
 
@@ -181,7 +185,8 @@ impl Worker {
         })
     }
 
-    /// Takes a slot on server `i` and starts connecting to it.
+    /// Takes a slot on server `i` and starts connecting to it, or reuses
+    /// the client's kept connection to it.
     fn connect(&mut self, key: usize, i: usize) {
         let now = Instant::now();
         let serial = self.clients[key].serial;
@@ -190,6 +195,17 @@ impl Worker {
         if a.phase == AttemptPhase::Queued {
             a.t_queue = Some(now - a.since);
         }
+        if let Some(skey) = a.idle.take() {
+            let fits = self
+                .servers
+                .get(skey)
+                .is_some_and(|s| s.backend == be && s.server == i && !s.eof && !s.failed);
+            if fits {
+                return self.reuse(key, skey);
+            }
+            self.close_server(skey, false);
+        }
+        let a = self.attempt_mut(key).expect("an attempt");
         a.server = Some(i);
         a.phase = AttemptPhase::Connecting;
         a.since = now;
@@ -205,7 +221,8 @@ impl Worker {
         };
         let entry = self.servers.vacant_entry();
         let skey = entry.key();
-        let mut conn = ServerConn::new(sock, be, i, (key, serial));
+        self.serial += 1;
+        let mut conn = ServerConn::new(sock, be, i, (key, serial), self.serial);
         if let Err(e) = self.poll.registry().register(
             &mut conn.sock,
             server_token(skey),
@@ -218,6 +235,25 @@ impl Worker {
         entry.insert(conn);
         self.attempt_mut(key).expect("an attempt").conn = Some(skey);
         self.attempt_started(key);
+    }
+
+    /// Client `key`'s attempt takes its kept server connection `skey` (to a
+    /// server that has a slot): connected at once.
+    pub(crate) fn reuse(&mut self, key: usize, skey: usize) {
+        let i = self.servers[skey].server;
+        let a = self.attempt_mut(key).expect("an attempt");
+        let be = a.backend;
+        a.server = Some(i);
+        a.conn = Some(skey);
+        a.phase = AttemptPhase::Connected;
+        a.t_connect = Some(Duration::ZERO);
+        a.reused = true;
+        self.backends[be].balancer.acquire(i);
+        self.backends[be].cur += 1;
+        self.rows.reuse(be, i);
+        // No event will say so: the flow goes on next turn (or now, if
+        // its own loop called this).
+        self.ready.push(key);
     }
 
     /// The connect of client `key`'s attempt completed.
@@ -293,6 +329,9 @@ impl Worker {
     /// the queue) and, unless kept by the caller beforehand, its connection.
     pub(crate) fn release_attempt(&mut self, key: usize, reset: bool) {
         self.drop_attempt_conn(key, reset);
+        if let Some(skey) = self.attempt_mut(key).and_then(|a| a.idle.take()) {
+            self.close_server(skey, false);
+        }
         self.release_slot(key);
     }
 
@@ -424,18 +463,20 @@ impl Worker {
     }
 
     /// The flow of client `key` just started a connect: it may send at once.
+    /// (An HTTP flow's own loop sends the request head speculatively when
+    /// it started the connect; a connect started for a queued request is
+    /// announced by its writable event.)
     fn attempt_started(&mut self, key: usize) {
-        match self.clients[key].flow {
-            Flow::Tcp(_) => self.tcp_connecting(key),
-            Flow::Http(_) => self.advance(key),
+        if let Flow::Tcp(_) = self.clients[key].flow {
+            self.tcp_connecting(key)
         }
     }
 
-    /// The flow of client `key` has its server connection.
+    /// The flow of client `key` has its server connection. (An HTTP flow
+    /// finds out in its own loop, which is what saw it.)
     fn attempt_connected(&mut self, key: usize) {
-        match self.clients[key].flow {
-            Flow::Tcp(_) => self.tcp_established(key),
-            Flow::Http(_) => self.advance(key),
+        if let Flow::Tcp(_) = self.clients[key].flow {
+            self.tcp_established(key)
         }
     }
 

@@ -49,6 +49,9 @@ pub type Transition = (usize, usize, bool);
 /// Every checked server of a worker.
 pub struct Checks {
     targets: Vec<Target>,
+    /// Checks finished since the last [`Checks::take_results`]: (backend,
+    /// server, passed, duration).
+    results: Vec<(usize, usize, bool, Duration)>,
 }
 
 impl Checks {
@@ -79,7 +82,16 @@ impl Checks {
                 });
             }
         }
-        Checks { targets }
+        Checks {
+            targets,
+            results: Vec::new(),
+        }
+    }
+
+    /// The checks finished since the last call: (backend, server, passed,
+    /// duration), for the counter rows.
+    pub fn take_results(&mut self) -> Vec<(usize, usize, bool, Duration)> {
+        std::mem::take(&mut self.results)
     }
 
     /// The next moment a check must start or time out.
@@ -199,6 +211,8 @@ impl Checks {
             let _ = registry.deregister(&mut p.stream);
         }
         t.next = Instant::now() + check.interval;
+        self.results
+            .push((t.backend, t.server, result.is_ok(), duration));
         let name = format!(
             "{}/{}",
             cfg.backends[t.backend].name, cfg.backends[t.backend].servers[t.server].name

@@ -244,8 +244,18 @@ impl Rows {
 
     /// A health check of server `srv` ended: failed or not, a transition
     /// to DOWN or not, its duration.
-    pub fn check(&self, be: usize, srv: usize, ok: bool, went_down: bool, changed_at: Option<u64>) {
+    pub fn check(
+        &self,
+        be: usize,
+        srv: usize,
+        ok: bool,
+        went_down: bool,
+        changed_at: Option<u64>,
+        duration_ms: u64,
+    ) {
         if let Some(c) = self.srv(be, srv) {
+            c.set(Stat::CheckDuration, duration_ms);
+            c.set(Stat::CheckStatus, u64::from(ok) + 1);
             if !ok {
                 c.add(Stat::Chkfail, 1);
             }

@@ -51,11 +51,19 @@ pub struct ServerConn {
     pub eof: bool,
     /// Requests sent on this connection.
     pub requests: u32,
+    /// Distinguishes this connection from a later one in the same slab entry.
+    pub serial: u64,
 }
 
 impl ServerConn {
     /// A connection being established to server `server` of `backend`.
-    pub fn new(sock: TcpStream, backend: usize, server: usize, owner: (usize, u64)) -> ServerConn {
+    pub fn new(
+        sock: TcpStream,
+        backend: usize,
+        server: usize,
+        owner: (usize, u64),
+        serial: u64,
+    ) -> ServerConn {
         let fd = sock.as_raw_fd();
         ServerConn {
             sock,
@@ -70,6 +78,7 @@ impl ServerConn {
             tx: Buf::default(),
             eof: false,
             requests: 0,
+            serial,
         }
     }
 }

@@ -177,8 +177,7 @@ impl Worker {
         if let Some(limit) = cfg.global.memory_limit {
             // Like `haproxy -m`: derive a connection cap from the memory budget,
             // so a full worker refuses new work instead of failing an allocation.
-            let per_conn =
-                (std::mem::size_of::<Client>() + 2 * crate::forward::BUF_SIZE + 1024) as u64;
+            let per_conn = per_conn_memory(&cfg);
             let budget = limit / n as u64;
             max = max.min((budget / per_conn).max(1) as u32);
         }
@@ -513,7 +512,25 @@ impl Worker {
         }
         self.checks
             .on_timer(&self.cfg, self.poll.registry(), now, &mut self.transitions);
-        for (be, server, up) in std::mem::take(&mut self.transitions) {
+        let changed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let transitions = std::mem::take(&mut self.transitions);
+        for (be, server, ok, took) in self.checks.take_results() {
+            let went = transitions
+                .iter()
+                .find(|t| t.0 == be && t.1 == server)
+                .map(|t| t.2);
+            self.rows.check(
+                be,
+                server,
+                ok,
+                went == Some(false),
+                went.map(|_| changed_at),
+                took.as_millis() as u64,
+            );
+        }
+        for (be, server, up) in transitions {
             let k = crate::health::server_number(&self.cfg, be, server);
             self.health.set(k, u64::from(!up));
         }
@@ -583,6 +600,25 @@ impl Worker {
             }
         }
     }
+}
+
+/// The most memory one client connection can hold (with its server
+/// connection), for the cap `memory_limit` implies: a TCP tunnel's two
+/// buffers, or an HTTP exchange's four bounded buffers.
+fn per_conn_memory(cfg: &Config) -> u64 {
+    let tcp = std::mem::size_of::<Client>() + 2 * crate::forward::BUF_SIZE + 1024;
+    let http = cfg
+        .frontends
+        .iter()
+        .any(|f| f.mode == corral_config::Mode::Http)
+        .then(|| {
+            let head = cfg.global.http_limits.max_head.max(16 * 1024);
+            tcp + std::mem::size_of::<crate::http::HttpFlow>()
+                + std::mem::size_of::<ServerConn>()
+                + crate::http::buffered_bytes(head)
+        })
+        .unwrap_or(0);
+    tcp.max(http) as u64
 }
 
 /// Blocks (or unblocks) the signals that stop a worker: the master's child

@@ -22,6 +22,18 @@ impl Span {
         }
     }
 
+    /// The span of `part` inside `whole`; empty if `part` is not a slice
+    /// of it (httparse returns a static `""` for a reason phrase that is
+    /// not UTF-8).
+    pub(crate) fn within(whole: &[u8], part: &[u8]) -> Span {
+        let base = whole.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        if at < base || at + part.len() > base + whole.len() {
+            return Span::new(0..0);
+        }
+        Span::new(at - base..at - base + part.len())
+    }
+
     pub(crate) fn range(self) -> Range<usize> {
         self.start as usize..self.end as usize
     }

@@ -200,9 +200,7 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<Request, Reject> {
         Err(httparse::Error::NewLine) => return Err(Reject::bad("obs-fold or bad line ending")),
         Err(_) => return Err(Reject::bad("malformed request line")),
     }
-    let base = head.as_ptr() as usize;
-    let span =
-        |s: &[u8]| Span::new(s.as_ptr() as usize - base..s.as_ptr() as usize - base + s.len());
+    let span = |s: &[u8]| Span::within(head, s);
     let method_str = req.method.unwrap_or_default();
     let target_str = req.path.unwrap_or_default();
     let version = match req.version {

@@ -92,9 +92,7 @@ pub fn parse_response(
         Some(1) => Version::Http11,
         _ => Version::Http10,
     };
-    let base = head.as_ptr() as usize;
-    let span =
-        |s: &[u8]| Span::new(s.as_ptr() as usize - base..s.as_ptr() as usize - base + s.len());
+    let span = |s: &[u8]| Span::within(head, s);
     let reason = span(resp.reason.unwrap_or_default().as_bytes());
     // obs-fold: the CRLFs inside a folded value become spaces; any other
     // CR, LF or NUL makes the response unusable.

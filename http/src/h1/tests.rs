@@ -374,3 +374,14 @@ fn length_and_close_bodies() {
     assert!(b.is_done());
     assert!(Body::new(Framing::None).is_done());
 }
+
+#[test]
+fn a_reason_phrase_that_is_not_utf8_is_dropped_not_a_panic() {
+    // Found by fuzzing: httparse hands a static "" for such a phrase.
+    let raw = b"HTTP/1.1 200 Let-th:\xe4\xcf\r\n\r\n";
+    match parse_response(raw, &Limits::default(), false) {
+        Ok(Parsed::Complete(r, _)) => assert_eq!(r.reason(), ""),
+        Ok(Parsed::Partial) => panic!("complete"),
+        Err(e) => assert_eq!(e.status, 502),
+    }
+}

@@ -144,6 +144,24 @@ fn total(stats: &[StatsRegion], key: &RowKey) -> Sum {
         let from = if i == 0 { 0 } else { 1 };
         s.sum(row, from..s.columns(), &mut out);
     }
+    // Last values (check results) are the current generation's: the one
+    // worker that checks the server wrote them.
+    for w in [
+        Stat::LastChange,
+        Stat::CheckStatus,
+        Stat::CheckDuration,
+        Stat::CheckCode,
+    ] {
+        out[w as usize] = stats
+            .first()
+            .and_then(|s| {
+                let row = s.find(key)?;
+                (1..s.columns())
+                    .filter_map(|c| s.cell(row, c).map(|c| c.get(w)))
+                    .max()
+            })
+            .unwrap_or(0);
+    }
     Sum(out)
 }
 
@@ -278,6 +296,18 @@ pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> S
             if checked {
                 r.set("chkfail", s.get(Stat::Chkfail));
                 r.set("chkdown", s.get(Stat::Chkdown));
+                let status = match (
+                    s.get(Stat::CheckStatus),
+                    b.check.as_ref().and_then(|c| c.http.as_ref()),
+                ) {
+                    (2, Some(_)) => "L7OK",
+                    (2, None) => "L4OK",
+                    (1, Some(_)) => "L7STS",
+                    (1, None) => "L4CON",
+                    _ => "INI",
+                };
+                r.set("check_status", status);
+                r.set("check_duration", s.get(Stat::CheckDuration));
                 if let Some(c) = &b.check {
                     r.set("check_rise", c.rise);
                     r.set("check_fall", c.fall);

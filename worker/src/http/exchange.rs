@@ -300,7 +300,7 @@ impl Worker {
         let (backend, server, srv_conn, beconn, backend_queue) = match st.backend {
             Some(be) => {
                 let b = &self.backends[be];
-                let srv = st.attempt.as_ref().and_then(|a| a.server);
+                let srv = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
                 (
                     self.cfg.backends[be].name.as_str(),
                     srv.map_or("<NOSRV>", |i| {
@@ -351,7 +351,7 @@ impl Worker {
     fn http_count(&mut self, key: usize, st: &Stream) {
         let c = &self.clients[key];
         let fe = c.frontend;
-        let srv = st.attempt.as_ref().and_then(|a| a.server);
+        let srv = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
         let status = st.status;
         self.rows.response(fe, st.backend, srv, status);
         let bytes_out = st.bytes_out

@@ -39,6 +39,14 @@ pub(crate) fn flow_of(clients: &mut slab::Slab<Client>, key: usize) -> &mut Http
     }
 }
 
+/// The most bytes an exchange buffers with heads of at most `head` bytes:
+/// the client's and the server's input (a head and a read), and what is
+/// queued toward each (the high-water mark, a read, a head).
+pub fn buffered_bytes(head: usize) -> usize {
+    let read = 16 * 1024;
+    2 * (head + read) + 2 * (response::TX_HIGH + read + head)
+}
+
 /// Where an HTTP client connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -125,8 +133,8 @@ pub struct Stream {
     pub attempt: Option<Attempt>,
     /// The request body's framing state.
     pub req_body: Body,
-    /// The server connection the request head was queued for.
-    pub head_for: Option<usize>,
+    /// The server connection (its serial) the request head was queued for.
+    pub head_for: Option<u64>,
     /// Bytes received from the client for this request (head and body).
     pub bytes_in: u64,
     /// The response's status once its head is in (or the local answer's).
@@ -169,4 +177,7 @@ pub struct Stream {
     pub tracked_here: [bool; 3],
     /// Why the request or response was refused, for the process log.
     pub refused: Option<&'static str>,
+    /// The server that had the request, kept for the log once its slot is
+    /// given back.
+    pub served_by: Option<usize>,
 }

@@ -11,7 +11,7 @@ use super::exchange::Step;
 use super::samples::HttpSamples;
 use super::{flow_of, Phase, Relay, Stream};
 use crate::access_log::ms;
-use crate::attempt::{Attempt, AttemptPhase};
+use crate::attempt::Attempt;
 use crate::client::Flow;
 use crate::rules::applies;
 use crate::stick::TrackValue;
@@ -142,6 +142,12 @@ impl Worker {
         h.phase = Phase::Exchange;
         self.sticky.count_request(&c.sc);
         self.rows.frontend_request(fe);
+        // An absolute-form target's authority is the request's host
+        // (RFC 9112 §3.2.2): Host says so too, for the rules and the server.
+        if req.is_absolute_form() {
+            let authority = req.host().unwrap_or("").to_string();
+            req.fields.replace_value("host", authority.as_bytes());
+        }
         // Rules, on the head as received; header actions edit it.
         let local_port = if self.sticky.reads_dst_port(fe) {
             c.sock.local_addr().map_or(0, |a| a.port())
@@ -230,6 +236,7 @@ impl Worker {
             term: *b"--",
             tracked_here,
             refused: None,
+            served_by: None,
         };
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -327,31 +334,34 @@ impl Worker {
                 .map(corral_shm::table::hash_bytes),
             _ => None,
         };
+        let hashed = (hash.is_some()
+            && matches!(
+                backend.balance,
+                Balance::Source | Balance::Uri | Balance::Hdr
+            ))
+            || backend.stick.is_some();
         st.attempt = Some(Attempt::new(be, hash, now));
         self.rows.backend_session(be);
-        // The connection kept from the last exchange serves this one if it
-        // goes to the same backend and its server may take it now.
+        // The connection kept from the last exchange: with a hashing
+        // balancer (or persistence) it serves the request only if the key
+        // picks its server; otherwise it is preferred while its server may
+        // take the request (HAProxy's prefer-last-server).
         if let Some(skey) = h.idle_server.take() {
-            let reusable = self.servers.get(skey).is_some_and(|s| {
-                s.backend == be && !s.eof && !s.failed && s.rx.is_empty() && {
-                    let b = &self.backends[be].balancer;
-                    b.usable(s.server) && b.servers[s.server].has_slot()
-                }
+            let (usable, free) = self.servers.get(skey).map_or((false, false), |s| {
+                let b = &self.backends[be].balancer;
+                let clean = s.backend == be && !s.eof && !s.failed && s.rx.is_empty();
+                (
+                    clean && b.usable(s.server),
+                    clean && b.usable(s.server) && b.servers[s.server].has_slot(),
+                )
             });
-            if reusable {
-                let i = self.servers[skey].server;
-                self.backends[be].balancer.acquire(i);
-                self.backends[be].cur += 1;
-                self.rows.reuse(be, i);
-                let a = self.attempt_mut(key).expect("just set");
-                a.server = Some(i);
-                a.conn = Some(skey);
-                a.phase = AttemptPhase::Connected;
-                a.t_connect = Some(std::time::Duration::ZERO);
-                a.reused = true;
-                return;
+            if !usable {
+                self.close_server(skey, false);
+            } else if free && !hashed {
+                return self.reuse(key, skey);
+            } else {
+                self.attempt_mut(key).expect("just set").idle = Some(skey);
             }
-            self.close_server(skey, false);
         }
         self.assign(key);
     }
@@ -373,6 +383,9 @@ impl Worker {
         term: [u8; 2],
         write: impl FnOnce(&mut Vec<u8>, &Request, bool),
     ) {
+        if let Some(st) = flow_of(&mut self.clients, key).stream.as_mut() {
+            st.served_by = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
+        }
         self.release_attempt(key, true);
         let stopping = self.stopping();
         let c = &mut self.clients[key];

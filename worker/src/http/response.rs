@@ -45,8 +45,8 @@ impl Worker {
         };
         let s = &mut self.servers[skey];
         let mut moved = false;
-        if st.head_for != Some(skey) {
-            st.head_for = Some(skey);
+        if st.head_for != Some(s.serial) {
+            st.head_for = Some(s.serial);
             s.requests += 1;
             write_request_head(s.tx.tail(), &st.req);
             moved = true;
