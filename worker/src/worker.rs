@@ -607,17 +607,18 @@ impl Worker {
 /// buffers, or an HTTP exchange's four bounded buffers.
 fn per_conn_memory(cfg: &Config) -> u64 {
     let tcp = std::mem::size_of::<Client>() + 2 * crate::forward::BUF_SIZE + 1024;
-    let http = cfg
+    let http = if cfg
         .frontends
         .iter()
         .any(|f| f.mode == corral_config::Mode::Http)
-        .then(|| {
-            let head = cfg.global.http_limits.max_head.max(16 * 1024);
-            tcp + std::mem::size_of::<crate::http::HttpFlow>()
-                + std::mem::size_of::<ServerConn>()
-                + crate::http::buffered_bytes(head)
-        })
-        .unwrap_or(0);
+    {
+        let head = cfg.global.http_limits.max_head.max(16 * 1024);
+        tcp + std::mem::size_of::<crate::http::HttpFlow>()
+            + std::mem::size_of::<ServerConn>()
+            + crate::http::buffered_bytes(head)
+    } else {
+        0
+    };
     tcp.max(http) as u64
 }
 
