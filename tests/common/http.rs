@@ -768,3 +768,25 @@ pub fn wait_http_log(
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A `show stat` row as a map from column name to value.
+pub fn stat_row(csv: &str, px: &str, sv: &str) -> std::collections::HashMap<String, String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() >= 2 && f[0] == px && f[1] == sv {
+            return header
+                .iter()
+                .zip(f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect();
+        }
+    }
+    panic!("no row {px}/{sv} in\n{csv}");
+}

@@ -19,7 +19,9 @@ use mio::Interest;
 
 use crate::balance::Pick;
 use crate::client::Flow;
-use crate::server_conn::{reset_on_close, server_token, start_connect, ServerConn};
+use crate::server_conn::{
+    idle_usable, reset_on_close, server_token, start_connect, token_key, ServerConn,
+};
 use crate::worker::Worker;
 
 /// Where an attempt is.
@@ -198,8 +200,8 @@ impl Worker {
         if let Some(skey) = a.idle.take() {
             let fits = self
                 .servers
-                .get(skey)
-                .is_some_and(|s| s.backend == be && s.server == i && !s.eof && !s.failed);
+                .get_mut(skey)
+                .is_some_and(|s| s.backend == be && s.server == i && idle_usable(s));
             if fits {
                 return self.reuse(key, skey);
             }
@@ -225,7 +227,7 @@ impl Worker {
         let mut conn = ServerConn::new(sock, be, i, (key, serial), self.serial);
         if let Err(e) = self.poll.registry().register(
             &mut conn.sock,
-            server_token(skey),
+            server_token(skey, self.serial),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("cannot register a server connection: {e}");
@@ -350,8 +352,9 @@ impl Worker {
 
     /// Readiness for server connection `skey`: recorded, then its owner
     /// makes what progress it can.
-    pub(crate) fn on_server_event(&mut self, skey: usize, ev: &Event) {
-        let Some(s) = self.servers.get_mut(skey) else {
+    pub(crate) fn on_server_event(&mut self, offset: usize, ev: &Event) {
+        let (skey, tag) = token_key(offset);
+        let Some(s) = self.servers.get_mut(skey).filter(|s| s.has_tag(tag)) else {
             return;
         };
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -371,7 +374,13 @@ impl Worker {
             s.failed = true;
         }
         let (owner, serial) = s.owner;
+        let stirred = ev.is_readable() || ev.is_read_closed() || ev.is_error();
         if self.clients.get(owner).is_some_and(|c| c.serial == serial) {
+            if stirred && self.drop_if_idle(owner, skey) {
+                // A kept connection the server closed (or wrote to out of
+                // turn) is dropped now, never reused.
+                return;
+            }
             self.advance(owner);
         } else {
             // An orphan (its client is gone): nothing will use it.

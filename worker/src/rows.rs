@@ -105,11 +105,11 @@ impl Rows {
         }
     }
 
-    /// A request refused as invalid or timed out (answered `status`).
-    pub fn frontend_bad_request(&self, fe: usize, status: u16) {
+    /// A request refused as invalid or timed out (its answer's status is
+    /// counted with the other responses).
+    pub fn frontend_bad_request(&self, fe: usize) {
         if let Some(c) = self.fe(fe) {
             c.add(Stat::Ereq, 1);
-            c.add(hrsp(Some(status)), 1);
         }
     }
 

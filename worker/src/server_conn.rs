@@ -16,13 +16,31 @@ use mio::Token;
 use crate::bufio::Buf;
 use crate::forward::Endpoint;
 
-/// Server connection `key` reports `SERVER_BASE + key` (between the client
-/// tokens below and the listeners' above).
+/// Server connection tokens start here (between the client tokens below
+/// and the listeners' above).
 pub(crate) const SERVER_BASE: usize = usize::MAX / 8;
 
-/// The poll token of server connection `key`.
-pub(crate) fn server_token(key: usize) -> Token {
-    Token(SERVER_BASE + key)
+/// Bits of the token that carry the connection's serial: a slab entry freed
+/// and taken again within one batch of events must not receive the events
+/// of the connection it held before (a stale hang-up would fail a connect).
+const TAG_BITS: u32 = 16;
+
+/// The poll token of server connection `key` with serial `serial`.
+pub(crate) fn server_token(key: usize, serial: u64) -> Token {
+    Token(SERVER_BASE + (key << TAG_BITS | (serial as usize & ((1 << TAG_BITS) - 1))))
+}
+
+/// A server token's offset (`token - SERVER_BASE`) as the slab key and the
+/// serial's tag.
+pub(crate) fn token_key(offset: usize) -> (usize, u64) {
+    (offset >> TAG_BITS, (offset & ((1 << TAG_BITS) - 1)) as u64)
+}
+
+impl ServerConn {
+    /// Whether an event's tag (see [`token_key`]) is this connection's.
+    pub fn has_tag(&self, tag: u64) -> bool {
+        self.serial & ((1 << TAG_BITS) - 1) == tag
+    }
 }
 
 /// One connection to a server.
@@ -81,6 +99,34 @@ impl ServerConn {
             serial,
         }
     }
+}
+
+/// Whether a kept (idle) connection can take a request: the server has not
+/// closed it, reset it or sent anything since its last response. Readiness
+/// left set by the last read is checked with a non-blocking peek.
+pub fn idle_usable(s: &mut ServerConn) -> bool {
+    if s.eof || s.failed || s.ep.read_closed || !s.rx.is_empty() || !s.tx.is_empty() {
+        return false;
+    }
+    if !s.ep.readable {
+        return true;
+    }
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on an open socket.
+    let n = unsafe {
+        libc::recv(
+            s.ep.fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+        s.ep.readable = false;
+        return true;
+    }
+    // EOF, stray bytes or an error: not a connection to send a request on.
+    false
 }
 
 /// Starts a non-blocking connect to `addr`.

@@ -9,6 +9,11 @@ use super::Version;
 /// `Proxy-Connection`, `TE`, and `Upgrade` unless the protocol switches.
 /// A `Connection` naming Content-Length, Transfer-Encoding or Host strips
 /// none of them: the framing and the routing are the proxy's own.
+///
+/// A proxy applies it in two steps: [`HopByHop::strip_named`] on the
+/// received head, before its rules add fields (a peer naming
+/// `X-Forwarded-For` in `Connection` must not remove the one corral adds),
+/// and [`HopByHop::fixed`] when the head is written.
 #[derive(Clone, Debug, Default)]
 pub struct HopByHop {
     named: Vec<Vec<u8>>,
@@ -32,7 +37,31 @@ impl HopByHop {
         }
     }
 
-    /// Whether field `name` stays on this hop.
+    /// The fixed set only (no field named by `Connection`): for a head
+    /// whose named fields [`HopByHop::strip_named`] already removed.
+    pub fn fixed(switching: bool) -> HopByHop {
+        HopByHop {
+            named: Vec::new(),
+            keep_upgrade: switching,
+        }
+    }
+
+    /// Removes from a received head the fields its `Connection` names
+    /// (except `Upgrade`, which the writer decides on, and the ones never
+    /// stripped). Returns how many were removed.
+    pub fn strip_named(fields: &mut Fields) -> usize {
+        let named: Vec<Vec<u8>> = HopByHop::of(fields, false)
+            .named
+            .into_iter()
+            .filter(|n| n != b"upgrade" && n != b"connection")
+            .collect();
+        if named.is_empty() {
+            return 0;
+        }
+        fields.remove_where(|n| named.iter().any(|x| n.eq_ignore_ascii_case(x)))
+    }
+
+    /// Whether field `name` is stripped from this hop.
     pub fn strips(&self, name: &[u8]) -> bool {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if NEVER_STRIPPED.iter().any(|n| is(n)) {

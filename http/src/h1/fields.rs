@@ -139,6 +139,18 @@ impl Fields {
         n
     }
 
+    /// Removes every field whose name `pred` holds for; returns how many.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&[u8]) -> bool) -> usize {
+        let mut n = 0;
+        for f in &mut self.list {
+            if !f.removed && pred(&self.raw[f.name.range()]) {
+                f.removed = true;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Appends field `name: value`. The caller vouches for the bytes
     /// (rules are validated by the config parser: a token name, a value
     /// without CR, LF or NUL).

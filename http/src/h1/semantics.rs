@@ -98,10 +98,14 @@ pub(crate) fn codings(fields: &Fields, unknown: &mut bool) -> Codings {
         return Codings::Empty;
     };
     let name = |c: &[u8]| -> Option<Vec<u8>> {
-        // A coding may carry parameters (`gzip;q=1`): the name is the token before them.
-        let n = c.split(|&b| b == b';').next().unwrap_or(c);
-        let n = super::chars::trim_ows(n);
-        is_token(n).then(|| n.to_ascii_lowercase())
+        // A coding may carry parameters (`gzip;q=1`): the name is the token
+        // before them. `chunked` defines none: with one, a server that does
+        // not see chunked would read the body as the next request.
+        let mut parts = c.splitn(2, |&b| b == b';');
+        let n = super::chars::trim_ows(parts.next().unwrap_or(c));
+        let params = parts.next().is_some();
+        (is_token(n) && !(params && n.eq_ignore_ascii_case(b"chunked")))
+            .then(|| n.to_ascii_lowercase())
     };
     let mut names = Vec::with_capacity(items.len());
     for c in before.iter().chain(std::iter::once(last)) {
@@ -186,7 +190,8 @@ mod tests {
         assert_eq!(te(&["chunked", "chunked"]).0, Codings::ChunkedTwiceOrEarly);
         assert_eq!(te(&["gzip"]).0, Codings::NotChunkedLast);
         assert_eq!(te(&["xchunked"]).0, Codings::NotChunkedLast);
-        assert_eq!(te(&["chunked;x=1"]).0, Codings::Chunked);
+        assert_eq!(te(&["chunked;x=1"]).0, Codings::Malformed);
+        assert_eq!(te(&["gzip;q=1, chunked"]).0, Codings::Chunked);
         assert_eq!(te(&[""]).0, Codings::Empty);
         assert_eq!(te(&["chu\"nked"]).0, Codings::Malformed);
     }

@@ -23,8 +23,9 @@ fn error_text(status: u16) -> &'static str {
     }
 }
 
-/// Writes an error response (`Connection: close` when `close`).
-pub(crate) fn error_response(out: &mut Vec<u8>, status: u16, close: bool) {
+/// Writes an error response (`Connection: close` when `close`; the body
+/// left out, its length kept, for a HEAD request).
+pub(crate) fn error_response(out: &mut Vec<u8>, status: u16, close: bool, head_request: bool) {
     let reason = encode::reason_phrase(status);
     let body = format!(
         "<html><body><h1>{status} {reason}</h1>\n{}\n</body></html>\n",
@@ -36,7 +37,9 @@ pub(crate) fn error_response(out: &mut Vec<u8>, status: u16, close: bool) {
     encode::field(out, b"content-type", b"text/html");
     connection_field(out, close, Version::Http11);
     encode::end_head(out);
-    out.extend_from_slice(body.as_bytes());
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
 }
 
 /// `http-request return`: the status, and the body with its type if given.
@@ -165,7 +168,7 @@ mod tests {
     #[test]
     fn error_pages_are_complete_messages() {
         let mut out = Vec::new();
-        error_response(&mut out, 503, true);
+        error_response(&mut out, 503, true, false);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));

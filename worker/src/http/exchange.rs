@@ -238,7 +238,6 @@ impl Worker {
     /// connection, and moves the client connection on.
     fn http_end_stream(&mut self, key: usize, mut st: Box<Stream>) {
         let now = Instant::now();
-        self.http_count(key, &st);
         // The server connection: kept for the next request if it is clean.
         // (The stream is out of the flow: its slot is given back here, its
         // server index kept for the log line.)
@@ -267,17 +266,13 @@ impl Worker {
                 }
             }
         }
-        // Logged once the stream left the counters, as HAProxy does.
-        self.http_log(key, &st, now);
+        let keep_client = st.keep_client;
+        self.http_close_stream(key, st);
         let stopping = self.stopping();
-        let c = &mut self.clients[key];
-        for slot in 0..3u8 {
-            if st.tracked_here[slot as usize] {
-                self.sticky.release_slot(&mut c.sc, slot);
-            }
-        }
-        let Flow::Http(h) = &mut c.flow else { return };
-        if st.keep_client && !h.client_eof && !stopping {
+        let Flow::Http(h) = &mut self.clients[key].flow else {
+            return;
+        };
+        if keep_client && !h.client_eof && !stopping {
             h.phase = Phase::Head;
             h.idle_since = now;
             if !h.rx.is_empty() {
@@ -290,6 +285,19 @@ impl Worker {
             h.phase = Phase::Closing;
             h.closing_since = Some(now);
             h.rx.clear();
+        }
+    }
+
+    /// A stream is over (its server side given back): counted, logged
+    /// once it left the counters (as HAProxy does), its trackings released.
+    pub(super) fn http_close_stream(&mut self, key: usize, st: Box<Stream>) {
+        self.http_count(key, &st);
+        self.http_log(key, &st, Instant::now());
+        let c = &mut self.clients[key];
+        for slot in 0..3u8 {
+            if st.tracked_here[slot as usize] {
+                self.sticky.release_slot(&mut c.sc, slot);
+            }
         }
     }
 
@@ -538,6 +546,30 @@ impl Worker {
         self.leave(fe);
     }
 
+    /// If server connection `skey` is one client `key` keeps idle, closes
+    /// it and forgets it. Returns true if it did.
+    pub(crate) fn drop_if_idle(&mut self, key: usize, skey: usize) -> bool {
+        let Flow::Http(h) = &mut self.clients[key].flow else {
+            return false;
+        };
+        let idle = if h.idle_server == Some(skey) {
+            h.idle_server.take()
+        } else {
+            h.stream
+                .as_mut()
+                .and_then(|s| s.attempt.as_mut())
+                .filter(|a| a.idle == Some(skey))
+                .and_then(|a| a.idle.take())
+        };
+        match idle {
+            Some(k) => {
+                self.close_server(k, false);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// No server for the current request: corral answers.
     pub(crate) fn http_no_server(&mut self, key: usize, why: Failure) {
         let (status, term) = match why {
@@ -656,8 +688,6 @@ impl Worker {
                     status: 408,
                     reason: "request head timeout",
                 };
-                let fe = self.clients[key].frontend;
-                self.rows.frontend_bad_request(fe, 408);
                 self.http_refused(key, Some(rej), *b"cR");
                 self.http_advance(key);
             }
@@ -705,7 +735,9 @@ impl Worker {
             .clients
             .iter()
             .filter(|(_, c)| match &c.flow {
-                Flow::Http(h) => h.phase == Phase::Head && h.rx.is_empty(),
+                // A connection that has not sent its first request yet is
+                // about to: it is served (then closed).
+                Flow::Http(h) => h.phase == Phase::Head && h.rx.is_empty() && h.requests > 0,
                 Flow::Tcp(_) => false,
             })
             .map(|(k, _)| k)

@@ -4,6 +4,7 @@
 use std::time::{Instant, SystemTime};
 
 use corral_config::{Balance, HeaderAction, HttpRequestAction, TrackKey};
+use corral_http::h1::encode::HopByHop;
 use corral_http::h1::{body, parse_request, Body, Framing, Limits, Parsed, Reject, Request};
 
 use super::errors;
@@ -11,9 +12,10 @@ use super::exchange::Step;
 use super::samples::HttpSamples;
 use super::{flow_of, Phase, Relay, Stream};
 use crate::access_log::ms;
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, AttemptPhase};
 use crate::client::Flow;
 use crate::rules::applies;
+use crate::server_conn::idle_usable;
 use crate::stick::TrackValue;
 use crate::worker::Worker;
 
@@ -89,7 +91,7 @@ impl Worker {
         let mut bytes = 0;
         if let Some(r) = rej {
             let before = h.tx.len();
-            errors::error_response(h.tx.tail(), r.status, true);
+            errors::error_response(h.tx.tail(), r.status, true, false);
             bytes = (h.tx.len() - before) as u64;
             log::debug!("refused a request from {}: {r}", c.peer);
         }
@@ -99,8 +101,9 @@ impl Worker {
         self.sticky.count_request(&self.clients[key].sc);
         self.sticky.count_error(&self.clients[key].sc);
         self.rows.frontend_request(fe);
+        self.rows.frontend_bad_request(fe);
         if let Some(r) = rej {
-            self.rows.frontend_bad_request(fe, r.status);
+            self.rows.response(fe, None, None, Some(r.status));
         }
         let c = &self.clients[key];
         self.log.log_http(&crate::access_log::HttpLog {
@@ -148,6 +151,9 @@ impl Worker {
             let authority = req.host().unwrap_or("").to_string();
             req.fields.replace_value("host", authority.as_bytes());
         }
+        // Fields the client named in `Connection` end here, before rules
+        // add fields of the same names.
+        HopByHop::strip_named(&mut req.fields);
         // Rules, on the head as received; header actions edit it.
         let local_port = if self.sticky.reads_dst_port(fe) {
             c.sock.local_addr().map_or(0, |a| a.port())
@@ -248,7 +254,7 @@ impl Worker {
             let mut check = Body::new(Framing::Chunked);
             if let Err(e) = body::scan(&mut check, h.rx.as_slice(), &mut Vec::new()) {
                 log::debug!("refused a chunked request body: {e}");
-                self.rows.frontend_bad_request(fe, 400);
+                self.rows.frontend_bad_request(fe);
                 return self.http_local_error(key, 400, *b"PR");
             }
         }
@@ -256,8 +262,8 @@ impl Worker {
             Verdict::Continue => {}
             Verdict::Deny(status) => {
                 self.rows.frontend_denied(fe);
-                return self.http_local(key, status, *b"PR", |out, _req, close| {
-                    errors::error_response(out, status, close)
+                return self.http_local(key, status, *b"PR", |out, req, close| {
+                    errors::error_response(out, status, close, is_head(req))
                 });
             }
             Verdict::Return {
@@ -273,7 +279,7 @@ impl Worker {
                         body.as_deref(),
                         close,
                         req.version,
-                        req.method == corral_http::h1::Method::Head,
+                        is_head(req),
                     )
                 });
             }
@@ -347,9 +353,9 @@ impl Worker {
         // picks its server; otherwise it is preferred while its server may
         // take the request (HAProxy's prefer-last-server).
         if let Some(skey) = h.idle_server.take() {
-            let (usable, free) = self.servers.get(skey).map_or((false, false), |s| {
+            let (usable, free) = self.servers.get_mut(skey).map_or((false, false), |s| {
                 let b = &self.backends[be].balancer;
-                let clean = s.backend == be && !s.eof && !s.failed && s.rx.is_empty();
+                let clean = s.backend == be && idle_usable(s);
                 (
                     clean && b.usable(s.server),
                     clean && b.usable(s.server) && b.servers[s.server].has_slot(),
@@ -369,8 +375,8 @@ impl Worker {
     /// Answers the current stream with corral's error page for `status`
     /// (the connection closes after it).
     pub(super) fn http_local_error(&mut self, key: usize, status: u16, term: [u8; 2]) {
-        self.http_local(key, status, term, |out, _req, close| {
-            errors::error_response(out, status, close)
+        self.http_local(key, status, term, |out, req, close| {
+            errors::error_response(out, status, close, is_head(req))
         });
     }
 
@@ -387,15 +393,30 @@ impl Worker {
             st.served_by = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
         }
         self.release_attempt(key, true);
+        // The attempt is over: no queue entry or deadline of it may act on
+        // an answered request.
+        if let Some(a) = self.attempt_mut(key) {
+            a.phase = AttemptPhase::Idle;
+        }
+        // The answer may be made while another connection's event is
+        // handled (a slot offered to the queue, a failed retry): this
+        // connection's own loop sends it.
+        self.ready.push(key);
         let stopping = self.stopping();
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else { return };
         let Some(st) = h.stream.as_mut() else { return };
         if st.resp_started {
-            // Part of a response went out: nothing else can be said.
+            // Part of a response went out: nothing else can be said. The
+            // stream is logged and the connection closes after what is
+            // queued.
             st.term = term;
             st.keep_client = false;
+            let st = h.stream.take().expect("checked");
             h.phase = Phase::Closing;
+            h.closing_since = Some(Instant::now());
+            h.rx.clear();
+            self.http_close_stream(key, st);
             return;
         }
         // Keep the connection only if what remains of the request is known:
@@ -428,6 +449,11 @@ impl Worker {
             h.rx.clear();
         }
     }
+}
+
+/// Whether the answer to `req` carries no body (RFC 9110 §9.3.2).
+fn is_head(req: &Request) -> bool {
+    req.method == corral_http::h1::Method::Head
 }
 
 /// `set-header`, `add-header`, `del-header` on a head's fields.

@@ -33,7 +33,7 @@ impl Worker {
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Still;
         };
-        let Some(st) = h.stream.as_mut() else {
+        let Some(st) = h.stream.as_mut().filter(|s| !s.local) else {
             return Sub::Still;
         };
         let Some((skey, phase)) = st
@@ -51,8 +51,12 @@ impl Worker {
             write_request_head(s.tx.tail(), &st.req);
             moved = true;
         }
-        // The body, validated as it goes: a bad chunk stops it here.
-        while s.tx.len() < TX_HIGH
+        // The body, validated as it goes: a bad chunk stops it here. Only
+        // once connected: bytes queued to a connection that then fails
+        // would be lost, and the retry would send the head with a body
+        // cut short (the rest parsed by the server as a request).
+        while phase == AttemptPhase::Connected
+            && s.tx.len() < TX_HIGH
             && !st.req_body.is_done()
             && !st.early_response
             && !st.server_write_failed
@@ -69,7 +73,7 @@ impl Worker {
                 Err(e) => {
                     log::debug!("request body from {} refused: {e}", c.peer);
                     let fe = c.frontend;
-                    self.rows.frontend_bad_request(fe, 400);
+                    self.rows.frontend_bad_request(fe);
                     self.http_local_error(key, 400, *b"PR");
                     return Sub::Changed;
                 }
@@ -206,8 +210,11 @@ impl Worker {
                 log::debug!("invalid response refused: {rej}");
                 return self.http_bad_gateway(key, skey, rej.reason, *b"PH");
             }
-            Ok(Parsed::Complete(resp, n)) => {
+            Ok(Parsed::Complete(mut resp, n)) => {
                 s.rx.consume(n);
+                // As for requests: what the server named in `Connection`
+                // ends here, before the rules add fields.
+                HopByHop::strip_named(&mut resp.fields);
                 resp
             }
         };
@@ -404,7 +411,7 @@ impl Worker {
 /// an absolute-form target made its authority.
 fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
     encode::request_line(out, req.method_str(), req.target(), Version::Http11);
-    let hop = HopByHop::of(&req.fields, req.upgrade);
+    let hop = HopByHop::fixed(req.upgrade);
     let absolute = req.is_absolute_form();
     let mut host_written = false;
     for (n, v) in req.fields.iter() {
@@ -423,7 +430,9 @@ fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
         }
         encode::field(out, n, v);
     }
-    if absolute && !host_written {
+    if !host_written {
+        // An absolute-form target's authority, or (an HTTP/1.0 request
+        // without Host) an empty Host: HTTP/1.1 requires the field.
         encode::field(out, b"Host", req.host().unwrap_or("").as_bytes());
     }
     if req.upgrade {
@@ -442,7 +451,7 @@ fn write_response_head(
     switching: bool,
 ) {
     encode::status_line(out, Version::Http11, resp.status, resp.reason());
-    let hop = HopByHop::of(&resp.fields, switching);
+    let hop = HopByHop::fixed(switching);
     let no_body_codes = resp.status < 200 || resp.status == 204 || resp.status == 304;
     for (n, v) in resp.fields.iter() {
         if hop.strips(n) {
