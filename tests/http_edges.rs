@@ -362,3 +362,227 @@ fn refusals_are_counted_once() {
         "{stat}"
     );
 }
+
+#[test]
+fn a_closing_answer_to_a_paused_client_arrives_whole() {
+    let o = Origin::start("a");
+    let fe = free_port();
+    // The server timeout is shorter than the client's pause: corral is
+    // waiting for the client then, not for the server.
+    let c = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+[defaults]
+mode = "http"
+timeout = {{ connect = "1s", client = "30s", server = "2s" }}
+[frontend.web]
+bind = "127.0.0.1:{fe}"
+default_backend = "app"
+[backend.app]
+server.s = {{ addr = "{}" }}
+"#,
+        o.addr
+    ));
+    let len: u64 = 16 << 20;
+    let mut cl = Client::connect(c.addr());
+    cl.send(format!("GET /download?len={len} HTTP/1.0\r\n\r\n").as_bytes());
+    // Nothing read for 7 s: the kernel buffers fill, corral stops
+    // reading the server, and (once all is queued) enters its close.
+    thread::sleep(Duration::from_secs(7));
+    let r = cl.response(false).expect("the answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len() as u64, len, "the whole body, then the close");
+    let mut sum = Sum::default();
+    sum.add(&r.body);
+    assert_eq!(sum.finish(), pattern_sum(len));
+}
+
+#[test]
+fn a_half_close_after_a_whole_request_is_no_abort() {
+    // Through a connect that waits (the blackhole first, then a retry):
+    // the client's FIN arrives while corral still holds the body.
+    let (hole, _held) = blackhole();
+    let live = Origin::start("live");
+    let (c, _) = start(
+        "",
+        "balance = \"roundrobin\"\nretries = 2",
+        &[hole.local_addr().unwrap(), live.addr],
+    );
+    for i in 0..4 {
+        let mut cl = Client::connect(c.addr());
+        cl.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+        cl.r.s.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = cl.response(false).expect("an answer after the half-close");
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "request {i}");
+        assert!(r.head.has_token("connection", "close"));
+    }
+    // Pipelined requests, then the FIN: every one is answered.
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\nGET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+    cl.r.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(cl.response(false).unwrap().status, 200);
+    let r = cl.response(false).expect("the second pipelined request");
+    assert_eq!(r.text(), "live");
+    assert!(cl.closed_within(Duration::from_secs(2)).is_ok());
+}
+
+/// Answers the first request of each connection (keep-alive by its head),
+/// then closes the connection when the next request arrives, unanswered:
+/// the server's keep-alive timeout crossing the request.
+fn crossing_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            thread::spawn(move || {
+                let mut r = Reader::new(s.try_clone().unwrap());
+                let mut w = s;
+                let Ok(Some(head)) = r.head() else { return };
+                if let Some(n) = head.get("content-length").and_then(|v| v.parse().ok()) {
+                    let _ = r.exact(n, &mut |_| {});
+                }
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+                let _ = r.head();
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_request_crossing_the_servers_close_goes_again_if_it_can() {
+    let addr = crossing_server();
+    let (c, sock) = start("", "", &[addr]);
+    let mut cl = Client::connect(c.addr());
+    for i in 0..5 {
+        // Back to back: the kept connection looks healthy when reused.
+        let r = cl.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "first"), "request {i}");
+    }
+    // A request with a body cannot be sent again: a 502, the connection
+    // then closed.
+    let r = cl.get("/");
+    assert_eq!(r.status, 200);
+    cl.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+    let r = cl.response(false).unwrap();
+    assert_eq!(r.status, 502);
+    let stat = cli(std::path::Path::new(&sock), "show stat");
+    let be = stat_row(&stat, "app", "BACKEND");
+    assert_eq!(be["wretr"], "5", "each replay counted as a retry: {stat}");
+}
+
+#[test]
+fn framing_goes_on_as_corral_read_it() {
+    let raw = RawServer::start(Some(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding:  chunked\r\n\r\n0005;x=y\r\nhello\r\n000\r\n\r\n"
+            .to_vec(),
+    ));
+    let (c, _) = start("", "", &[raw.addr]);
+    // Read raw, to see the framing as it arrives.
+    let mut s = TcpStream::connect(c.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"0\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.ends_with("\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "the server's chunk framing, canonical: {answer:?}"
+    );
+    let got = String::from_utf8_lossy(&raw.received.lock().unwrap()[0]).into_owned();
+    assert!(got.contains("\r\nContent-Length: 5\r\n\r\nhello"), "{got}");
+    assert_eq!(got.matches("Content-Length").count(), 1, "{got}");
+    let raw2 = RawServer::start(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    ));
+    let (c2, _) = start("", "", &[raw2.addr]);
+    let mut cl = Client::connect(c2.addr());
+    cl.send(
+        b"POST /b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip ,chunked\r\n\r\n00005;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    assert_eq!(cl.response(false).unwrap().status, 200);
+    let got = String::from_utf8_lossy(&raw2.received.lock().unwrap()[0]).into_owned();
+    assert!(
+        got.ends_with(
+            "\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn local_answers_to_http10_keep_alive_clients_say_keep_alive() {
+    let o = Origin::start("a");
+    let (c, _) = start(
+        "rules = [\"http-request deny deny_status 403 if { path_beg /admin }\"]",
+        "",
+        &[o.addr],
+    );
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"GET /admin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = cl.response(false).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.head.has_token("connection", "keep-alive"), "{:?}", r.head);
+    assert!(String::from_utf8_lossy(&r.head.raw).contains("\r\nContent-Length: "));
+    cl.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(cl.response(false).unwrap().text(), "a");
+}
+
+#[test]
+fn a_crlf_after_a_body_is_no_request() {
+    let o = Origin::start("a");
+    let fe = free_port();
+    let c = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+[defaults]
+mode = "http"
+timeout = {{ connect = "1s", client = "5s", server = "5s", http_request = "3s", http_keep_alive = "1s" }}
+[frontend.web]
+bind = "127.0.0.1:{fe}"
+default_backend = "app"
+[backend.app]
+server.s = {{ addr = "{}" }}
+"#,
+        o.addr
+    ));
+    let mut cl = Client::connect(c.addr());
+    cl.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\r\n");
+    assert_eq!(cl.response(false).unwrap().text(), "hello");
+    // Idle, not a started head: closed silently at http_keep_alive (1 s),
+    // no 408 at http_request (3 s).
+    let waited = cl
+        .closed_within(Duration::from_secs(2))
+        .expect("closed without a byte");
+    assert!(waited < Duration::from_millis(1800), "{waited:?}");
+}
+
+#[test]
+fn a_client_fin_before_the_switch_reaches_the_server() {
+    let o = Origin::start("a");
+    let (c, _) = start("", "", &[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    cl.send(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly",
+    );
+    cl.r.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let head = cl.r.head().unwrap().unwrap();
+    assert!(head.line.contains(" 101 "), "{}", head.line);
+    // The echo server gets the bytes and the FIN, echoes, and closes.
+    let mut rest = Vec::new();
+    cl.r.until_eof(&mut |b| rest.extend_from_slice(b)).unwrap();
+    assert_eq!(rest, b"early");
+}

@@ -330,6 +330,16 @@ impl Worker {
     /// Gives back what client `key`'s attempt holds: its slot (offered to
     /// the queue) and, unless kept by the caller beforehand, its connection.
     pub(crate) fn release_attempt(&mut self, key: usize, reset: bool) {
+        // Out of the backend queue, so it counts no more in `qcur` and
+        // `%bq`, and a later attempt of the same client queues anew.
+        if let Some(a) = self
+            .attempt_ref(key)
+            .filter(|a| a.phase == AttemptPhase::Queued)
+        {
+            let be = a.backend;
+            let serial = self.clients[key].serial;
+            self.backends[be].queue.retain(|&e| e != (key, serial));
+        }
         self.drop_attempt_conn(key, reset);
         if let Some(skey) = self.attempt_mut(key).and_then(|a| a.idle.take()) {
             self.close_server(skey, false);

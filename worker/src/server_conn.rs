@@ -102,15 +102,14 @@ impl ServerConn {
 }
 
 /// Whether a kept (idle) connection can take a request: the server has not
-/// closed it, reset it or sent anything since its last response. Readiness
-/// left set by the last read is checked with a non-blocking peek.
+/// closed it, reset it or sent anything since its last response (a
+/// non-blocking peek).
 pub fn idle_usable(s: &mut ServerConn) -> bool {
     if s.eof || s.failed || s.ep.read_closed || !s.rx.is_empty() || !s.tx.is_empty() {
         return false;
     }
-    if !s.ep.readable {
-        return true;
-    }
+    // Always looked at: the server's FIN may be on its way to an event
+    // that has not been read yet.
     let mut byte = 0u8;
     // SAFETY: a one-byte peek into a local buffer on an open socket.
     let n = unsafe {

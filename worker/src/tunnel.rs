@@ -243,7 +243,7 @@ pub fn linger(ep: &mut Endpoint, budget: usize) -> io::Result<Delivery> {
 
 /// Bytes written to socket `fd` and not yet acknowledged by the peer
 /// (SIOCOUTQ); 0 if unknown.
-fn unacked(fd: std::os::fd::RawFd) -> usize {
+pub(crate) fn unacked(fd: std::os::fd::RawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int for a TCP socket we hold.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };

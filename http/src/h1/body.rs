@@ -173,6 +173,24 @@ impl Body {
     /// Says what the start of `input` is. Call again with the input advanced
     /// past the piece returned, until [`Piece::NeedMore`] or [`Piece::Done`].
     pub fn step(&mut self, input: &[u8]) -> Result<Piece, BodyError> {
+        self.step_out(input, None)
+    }
+
+    /// Like [`Body::step`], and appends the piece to `out` in canonical
+    /// form: payload as it is; a chunk-size line rewritten as
+    /// `{size:x}CRLF` (leading zeros and extensions dropped), the CRLF after
+    /// a chunk's data, the last chunk as `0CRLF`, trailer lines as received
+    /// (validated), the final CRLF. A peer that parses chunk framing its
+    /// own way then reads the same message corral did.
+    pub fn step_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Piece, BodyError> {
+        let p = self.step_out(input, Some(out))?;
+        if let Piece::Data(n) = p {
+            out.extend_from_slice(&input[..n]);
+        }
+        Ok(p)
+    }
+
+    fn step_out(&mut self, input: &[u8], out: Option<&mut Vec<u8>>) -> Result<Piece, BodyError> {
         match self.state {
             State::Done => Ok(Piece::Done),
             State::UntilClose => Ok(self.data(input.len() as u64, input)),
@@ -198,7 +216,7 @@ impl Body {
                 }
                 Ok(p)
             }
-            _ => self.framing(input),
+            _ => self.framing(input, out),
         }
     }
 
@@ -213,11 +231,15 @@ impl Body {
 
     /// Consumes framing bytes, one at a time, until data starts, the
     /// message ends, or the input runs out.
-    fn framing(&mut self, input: &[u8]) -> Result<Piece, BodyError> {
+    fn framing(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<Piece, BodyError> {
         let mut used = 0;
         for &b in input {
             used += 1;
+            let before = self.state;
             self.state = self.next(b)?;
+            if let Some(out) = out.as_deref_mut() {
+                canonical(before, self.state, b, out);
+            }
             match self.state {
                 State::Data(_) | State::Done => return Ok(Piece::Meta(used)),
                 _ => {}
@@ -366,6 +388,36 @@ fn bump(total: usize) -> Result<usize, BodyError> {
         Err(BodyError("trailers too large"))
     } else {
         Ok(total + 1)
+    }
+}
+
+/// What the transition `before` → `after` on byte `b` writes in canonical
+/// chunk framing (see [`Body::step_into`]).
+fn canonical(before: State, after: State, b: u8, out: &mut Vec<u8>) {
+    match (before, after) {
+        (State::Size { .. }, State::Data(size)) => {
+            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        }
+        (State::Size { .. }, State::TrailerLine { .. }) => out.extend_from_slice(b"0\r\n"),
+        (State::Size { .. }, _) | (State::DataCr, _) => {}
+        (State::DataLf, _) => out.extend_from_slice(b"\r\n"),
+        // Trailer lines and the final empty line, byte for byte.
+        _ => out.push(b),
+    }
+}
+
+/// Whether the message `body` is reading ends within `input` (the bytes
+/// after those it accepted so far), without changing `body`. A body that
+/// does not follow its framing does not end.
+pub fn ends_within(body: &Body, input: &[u8]) -> bool {
+    let mut b = body.clone();
+    let mut at = 0;
+    loop {
+        match b.step(&input[at..]) {
+            Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => at += n,
+            Ok(Piece::Done) => return true,
+            Ok(Piece::NeedMore) | Err(_) => return false,
+        }
     }
 }
 

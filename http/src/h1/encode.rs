@@ -2,7 +2,7 @@
 //! decides which received fields go on.
 
 use super::fields::Fields;
-use super::Version;
+use super::{Framing, Version};
 
 /// The fields that belong to one connection and are not forwarded (RFC
 /// 9110 §7.6.1): `Connection` and the fields it names, `Keep-Alive`,
@@ -71,6 +71,42 @@ impl HopByHop {
             return false;
         }
         ALWAYS_STRIPPED.iter().any(|n| is(n)) || is(b"upgrade") || self.named.iter().any(|n| is(n))
+    }
+}
+
+/// Whether `name` is one of the fields that frame a message's body
+/// (Content-Length, Transfer-Encoding): a proxy writes them from the framing
+/// it decided ([`framing_fields`]), never as received.
+pub fn is_framing_field(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
+}
+
+/// The framing fields of a message framed as `framing`: one
+/// `Content-Length: N`, or one `Transfer-Encoding` listing the received
+/// codings (`fields`') with `chunked` last; nothing for the other framings.
+/// Whatever duplicates, empty elements or odd spacing the peer sent, the
+/// next hop reads the framing this proxy read.
+pub fn framing_fields(out: &mut Vec<u8>, framing: Framing, fields: &Fields) {
+    match framing {
+        Framing::Length(n) => {
+            let mut v = Vec::with_capacity(20);
+            push_u64(&mut v, n);
+            field(out, b"Content-Length", &v);
+        }
+        Framing::Chunked => {
+            let mut v = Vec::new();
+            for c in fields.list_items("transfer-encoding") {
+                let name = c.split(|&b| b == b';').next().unwrap_or(c);
+                if super::chars::trim_ows(name).eq_ignore_ascii_case(b"chunked") {
+                    continue;
+                }
+                v.extend_from_slice(c);
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(b"chunked");
+            field(out, b"Transfer-Encoding", &v);
+        }
+        Framing::None | Framing::UntilClose => {}
     }
 }
 

@@ -27,6 +27,15 @@ pub enum Method {
 }
 
 impl Method {
+    /// Whether a request with this method may be sent again when it got
+    /// no answer (RFC 9110 §9.2.2; TRACE falls under `Other`, refused).
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options
+        )
+    }
+
     fn of(s: &str) -> Method {
         match s {
             "GET" => Method::Get,

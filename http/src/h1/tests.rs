@@ -1,7 +1,7 @@
 //! Request, response and body parsing against the RFC's rules and the
 //! known request-smuggling shapes.
 
-use super::body::{scan, Body};
+use super::body::{scan, Body, Piece};
 use super::*;
 
 fn req(raw: &str) -> Result<Parsed<Request>, Reject> {
@@ -384,4 +384,42 @@ fn a_reason_phrase_that_is_not_utf8_is_dropped_not_a_panic() {
         Ok(Parsed::Partial) => panic!("complete"),
         Err(e) => assert_eq!(e.status, 502),
     }
+}
+
+/// A chunked body through [`Body::step_into`], fed in pieces of `cut` bytes.
+fn canonical(input: &[u8], cut: usize) -> Vec<u8> {
+    let mut b = Body::new(Framing::Chunked);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < input.len() {
+        let end = (at + cut).min(input.len());
+        let mut i = at;
+        loop {
+            match b.step_into(&input[i..end], &mut out).expect("valid") {
+                Piece::Data(n) | Piece::Meta(n) => i += n,
+                Piece::Done | Piece::NeedMore => break,
+            }
+        }
+        if b.is_done() {
+            break;
+        }
+        at = end;
+    }
+    assert!(b.is_done());
+    out
+}
+
+#[test]
+fn chunk_framing_is_rewritten_canonically() {
+    let input = b"005;a=b; c=\"x y\"\r\nhello\r\n000A\r\n0123456789\r\n0000;z\r\nX-T: 1\r\n\r\n";
+    let want = b"5\r\nhello\r\na\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+    for cut in [1, 2, 3, 7, 1000] {
+        assert_eq!(
+            String::from_utf8_lossy(&canonical(input, cut)),
+            String::from_utf8_lossy(want),
+            "cut {cut}"
+        );
+    }
+    // Already canonical: unchanged.
+    assert_eq!(canonical(want, 5), want);
 }

@@ -25,17 +25,23 @@ fn error_text(status: u16) -> &'static str {
 
 /// Writes an error response (`Connection: close` when `close`; the body
 /// left out, its length kept, for a HEAD request).
-pub(crate) fn error_response(out: &mut Vec<u8>, status: u16, close: bool, head_request: bool) {
+pub(crate) fn error_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    close: bool,
+    client: Version,
+    head_request: bool,
+) {
     let reason = encode::reason_phrase(status);
     let body = format!(
         "<html><body><h1>{status} {reason}</h1>\n{}\n</body></html>\n",
         error_text(status)
     );
     encode::status_line(out, Version::Http11, status, reason);
-    encode::field(out, b"content-length", body.len().to_string().as_bytes());
-    encode::field(out, b"cache-control", b"no-cache");
-    encode::field(out, b"content-type", b"text/html");
-    connection_field(out, close, Version::Http11);
+    encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
+    encode::field(out, b"Cache-Control", b"no-cache");
+    encode::field(out, b"Content-Type", b"text/html");
+    connection_field(out, close, client);
     encode::end_head(out);
     if !head_request {
         out.extend_from_slice(body.as_bytes());
@@ -54,9 +60,9 @@ pub(crate) fn return_response(
 ) {
     encode::status_line(out, Version::Http11, status, "");
     let body = body.unwrap_or("");
-    encode::field(out, b"content-length", body.len().to_string().as_bytes());
+    encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
     if let Some(t) = content_type {
-        encode::field(out, b"content-type", t.as_bytes());
+        encode::field(out, b"Content-Type", t.as_bytes());
     }
     connection_field(out, close, client);
     encode::end_head(out);
@@ -69,9 +75,9 @@ pub(crate) fn return_response(
 pub(crate) fn redirect_response(out: &mut Vec<u8>, r: &Redirect, req: &Request, close: bool) {
     let location = location(r, req);
     encode::status_line(out, Version::Http11, r.code, "");
-    encode::field(out, b"content-length", b"0");
-    encode::field(out, b"location", location.as_bytes());
-    encode::field(out, b"cache-control", b"no-cache");
+    encode::field(out, b"Content-Length", b"0");
+    encode::field(out, b"Location", location.as_bytes());
+    encode::field(out, b"Cache-Control", b"no-cache");
     connection_field(out, close, req.version);
     encode::end_head(out);
 }
@@ -113,9 +119,9 @@ pub(crate) fn location(r: &Redirect, req: &Request) -> String {
 /// `Connection: close` when closing; `keep-alive` for a 1.0 client that stays.
 pub(crate) fn connection_field(out: &mut Vec<u8>, close: bool, client: Version) {
     if close {
-        encode::field(out, b"connection", b"close");
+        encode::field(out, b"Connection", b"close");
     } else if client == Version::Http10 {
-        encode::field(out, b"connection", b"keep-alive");
+        encode::field(out, b"Connection", b"keep-alive");
     }
 }
 
@@ -168,11 +174,11 @@ mod tests {
     #[test]
     fn error_pages_are_complete_messages() {
         let mut out = Vec::new();
-        error_response(&mut out, 503, true, false);
+        error_response(&mut out, 503, true, Version::Http11, false);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        assert!(head.contains("connection: close"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.contains("Connection: close"));
     }
 }

@@ -14,7 +14,7 @@
 //! * `tunnel`: after a protocol switch.
 
 use std::net::Shutdown;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::flow_of;
 use super::request::limits;
@@ -23,9 +23,9 @@ use crate::access_log::{ms, HttpLog};
 use crate::attempt::{AttemptPhase, Failure};
 use crate::bufio::Io;
 use crate::client::Flow;
-use crate::server_conn::reset_on_close;
-use crate::tcp::{CLOSING_RECHECK, CLOSING_TIMEOUT};
-use crate::tunnel::{linger, Delivery};
+use crate::server_conn::{idle_usable, reset_on_close};
+use crate::tcp::CLOSING_RECHECK;
+use crate::tunnel::{linger, unacked, Delivery};
 use crate::worker::{Worker, PUMP_BUDGET};
 
 /// What a phase step did.
@@ -51,6 +51,9 @@ pub(super) enum Sub {
     Gone,
 }
 
+/// The longest interval between two looks at a closing connection's
+/// unacknowledged bytes.
+const CLOSING_RECHECK_MAX: Duration = Duration::from_secs(1);
 /// Steps per call before other connections get a turn.
 const STEPS: usize = 64;
 /// Bytes read from a socket at once.
@@ -179,8 +182,9 @@ impl Worker {
             Io::Eof => {
                 h.client_eof = true;
                 let st = h.stream.as_ref();
-                if st.is_some_and(|s| !s.req_body.is_done() && !s.early_response && !s.local) {
-                    // Gone before its request was whole.
+                if st.is_some_and(|s| !s.request_received(h.rx.as_slice())) {
+                    // Gone before its request was whole (a body all
+                    // received is still served: a half-close is no abort).
                     self.http_abort(key, *b"CD");
                     return Sub::Gone;
                 }
@@ -272,7 +276,8 @@ impl Worker {
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
         };
-        if keep_client && !h.client_eof && !stopping {
+        // After the client's FIN, only requests already here are served.
+        if keep_client && !stopping && (!h.client_eof || !h.rx.is_empty()) {
             h.phase = Phase::Head;
             h.idle_since = now;
             if !h.rx.is_empty() {
@@ -282,9 +287,7 @@ impl Worker {
             h.rx.shrink_if_empty();
             h.tx.shrink_if_empty();
         } else {
-            h.phase = Phase::Closing;
-            h.closing_since = Some(now);
-            h.rx.clear();
+            h.start_closing(now);
         }
     }
 
@@ -401,7 +404,10 @@ impl Worker {
         };
         if !h.tx.is_empty() {
             match h.tx.write_to(&mut c.ep, false) {
-                Io::Done(_) => return Step::Moved,
+                Io::Done(_) => {
+                    h.closing_since = Some(Instant::now());
+                    return Step::Moved;
+                }
                 Io::Failed(_) => {
                     self.http_finish(key, false);
                     return Step::Gone;
@@ -423,7 +429,24 @@ impl Worker {
                 Step::Gone
             }
             Ok(Delivery::More) => Step::Moved,
-            Ok(Delivery::Wait) => Step::Still,
+            Ok(Delivery::Wait) => {
+                // Acknowledgements make no event: look again, sooner while
+                // the client takes what it is sent, and give up only after
+                // `timeout client` without progress.
+                let now = Instant::now();
+                let queued = unacked(c.ep.fd);
+                let wait = match h.closing_check {
+                    _ if queued < h.closing_unacked => {
+                        h.closing_since = Some(now);
+                        CLOSING_RECHECK
+                    }
+                    Some((_, w)) => (w * 2).min(CLOSING_RECHECK_MAX),
+                    None => CLOSING_RECHECK,
+                };
+                h.closing_unacked = queued;
+                h.closing_check = Some((now + wait, wait));
+                Step::Still
+            }
             Err(_) => {
                 self.http_finish(key, false);
                 Step::Gone
@@ -546,9 +569,21 @@ impl Worker {
         self.leave(fe);
     }
 
-    /// If server connection `skey` is one client `key` keeps idle, closes
-    /// it and forgets it. Returns true if it did.
+    /// If server connection `skey` is one client `key` keeps idle and it
+    /// can no longer serve (the server closed it, reset it, or wrote out of
+    /// turn), closes it and forgets it. Returns true if it did.
     pub(crate) fn drop_if_idle(&mut self, key: usize, skey: usize) -> bool {
+        let Flow::Http(h) = &mut self.clients[key].flow else {
+            return false;
+        };
+        let kept = h.idle_server == Some(skey)
+            || h.stream
+                .as_ref()
+                .and_then(|s| s.attempt.as_ref())
+                .is_some_and(|a| a.idle == Some(skey));
+        if !kept || self.servers.get_mut(skey).is_some_and(idle_usable) {
+            return false;
+        }
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return false;
         };
@@ -624,8 +659,7 @@ impl Worker {
                 }
                 let st = h.stream.as_ref()?;
                 let be = st.backend.map(|b| &self.cfg.backends[b].timeouts);
-                let waiting_client =
-                    (!st.req_body.is_done() && !st.early_response && !st.local) || !h.tx.is_empty();
+                let waiting_client = !st.request_received(h.rx.as_slice()) || !h.tx.is_empty();
                 let connected = st
                     .attempt
                     .as_ref()
@@ -639,7 +673,12 @@ impl Worker {
                 if waiting_client {
                     consider(h.client_active + fe.client, Due::Client);
                 }
-                if let (Some(be), true) = (be, connected && !st.local) {
+                // The server is waited for only while corral would read it:
+                // not once the response is in, nor while the client is
+                // slow to take it.
+                let reading_server = !(st.resp_started && st.resp_body.is_done())
+                    && h.tx.len() < super::response::TX_HIGH;
+                if let (Some(be), true) = (be, connected && !st.local && reading_server) {
                     consider(st.server_active + be.server, Due::Server);
                 }
                 due
@@ -653,8 +692,9 @@ impl Worker {
             }
             Phase::Closing => {
                 let since = h.closing_since.unwrap_or(c.accepted);
-                let soon = Instant::now() + CLOSING_RECHECK;
-                Some((soon.min(since + CLOSING_TIMEOUT), Due::Closing))
+                let give_up = since + fe.client;
+                let check = h.closing_check.map_or(give_up, |(at, _)| at);
+                Some((check.min(give_up), Due::Closing))
             }
         }
     }
@@ -718,8 +758,11 @@ impl Worker {
             }
             Due::Tunnel => self.http_end_tunnel(key, *b"cD"),
             Due::Closing => {
+                let fe = self.clients[key].frontend;
+                let limit = self.cfg.frontends[fe].timeouts.client;
                 let since = flow_of(&mut self.clients, key).closing_since.unwrap_or(now);
-                if now >= since + CLOSING_TIMEOUT {
+                if now >= since + limit {
+                    // Nothing acknowledged for `timeout client`: reset.
                     self.http_finish(key, false);
                 } else {
                     self.http_advance(key);

@@ -22,7 +22,7 @@ mod request;
 mod response;
 mod samples;
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use corral_http::h1::{Body, Request};
 
@@ -88,8 +88,14 @@ pub struct HttpFlow {
     pub client_active: Instant,
     /// Our FIN was sent (in [`Phase::Closing`]).
     pub shut: bool,
-    /// When [`Phase::Closing`] began.
+    /// When [`Phase::Closing`] began, or last saw the client acknowledge
+    /// more of what it was sent.
     pub closing_since: Option<Instant>,
+    /// Bytes the client had not acknowledged at the last look (Closing).
+    pub closing_unacked: usize,
+    /// When to look again (acknowledgements make no event), and the
+    /// interval, doubled while nothing moves.
+    pub closing_check: Option<(Instant, Duration)>,
 }
 
 impl HttpFlow {
@@ -109,7 +115,19 @@ impl HttpFlow {
             client_active: now,
             shut: false,
             closing_since: None,
+            closing_unacked: usize::MAX,
+            closing_check: None,
         }
+    }
+
+    /// Enters [`Phase::Closing`]: what is queued goes out, then a FIN; what
+    /// the client still sends is discarded.
+    pub fn start_closing(&mut self, now: Instant) {
+        self.phase = Phase::Closing;
+        self.closing_since = Some(now);
+        self.closing_unacked = usize::MAX;
+        self.closing_check = None;
+        self.rx.clear();
     }
 }
 
@@ -121,6 +139,18 @@ pub enum Relay {
     /// Chunked from the server, raw to an HTTP/1.0 client (which then
     /// learns the end from the close).
     Dechunk,
+}
+
+impl Stream {
+    /// Whether nothing more of the request is needed from the client: its
+    /// body is done, not wanted (an early or local answer), or all in
+    /// `rx`, received and not yet forwarded.
+    pub fn request_received(&self, rx: &[u8]) -> bool {
+        self.req_body.is_done()
+            || self.early_response
+            || self.local
+            || corral_http::h1::body::ends_within(&self.req_body, rx)
+    }
 }
 
 /// One request/response exchange.

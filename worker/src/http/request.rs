@@ -5,7 +5,9 @@ use std::time::{Instant, SystemTime};
 
 use corral_config::{Balance, HeaderAction, HttpRequestAction, TrackKey};
 use corral_http::h1::encode::HopByHop;
-use corral_http::h1::{body, parse_request, Body, Framing, Limits, Parsed, Reject, Request};
+use corral_http::h1::{
+    body, parse_request, Body, Framing, Limits, Parsed, Reject, Request, Version,
+};
 
 use super::errors;
 use super::exchange::Step;
@@ -49,11 +51,26 @@ impl Worker {
     pub(super) fn http_head(&mut self, key: usize) -> Step {
         let limits = limits(self);
         let h = flow_of(&mut self.clients, key);
+        // Empty lines before a request line are ignored (RFC 9112 §2.2:
+        // some clients send a CRLF after a POST body); they start no head
+        // and its timer.
+        let blank =
+            h.rx.as_slice()
+                .chunks_exact(2)
+                .take_while(|p| *p == b"\r\n")
+                .count();
+        if blank > 0 {
+            h.rx.consume(2 * blank);
+            if h.rx.is_empty() {
+                h.head_since = None;
+            }
+        }
         if h.rx.is_empty() {
             if h.client_eof {
                 // Closed between requests (or before the first): no log,
-                // as HAProxy with nothing received.
-                self.http_finish(key, false);
+                // as HAProxy with nothing received; a FIN back (what was
+                // sent last may still be on its way).
+                self.http_finish(key, true);
                 return Step::Gone;
             }
             return Step::Still;
@@ -91,13 +108,11 @@ impl Worker {
         let mut bytes = 0;
         if let Some(r) = rej {
             let before = h.tx.len();
-            errors::error_response(h.tx.tail(), r.status, true, false);
+            errors::error_response(h.tx.tail(), r.status, true, Version::Http11, false);
             bytes = (h.tx.len() - before) as u64;
             log::debug!("refused a request from {}: {r}", c.peer);
         }
-        h.rx.clear();
-        h.phase = Phase::Closing;
-        h.closing_since = Some(now);
+        h.start_closing(now);
         self.sticky.count_request(&self.clients[key].sc);
         self.sticky.count_error(&self.clients[key].sc);
         self.rows.frontend_request(fe);
@@ -263,7 +278,7 @@ impl Worker {
             Verdict::Deny(status) => {
                 self.rows.frontend_denied(fe);
                 return self.http_local(key, status, *b"PR", |out, req, close| {
-                    errors::error_response(out, status, close, is_head(req))
+                    errors::error_response(out, status, close, req.version, is_head(req))
                 });
             }
             Verdict::Return {
@@ -376,7 +391,7 @@ impl Worker {
     /// (the connection closes after it).
     pub(super) fn http_local_error(&mut self, key: usize, status: u16, term: [u8; 2]) {
         self.http_local(key, status, term, |out, req, close| {
-            errors::error_response(out, status, close, is_head(req))
+            errors::error_response(out, status, close, req.version, is_head(req))
         });
     }
 
@@ -413,9 +428,7 @@ impl Worker {
             st.term = term;
             st.keep_client = false;
             let st = h.stream.take().expect("checked");
-            h.phase = Phase::Closing;
-            h.closing_since = Some(Instant::now());
-            h.rx.clear();
+            h.start_closing(Instant::now());
             self.http_close_stream(key, st);
             return;
         }

@@ -5,7 +5,9 @@
 use std::time::Instant;
 
 use corral_http::h1::encode::{self, HopByHop};
-use corral_http::h1::{parse_response, Body, Framing, Parsed, Piece, Response, Version};
+use corral_http::h1::{
+    parse_request, parse_response, Body, Framing, Parsed, Piece, Response, Version,
+};
 
 use super::exchange::Sub;
 use super::flow_of;
@@ -62,9 +64,9 @@ impl Worker {
             && !st.server_write_failed
             && !h.rx.is_empty()
         {
-            match st.req_body.step(h.rx.as_slice()) {
+            // Chunk framing goes out canonical (see `Body::step_into`).
+            match st.req_body.step_into(h.rx.as_slice(), s.tx.tail()) {
                 Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => {
-                    s.tx.extend(&h.rx.as_slice()[..n]);
                     h.rx.consume(n);
                     st.bytes_in += n as u64;
                     moved = true;
@@ -140,7 +142,13 @@ impl Worker {
             return Sub::Still;
         };
         let s = &mut self.servers[skey];
-        if s.eof || !s.ep.readable || s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
+        if s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
+            // Waiting for the client to read, not for the server: the
+            // server's clock starts again when corral reads it again.
+            st.server_active = Instant::now();
+            return Sub::Still;
+        }
+        if s.eof || !s.ep.readable {
             return Sub::Still;
         }
         let room = cap - s.rx.len();
@@ -186,6 +194,9 @@ impl Worker {
         }
         if s.rx.is_empty() {
             if s.eof || s.failed {
+                if self.http_replay(key) {
+                    return Sub::Changed;
+                }
                 return self.http_bad_gateway(
                     key,
                     skey,
@@ -252,6 +263,7 @@ impl Worker {
     /// The final response head: rules, keep-alive decisions, then queued.
     fn http_final_head(&mut self, key: usize, skey: usize, mut resp: Response) {
         let stopping = self.stopping();
+        let head_limits = limits(self);
         let c = &mut self.clients[key];
         let fe = c.frontend;
         let peer = c.peer;
@@ -288,8 +300,19 @@ impl Worker {
             Framing::Chunked => relay == Relay::Verbatim,
             _ => true,
         };
-        st.keep_client =
-            st.req.keep_alive() && delimited && !st.early_response && !h.client_eof && !stopping;
+        // After the client's FIN, the connection goes on only for requests
+        // it sent before (pipelined, already here).
+        let more_after_fin = h.client_eof
+            && !h.rx.is_empty()
+            && !matches!(
+                parse_request(h.rx.as_slice(), &head_limits),
+                Ok(Parsed::Partial)
+            );
+        st.keep_client = st.req.keep_alive()
+            && delimited
+            && !st.early_response
+            && (!h.client_eof || more_after_fin)
+            && !stopping;
         st.keep_server = resp.keep_alive() && !st.early_response && !st.server_write_failed;
         st.relay = relay;
         st.status = Some(resp.status);
@@ -311,19 +334,20 @@ impl Worker {
         let s = &mut self.servers[skey];
         let mut moved = false;
         while h.tx.len() < TX_HIGH && !s.rx.is_empty() && !st.resp_body.is_done() {
-            match st.resp_body.step(s.rx.as_slice()) {
-                Ok(Piece::Data(n)) => {
-                    h.tx.extend(&s.rx.as_slice()[..n]);
-                    s.rx.consume(n);
-                    st.bytes_out += n as u64;
-                    moved = true;
-                }
-                Ok(Piece::Meta(n)) => {
-                    if st.relay == Relay::Verbatim {
-                        h.tx.extend(&s.rx.as_slice()[..n]);
-                        st.bytes_out += n as u64;
+            let before = h.tx.len();
+            // Verbatim: chunk framing canonical; Dechunk: payload only.
+            let piece = match st.relay {
+                Relay::Verbatim => st.resp_body.step_into(s.rx.as_slice(), h.tx.tail()),
+                Relay::Dechunk => st.resp_body.step(s.rx.as_slice()).inspect(|p| {
+                    if let Piece::Data(n) = p {
+                        h.tx.extend(&s.rx.as_slice()[..*n]);
                     }
+                }),
+            };
+            match piece {
+                Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => {
                     s.rx.consume(n);
+                    st.bytes_out += (h.tx.len() - before) as u64;
                     moved = true;
                 }
                 Ok(Piece::Done) | Ok(Piece::NeedMore) => break,
@@ -353,6 +377,41 @@ impl Worker {
         } else {
             Sub::Still
         }
+    }
+
+    /// A kept server connection closed by the server before it answered
+    /// (its keep-alive timeout crossed the request): a request that can be
+    /// sent again (idempotent, no body, nothing of an answer received) goes
+    /// to a fresh connection, once. Returns true if it does.
+    fn http_replay(&mut self, key: usize) -> bool {
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return false;
+        };
+        let replayable = st.attempt.as_ref().is_some_and(|a| a.reused)
+            && !st.resp_started
+            && st.status.is_none()
+            && st.req.method.is_idempotent()
+            && matches!(st.req.framing, Framing::None | Framing::Length(0));
+        if !replayable {
+            return false;
+        }
+        st.head_for = None;
+        st.sent_at = None;
+        st.server_write_failed = false;
+        st.t_response = -1;
+        log::debug!("a kept server connection closed before answering: the request goes again");
+        self.release_attempt(key, false);
+        let Some(a) = self.attempt_mut(key) else {
+            return false;
+        };
+        a.phase = AttemptPhase::Idle;
+        a.reused = false;
+        a.t_connect = None;
+        let be = a.backend;
+        self.rows.retry(be);
+        self.assign(key);
+        true
     }
 
     /// The response cannot be used: 502 if nothing went to the client yet.
@@ -398,7 +457,13 @@ impl Worker {
         s.rx.clear();
         let mut t = Tunnel::new(false, now);
         t.s2c.preload(&head, &mut self.pools);
-        t.c2s.preload(h.rx.as_slice(), &mut self.pools);
+        // Toward the server: what was queued for it and not written yet,
+        // then what the client sent after its request; and the client's
+        // FIN if it came already.
+        let mut up = s.tx.take();
+        up.extend_from_slice(h.rx.as_slice());
+        t.c2s.preload(&up, &mut self.pools);
+        t.c2s.eof = h.client_eof;
         h.rx.clear();
         h.tunnel = Some(t);
         h.phase = Phase::Tunnel;
@@ -415,7 +480,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
     let absolute = req.is_absolute_form();
     let mut host_written = false;
     for (n, v) in req.fields.iter() {
-        if hop.strips(n) {
+        if hop.strips(n) || encode::is_framing_field(n) {
             continue;
         }
         if n.eq_ignore_ascii_case(b"host") {
@@ -435,6 +500,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
         // without Host) an empty Host: HTTP/1.1 requires the field.
         encode::field(out, b"Host", req.host().unwrap_or("").as_bytes());
     }
+    encode::framing_fields(out, req.framing, &req.fields);
     if req.upgrade {
         encode::field(out, b"Connection", b"upgrade");
     }
@@ -453,8 +519,19 @@ fn write_response_head(
     encode::status_line(out, Version::Http11, resp.status, resp.reason());
     let hop = HopByHop::fixed(switching);
     let no_body_codes = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    // A body framed by length or chunks gets its framing fields written
+    // from the framing read (chunked only when relayed as it is); a
+    // bodiless answer (HEAD, 304) keeps the Content-Length it describes.
+    let framed = match resp.framing {
+        Framing::Length(_) => true,
+        Framing::Chunked => relay == Relay::Verbatim,
+        Framing::None | Framing::UntilClose => false,
+    };
     for (n, v) in resp.fields.iter() {
         if hop.strips(n) {
+            continue;
+        }
+        if (framed || resp.framing == Framing::Chunked) && encode::is_framing_field(n) {
             continue;
         }
         let te = n.eq_ignore_ascii_case(b"transfer-encoding");
@@ -465,6 +542,9 @@ fn write_response_head(
             continue;
         }
         encode::field(out, n, v);
+    }
+    if framed {
+        encode::framing_fields(out, resp.framing, &resp.fields);
     }
     if switching {
         encode::field(out, b"Connection", b"upgrade");
