@@ -23,9 +23,23 @@ use common::http::*;
 use common::*;
 use nix::sys::signal::Signal;
 
-fn start(frontend_extra: &str, backend_extra: &str, servers: &[SocketAddr]) -> (Corral, String) {
+/// The timeouts most tests run with.
+const TIMEOUTS: &str =
+    r#"{ connect = "300ms", client = "5s", server = "5s", http_request = "1s", queue = "400ms" }"#;
+
+/// corral in `mode` with one frontend `web` (or `tcp`) to backend `app`
+/// with `servers`, a stats socket, and `timeouts`; returns it and the
+/// socket's path.
+fn start_with(
+    mode: &str,
+    timeouts: &str,
+    frontend_extra: &str,
+    backend_extra: &str,
+    servers: &[SocketAddr],
+) -> (Corral, String) {
     let fe = free_port();
     let sock = temp_dir("http-edges").join("admin.sock");
+    let name = if mode == "tcp" { "tcp" } else { "web" };
     let mut cfg = format!(
         r#"
 [global]
@@ -35,10 +49,10 @@ workers = 1
 socket = "{}"
 
 [defaults]
-mode = "http"
-timeout = {{ connect = "300ms", client = "5s", server = "5s", http_request = "1s", queue = "400ms" }}
+mode = "{mode}"
+timeout = {timeouts}
 
-[frontend.web]
+[frontend.{name}]
 bind = "127.0.0.1:{fe}"
 default_backend = "app"
 {frontend_extra}
@@ -52,6 +66,10 @@ default_backend = "app"
         cfg.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
     }
     (Corral::start(&cfg), sock.display().to_string())
+}
+
+fn start(frontend_extra: &str, backend_extra: &str, servers: &[SocketAddr]) -> (Corral, String) {
+    start_with("http", TIMEOUTS, frontend_extra, backend_extra, servers)
 }
 
 /// A listener whose accept queue is full: SYNs to it are dropped, so a
@@ -205,7 +223,7 @@ fn connection_cannot_strip_the_fields_corral_adds() {
 }
 
 #[test]
-fn a_head_request_denied_on_a_kept_connection_gets_no_body() {
+fn local_answers_on_a_kept_connection_fit_the_request() {
     let o = Origin::start("a");
     let (c, _) = start(
         "rules = [\"http-request deny deny_status 403 if { path_beg /admin }\"]",
@@ -221,6 +239,12 @@ fn a_head_request_denied_on_a_kept_connection_gets_no_body() {
     assert!(r.head.get("content-length").is_some());
     let r = cl.response(false).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    // HTTP/1.0 with keep-alive: the 403 says so, and the connection goes on.
+    cl.send(b"GET /admin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = cl.response(false).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.head.has_token("connection", "keep-alive"), "{:?}", r.head);
+    assert!(String::from_utf8_lossy(&r.head.raw).contains("\r\nContent-Length: "));
     // A HEAD the server answers: its head only, the connection goes on.
     cl.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = cl.response(true).unwrap();
@@ -269,26 +293,13 @@ fn an_http10_request_without_host_reaches_the_server_with_one() {
 #[test]
 fn a_request_answered_in_the_queue_never_reaches_a_server() {
     let o = Origin::start("a");
-    let fe = free_port();
-    let sock = temp_dir("http-edges").join("admin.sock");
-    let c = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-[stats]
-socket = "{}"
-[defaults]
-mode = "http"
-timeout = {{ connect = "1s", client = "5s", server = "5s", queue = "300ms" }}
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-[backend.app]
-server.s = {{ addr = "{}", maxconn = 1 }}
-"#,
-        sock.display(),
-        o.addr
-    ));
+    let (c, sock) = start_with(
+        "http",
+        r#"{ connect = "1s", client = "5s", server = "5s", queue = "300ms" }"#,
+        "",
+        &format!("server.s = {{ addr = \"{}\", maxconn = 1 }}", o.addr),
+        &[],
+    );
     let addr = c.addr();
     let holder = thread::spawn(move || {
         let mut cl = Client::connect(addr);
@@ -299,6 +310,10 @@ server.s = {{ addr = "{}", maxconn = 1 }}
     queued.send(b"GET /queued HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = queued.response(false).unwrap();
     assert_eq!(r.status, 503, "the queue timeout answers");
+    // Out of the queue at once (the slot is still held).
+    thread::sleep(Duration::from_millis(50));
+    let stat = cli(std::path::Path::new(&sock), "show stat");
+    assert_eq!(stat_row(&stat, "app", "BACKEND")["qcur"], "0", "{stat}");
     assert_eq!(holder.join().unwrap(), 200);
     // Once the slot is free, the answered request must not be sent.
     thread::sleep(Duration::from_millis(300));
@@ -366,24 +381,15 @@ fn refusals_are_counted_once() {
 #[test]
 fn a_closing_answer_to_a_paused_client_arrives_whole() {
     let o = Origin::start("a");
-    let fe = free_port();
     // The server timeout is shorter than the client's pause: corral is
     // waiting for the client then, not for the server.
-    let c = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-[defaults]
-mode = "http"
-timeout = {{ connect = "1s", client = "30s", server = "2s" }}
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-[backend.app]
-server.s = {{ addr = "{}" }}
-"#,
-        o.addr
-    ));
+    let (c, _) = start_with(
+        "http",
+        r#"{ connect = "1s", client = "30s", server = "2s" }"#,
+        "",
+        "",
+        &[o.addr],
+    );
     let len: u64 = 16 << 20;
     let mut cl = Client::connect(c.addr());
     cl.send(format!("GET /download?len={len} HTTP/1.0\r\n\r\n").as_bytes());
@@ -425,6 +431,33 @@ fn a_half_close_after_a_whole_request_is_no_abort() {
     let r = cl.response(false).expect("the second pipelined request");
     assert_eq!(r.text(), "live");
     assert!(cl.closed_within(Duration::from_secs(2)).is_ok());
+    // A pipelined request cut short by the FIN (its body incomplete, or
+    // its head): the whole one before it is answered with a close, then a
+    // FIN (no reset), and the cut one never reaches a server.
+    for cut in [
+        &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello"[..],
+        &b"GET /never HTTP/1.1\r\nHost"[..],
+    ] {
+        let before = live.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let mut cl = Client::connect(c.addr());
+        let mut raw = b"GET /live HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+        raw.extend_from_slice(cut);
+        cl.send(&raw);
+        cl.r.s.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = cl.response(false).unwrap();
+        assert_eq!(r.text(), "live");
+        assert!(r.head.has_token("connection", "close"), "{:?}", r.head);
+        let mut rest = Vec::new();
+        cl.r.until_eof(&mut |b| rest.extend_from_slice(b))
+            .expect("a FIN, not a reset");
+        assert!(rest.is_empty());
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            live.requests.load(std::sync::atomic::Ordering::Relaxed),
+            before + 1,
+            "only the whole request reached the server"
+        );
+    }
 }
 
 /// Answers the first request of each connection (keep-alive by its head),
@@ -471,6 +504,13 @@ fn a_request_crossing_the_servers_close_goes_again_if_it_can() {
     let stat = cli(std::path::Path::new(&sock), "show stat");
     let be = stat_row(&stat, "app", "BACKEND");
     assert_eq!(be["wretr"], "5", "each replay counted as a retry: {stat}");
+    let lines = wait_http_log(&c, cl.r.s.local_addr().unwrap(), 7, Duration::from_secs(2));
+    assert_eq!(lines[1].conns[4], 1, "%rc: {}", lines[1].raw);
+    // `retries = 0`: no replay either.
+    let (c0, _) = start("", "retries = 0", &[addr]);
+    let mut cl = Client::connect(c0.addr());
+    assert_eq!(cl.get("/").status, 200);
+    assert_eq!(cl.get("/").status, 502);
 }
 
 #[test]
@@ -523,42 +563,15 @@ fn framing_goes_on_as_corral_read_it() {
 }
 
 #[test]
-fn local_answers_to_http10_keep_alive_clients_say_keep_alive() {
+fn a_crlf_after_a_body_is_no_request() {
     let o = Origin::start("a");
-    let (c, _) = start(
-        "rules = [\"http-request deny deny_status 403 if { path_beg /admin }\"]",
+    let (c, _) = start_with(
+        "http",
+        r#"{ connect = "1s", client = "5s", server = "5s", http_request = "3s", http_keep_alive = "1s" }"#,
+        "",
         "",
         &[o.addr],
     );
-    let mut cl = Client::connect(c.addr());
-    cl.send(b"GET /admin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    let r = cl.response(false).unwrap();
-    assert_eq!(r.status, 403);
-    assert!(r.head.has_token("connection", "keep-alive"), "{:?}", r.head);
-    assert!(String::from_utf8_lossy(&r.head.raw).contains("\r\nContent-Length: "));
-    cl.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    assert_eq!(cl.response(false).unwrap().text(), "a");
-}
-
-#[test]
-fn a_crlf_after_a_body_is_no_request() {
-    let o = Origin::start("a");
-    let fe = free_port();
-    let c = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-[defaults]
-mode = "http"
-timeout = {{ connect = "1s", client = "5s", server = "5s", http_request = "3s", http_keep_alive = "1s" }}
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-[backend.app]
-server.s = {{ addr = "{}" }}
-"#,
-        o.addr
-    ));
     let mut cl = Client::connect(c.addr());
     cl.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\r\n");
     assert_eq!(cl.response(false).unwrap().text(), "hello");
@@ -585,4 +598,70 @@ fn a_client_fin_before_the_switch_reaches_the_server() {
     let mut rest = Vec::new();
     cl.r.until_eof(&mut |b| rest.extend_from_slice(b)).unwrap();
     assert_eq!(rest, b"early");
+}
+
+/// `bout` of `show stat`'s FRONTEND row of `fe`.
+fn frontend_bout(sock: &str, fe: &str) -> (u64, u64) {
+    let stat = cli(std::path::Path::new(sock), "show stat");
+    let row = stat_row(&stat, fe, "FRONTEND");
+    (row["bin"].parse().unwrap(), row["bout"].parse().unwrap())
+}
+
+#[test]
+fn bytes_are_counted_while_they_flow() {
+    let o = Origin::start("a");
+    let (c, sock) = start("", "", &[o.addr]);
+    let len: u64 = 64 << 20;
+    let mut cl = Client::connect(c.addr());
+    cl.send(format!("GET /download?len={len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let head = cl.r.head().unwrap().unwrap();
+    let mut got = 0u64;
+    cl.r.exact(16 << 20, &mut |b| got += b.len() as u64)
+        .unwrap();
+    // Halfway through: the counters already show most of what went out.
+    thread::sleep(Duration::from_millis(100));
+    let (_, during) = frontend_bout(&sock, "web");
+    assert!(
+        during >= 8 << 20 && during < len,
+        "bout {during} while {got} bytes were read"
+    );
+    cl.r.exact(len - got, &mut |_| {}).unwrap();
+    // At the end: exactly what the client received, head and body.
+    let lines = wait_http_log(&c, cl.r.s.local_addr().unwrap(), 1, Duration::from_secs(3));
+    let total = head.raw.len() as u64 + len;
+    assert_eq!(lines[0].bytes, total);
+    assert!(wait_until(Duration::from_secs(2), || frontend_bout(
+        &sock, "web"
+    )
+    .1 == total));
+
+    // TCP mode: the same through an echo server.
+    let echo = EchoServer::start();
+    let (t, tsock) = start_with(
+        "tcp",
+        r#"{ connect = "1s", client = "5s", server = "5s" }"#,
+        "",
+        "",
+        &[echo.addr],
+    );
+    let mut s = TcpStream::connect(t.addr()).unwrap();
+    let block = vec![7u8; 1 << 20];
+    let mut back = vec![0u8; 1 << 20];
+    for _ in 0..8 {
+        s.write_all(&block).unwrap();
+        s.read_exact(&mut back).unwrap();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let (bin, bout) = frontend_bout(&tsock, "tcp");
+    assert!(
+        bin >= 6 << 20 && bout >= 6 << 20,
+        "bin {bin} bout {bout} while open"
+    );
+    drop(s);
+    assert!(wait_until(Duration::from_secs(3), || frontend_bout(
+        &tsock, "tcp"
+    ) == (
+        8 << 20,
+        8 << 20
+    )));
 }

@@ -29,6 +29,7 @@ pub mod rules;
 pub mod server_conn;
 pub mod splice;
 pub mod stick;
+pub mod tally;
 pub mod tcp;
 pub mod timers;
 pub mod tunnel;

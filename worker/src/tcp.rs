@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::{ms, ConnLog};
 use crate::attempt::{Attempt, AttemptPhase, Failure};
-use crate::client::Flow;
+use crate::client::{Client, Flow};
 use crate::server_conn::reset_on_close;
+use crate::tally::{Tally, Target, FLUSH_BYTES};
 use crate::tunnel::{Blame, Delivery, Speculation, Tunnel};
 use crate::worker::{Worker, PUMP_BUDGET};
 
@@ -39,6 +40,8 @@ pub struct TcpFlow {
     pub attempt: Option<Attempt>,
     /// The bytes both ways.
     pub tunnel: Tunnel,
+    /// The bytes already in the counters.
+    pub tally: Tally,
 }
 
 impl TcpFlow {
@@ -47,7 +50,16 @@ impl TcpFlow {
         TcpFlow {
             attempt: None,
             tunnel: Tunnel::new(splice, now),
+            tally: Tally::default(),
         }
+    }
+}
+
+/// The TCP flow of a client known to be one.
+fn tcp_ref(c: &Client) -> &TcpFlow {
+    match &c.flow {
+        Flow::Tcp(t) => t,
+        Flow::Http(_) => unreachable!("a TCP client"),
     }
 }
 
@@ -168,9 +180,18 @@ impl Worker {
         {
             Ok(more) => {
                 if t.tunnel.finished() {
-                    self.tcp_finish(key, End::Clean);
-                } else if more {
+                    return self.tcp_finish(key, End::Clean);
+                }
+                if more {
                     self.ready.push(key);
+                }
+                let (bytes_in, bytes_out) = (t.tunnel.c2s.bytes, t.tunnel.s2c.bytes);
+                if let Some(d) = t.tally.take(bytes_in, bytes_out, FLUSH_BYTES) {
+                    let to = Target {
+                        frontend: c.frontend,
+                        backend: t.attempt.as_ref().map(|a| (a.backend, a.server)),
+                    };
+                    self.count_bytes(key, to, d);
                 }
             }
             Err(blame) => self.tcp_abort(key, blame),
@@ -298,10 +319,13 @@ impl Worker {
             t.tunnel.release(&mut self.pools);
             matches!(end, End::Abort(_) | End::Timeout(_) | End::Killed) && !t.tunnel.graceful
         };
-        let c = &self.clients[key];
-        let Flow::Tcp(t) = &c.flow else { return };
+        let c = &mut self.clients[key];
+        let Flow::Tcp(t) = &mut c.flow else { return };
         let fe = c.frontend;
         let (bytes_in, bytes_out) = (t.tunnel.c2s.bytes, t.tunnel.s2c.bytes);
+        // What the counters did not get while the bytes flowed.
+        let (d_in, d_out) = t.tally.take(bytes_in, bytes_out, 0).unwrap_or((0, 0));
+        let (c, t) = (&self.clients[key], tcp_ref(&self.clients[key]));
         // Counters are logged before this connection leaves them, as HAProxy does.
         let (backend_name, server_name, srv_conn, beconn, backend_queue) = match &t.attempt {
             Some(a) => {
@@ -342,9 +366,9 @@ impl Worker {
             backend_queue,
         });
         let target = t.attempt.as_ref().map(|a| (a.backend, a.server));
-        self.rows.frontend_bytes(fe, bytes_in, bytes_out);
+        self.rows.frontend_bytes(fe, d_in, d_out);
         if let Some((be, srv)) = target {
-            self.rows.backend_bytes(be, srv, bytes_in, bytes_out);
+            self.rows.backend_bytes(be, srv, d_in, d_out);
             self.rows.backend_time(be, srv, ms(now - c.accepted));
         }
         if reset {
@@ -352,7 +376,7 @@ impl Worker {
         }
         self.release_attempt(key, reset);
         let mut c = self.clients.remove(key);
-        self.sticky.release(&mut c.sc, bytes_in, bytes_out);
+        self.sticky.release(&mut c.sc, d_in, d_out);
         drop(c);
         self.leave(fe);
     }

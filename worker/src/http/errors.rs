@@ -38,14 +38,25 @@ pub(crate) fn error_response(
         error_text(status)
     );
     encode::status_line(out, Version::Http11, status, reason);
-    encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
+    let with_body = has_body(status);
+    if with_body {
+        encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
+    }
     encode::field(out, b"Cache-Control", b"no-cache");
-    encode::field(out, b"Content-Type", b"text/html");
+    if with_body {
+        encode::field(out, b"Content-Type", b"text/html");
+    }
     connection_field(out, close, client);
     encode::end_head(out);
-    if !head_request {
+    if with_body && !head_request {
         out.extend_from_slice(body.as_bytes());
     }
+}
+
+/// Whether a response with `status` may carry a body (and its length):
+/// never 1xx, 204 or 304 (RFC 9110 §6.4.1), whatever a rule asked for.
+fn has_body(status: u16) -> bool {
+    !(status < 200 || status == 204 || status == 304)
 }
 
 /// `http-request return`: the status, and the body with its type if given.
@@ -59,10 +70,16 @@ pub(crate) fn return_response(
     head_request: bool,
 ) {
     encode::status_line(out, Version::Http11, status, "");
-    let body = body.unwrap_or("");
-    encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
-    if let Some(t) = content_type {
-        encode::field(out, b"Content-Type", t.as_bytes());
+    let body = if has_body(status) {
+        body.unwrap_or("")
+    } else {
+        ""
+    };
+    if has_body(status) {
+        encode::field(out, b"Content-Length", body.len().to_string().as_bytes());
+        if let Some(t) = content_type {
+            encode::field(out, b"Content-Type", t.as_bytes());
+        }
     }
     connection_field(out, close, client);
     encode::end_head(out);
@@ -169,6 +186,32 @@ mod tests {
             loc(RedirectKind::Scheme, "https", false, false),
             "https://h.example/a/b?x=1"
         );
+    }
+
+    #[test]
+    fn bodiless_statuses_get_no_body_or_length() {
+        for status in [204, 304] {
+            let mut out = Vec::new();
+            return_response(
+                &mut out,
+                status,
+                Some("text/plain"),
+                Some("x"),
+                false,
+                Version::Http11,
+                false,
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n\r\n"), "{text}");
+            assert!(!text.contains("Content-Length"), "{text}");
+            let mut out = Vec::new();
+            error_response(&mut out, status, false, Version::Http11, false);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.ends_with("\r\n\r\n") && !text.contains("Content-Length"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

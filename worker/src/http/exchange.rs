@@ -17,13 +17,14 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use super::flow_of;
-use super::request::limits;
+use super::request::{limits, whole_request_in};
 use super::{Phase, Stream};
 use crate::access_log::{ms, HttpLog};
 use crate::attempt::{AttemptPhase, Failure};
 use crate::bufio::Io;
 use crate::client::Flow;
 use crate::server_conn::{idle_usable, reset_on_close};
+use crate::tally::{Target, FLUSH_BYTES};
 use crate::tcp::CLOSING_RECHECK;
 use crate::tunnel::{linger, unacked, Delivery};
 use crate::worker::{Worker, PUMP_BUDGET};
@@ -72,6 +73,7 @@ impl Worker {
             match step {
                 Step::Moved => continue,
                 Step::Still => {
+                    self.http_tally(key, FLUSH_BYTES);
                     self.http_rearm(key);
                     return;
                 }
@@ -80,7 +82,42 @@ impl Worker {
         }
         // Bound reached with work left: next turn.
         self.ready.push(key);
+        self.http_tally(key, FLUSH_BYTES);
         self.http_rearm(key);
+    }
+
+    /// The current stream's bytes (its own and its tunnel's), in and out.
+    fn http_bytes(&self, key: usize) -> Option<(u64, u64)> {
+        let Flow::Http(h) = &self.clients.get(key)?.flow else {
+            return None;
+        };
+        let st = h.stream.as_ref()?;
+        let (t_in, t_out) = h
+            .tunnel
+            .as_ref()
+            .map_or((0, 0), |t| (t.c2s.bytes, t.s2c.bytes));
+        Some((st.bytes_in + t_in, st.bytes_out + t_out))
+    }
+
+    /// Adds the current stream's uncounted bytes to the counters once
+    /// there are at least `min` of them.
+    fn http_tally(&mut self, key: usize, min: u64) {
+        let Some((bytes_in, bytes_out)) = self.http_bytes(key) else {
+            return;
+        };
+        let c = &mut self.clients[key];
+        let fe = c.frontend;
+        let Flow::Http(h) = &mut c.flow else { return };
+        let Some(st) = h.stream.as_mut() else { return };
+        let Some(d) = st.tally.take(bytes_in, bytes_out, min) else {
+            return;
+        };
+        let srv = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
+        let to = Target {
+            frontend: fe,
+            backend: st.backend.map(|b| (b, srv)),
+        };
+        self.count_bytes(key, to, d);
     }
 
     fn http_step_head(&mut self, key: usize) -> Step {
@@ -123,6 +160,17 @@ impl Worker {
     }
 
     fn http_step_exchange(&mut self, key: usize) -> Step {
+        let h = flow_of(&mut self.clients, key);
+        if h.client_eof
+            && h.stream
+                .as_ref()
+                .is_some_and(|s| !s.request_received(h.rx.as_slice()))
+        {
+            // The FIN came before the request was whole (read with its
+            // head, or before it began): nothing more of it will come.
+            self.http_abort(key, *b"CD");
+            return Step::Gone;
+        }
         let mut moved = false;
         macro_rules! sub {
             ($e:expr) => {
@@ -273,11 +321,14 @@ impl Worker {
         let keep_client = st.keep_client;
         self.http_close_stream(key, st);
         let stopping = self.stopping();
+        let head_limits = limits(self);
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
         };
-        // After the client's FIN, only requests already here are served.
-        if keep_client && !stopping && (!h.client_eof || !h.rx.is_empty()) {
+        // After the client's FIN, only whole requests already here are
+        // served.
+        let go_on = !h.client_eof || whole_request_in(h.rx.as_slice(), &head_limits);
+        if keep_client && !stopping && go_on {
             h.phase = Phase::Head;
             h.idle_since = now;
             if !h.rx.is_empty() {
@@ -365,19 +416,24 @@ impl Worker {
         let srv = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
         let status = st.status;
         self.rows.response(fe, st.backend, srv, status);
-        let bytes_out = st.bytes_out
-            + match &c.flow {
-                Flow::Http(h) => h.tunnel.as_ref().map_or(0, |t| t.s2c.bytes),
-                Flow::Tcp(_) => 0,
+        let (t_in, t_out) = match &c.flow {
+            Flow::Http(h) => h
+                .tunnel
+                .as_ref()
+                .map_or((0, 0), |t| (t.c2s.bytes, t.s2c.bytes)),
+            Flow::Tcp(_) => (0, 0),
+        };
+        // What was not counted while the bytes flowed.
+        let mut tally = st.tally;
+        if let Some(d) = tally.take(st.bytes_in + t_in, st.bytes_out + t_out, 0) {
+            let to = Target {
+                frontend: fe,
+                backend: st.backend.map(|b| (b, srv)),
             };
-        let bytes_in = st.bytes_in
-            + match &c.flow {
-                Flow::Http(h) => h.tunnel.as_ref().map_or(0, |t| t.c2s.bytes),
-                Flow::Tcp(_) => 0,
-            };
-        self.rows.frontend_bytes(fe, bytes_in, bytes_out);
+            self.count_bytes(key, to, d);
+        }
+        let c = &self.clients[key];
         if let Some(be) = st.backend {
-            self.rows.backend_bytes(be, srv, bytes_in, bytes_out);
             let a = st.attempt.as_ref();
             self.rows.times(
                 be,
@@ -388,7 +444,6 @@ impl Worker {
                 ms(Instant::now() - st.started),
             );
         }
-        self.sticky.add_bytes(&c.sc, bytes_in, bytes_out);
         if status.is_some_and(|s| (400..500).contains(&s)) {
             self.sticky.count_error(&c.sc);
         }

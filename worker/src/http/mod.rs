@@ -210,4 +210,6 @@ pub struct Stream {
     /// The server that had the request, kept for the log once its slot is
     /// given back.
     pub served_by: Option<usize>,
+    /// The stream's bytes already in the counters.
+    pub tally: crate::tally::Tally,
 }

@@ -37,6 +37,17 @@ enum Verdict {
     Redirect(corral_config::Redirect),
 }
 
+/// Whether `rx` starts with a whole request (head and body), or with a
+/// head that will be refused (answered, then closed): what a client that
+/// already sent its FIN can still be served.
+pub(super) fn whole_request_in(rx: &[u8], limits: &Limits) -> bool {
+    match parse_request(rx, limits) {
+        Ok(Parsed::Complete(req, n)) => body::ends_within(&Body::new(req.framing), &rx[n..]),
+        Ok(Parsed::Partial) => false,
+        Err(_) => true,
+    }
+}
+
 /// The head limits of the configuration.
 pub(super) fn limits(w: &Worker) -> Limits {
     let l = w.cfg.global.http_limits;
@@ -64,7 +75,10 @@ impl Worker {
             if h.rx.is_empty() {
                 h.head_since = None;
             }
+            let fe = self.clients[key].frontend;
+            self.rows.frontend_bytes(fe, 2 * blank as u64, 0);
         }
+        let h = flow_of(&mut self.clients, key);
         if h.rx.is_empty() {
             if h.client_eof {
                 // Closed between requests (or before the first): no log,
@@ -144,7 +158,9 @@ impl Worker {
             request: None,
         });
         if rej.is_none() {
-            self.http_finish(key, false);
+            // The client left mid-head: nothing to answer, and nothing of
+            // ours to reset away (its input was all read).
+            self.http_finish(key, true);
         }
     }
 
@@ -258,6 +274,7 @@ impl Worker {
             tracked_here,
             refused: None,
             served_by: None,
+            tally: Default::default(),
         };
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -418,6 +435,7 @@ impl Worker {
         // connection's own loop sends it.
         self.ready.push(key);
         let stopping = self.stopping();
+        let head_limits = limits(self);
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else { return };
         let Some(st) = h.stream.as_mut() else { return };
@@ -439,9 +457,15 @@ impl Worker {
                 .req_body
                 .remaining()
                 .is_some_and(|n| n <= h.rx.len() as u64);
+        // After the client's FIN, only if a whole request follows this one.
+        let fin_only = h.client_eof && {
+            let rest = st.req_body.remaining().unwrap_or(0) as usize;
+            !whole_request_in(h.rx.as_slice().get(rest..).unwrap_or(&[]), &head_limits)
+        };
         let close = status >= 400 && !matches!(status, 401 | 403 | 404 | 407 | 429)
             || !st.req.keep_alive()
             || !body_read
+            || fin_only
             || stopping;
         if !close {
             if let Some(n) = st.req_body.remaining() {

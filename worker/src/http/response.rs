@@ -5,13 +5,11 @@
 use std::time::Instant;
 
 use corral_http::h1::encode::{self, HopByHop};
-use corral_http::h1::{
-    parse_request, parse_response, Body, Framing, Parsed, Piece, Response, Version,
-};
+use corral_http::h1::{parse_response, Body, Framing, Parsed, Piece, Response, Version};
 
 use super::exchange::Sub;
 use super::flow_of;
-use super::request::{apply_header, limits};
+use super::request::{apply_header, limits, whole_request_in};
 use super::samples::HttpSamples;
 use super::{errors, Phase, Relay};
 use crate::access_log::ms;
@@ -237,6 +235,11 @@ impl Worker {
             if !st.req.upgrade {
                 return self.http_bad_gateway(key, skey, "101 without an upgrade request", *b"PH");
             }
+            if !st.req_body.is_done() || !s.tx.is_empty() {
+                // The protocol switches after the request: a 101 while its
+                // body is still on its way cannot be told apart from it.
+                return self.http_bad_gateway(key, skey, "101 before the request was sent", *b"PH");
+            }
             return self.http_switch(key, skey, resp);
         }
         if resp.is_interim() {
@@ -302,12 +305,7 @@ impl Worker {
         };
         // After the client's FIN, the connection goes on only for requests
         // it sent before (pipelined, already here).
-        let more_after_fin = h.client_eof
-            && !h.rx.is_empty()
-            && !matches!(
-                parse_request(h.rx.as_slice(), &head_limits),
-                Ok(Parsed::Partial)
-            );
+        let more_after_fin = h.client_eof && whole_request_in(h.rx.as_slice(), &head_limits);
         st.keep_client = st.req.keep_alive()
             && delimited
             && !st.early_response
@@ -388,9 +386,16 @@ impl Worker {
         let Some(st) = h.stream.as_mut() else {
             return false;
         };
-        let replayable = st.attempt.as_ref().is_some_and(|a| a.reused)
+        let retries = st.backend.map_or(0, |b| self.cfg.backends[b].retries);
+        // No byte of an answer yet (not even an interim one), and a retry
+        // left: `retries = 0` means none, as for connects.
+        let replayable = st
+            .attempt
+            .as_ref()
+            .is_some_and(|a| a.reused && a.retries < retries)
             && !st.resp_started
             && st.status.is_none()
+            && st.t_response < 0
             && st.req.method.is_idempotent()
             && matches!(st.req.framing, Framing::None | Framing::Length(0));
         if !replayable {
@@ -399,7 +404,6 @@ impl Worker {
         st.head_for = None;
         st.sent_at = None;
         st.server_write_failed = false;
-        st.t_response = -1;
         log::debug!("a kept server connection closed before answering: the request goes again");
         self.release_attempt(key, false);
         let Some(a) = self.attempt_mut(key) else {
@@ -408,6 +412,7 @@ impl Worker {
         a.phase = AttemptPhase::Idle;
         a.reused = false;
         a.t_connect = None;
+        a.retries += 1;
         let be = a.backend;
         self.rows.retry(be);
         self.assign(key);
