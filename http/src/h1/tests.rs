@@ -394,11 +394,10 @@ fn canonical(input: &[u8], cut: usize) -> Vec<u8> {
     while at < input.len() {
         let end = (at + cut).min(input.len());
         let mut i = at;
-        loop {
-            match b.step_into(&input[i..end], &mut out).expect("valid") {
-                Piece::Data(n) | Piece::Meta(n) => i += n,
-                Piece::Done | Piece::NeedMore => break,
-            }
+        while let Piece::Data(n) | Piece::Meta(n) =
+            b.step_into(&input[i..end], &mut out).expect("valid")
+        {
+            i += n;
         }
         if b.is_done() {
             break;
