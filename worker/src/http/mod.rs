@@ -16,11 +16,13 @@
 //! → server buffer → server; server → response parser → client buffer →
 //! client; under per-turn byte budgets, never blocking.
 
+mod ending;
 mod errors;
 mod exchange;
 mod request;
 mod response;
 mod samples;
+mod timeouts;
 
 use std::time::{Duration, Instant, SystemTime};
 
