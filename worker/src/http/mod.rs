@@ -144,6 +144,14 @@ pub enum Relay {
 }
 
 impl Stream {
+    /// The server connection of the stream's attempt, once connected.
+    pub fn connected_server(&self) -> Option<usize> {
+        self.attempt
+            .as_ref()
+            .filter(|a| a.phase == crate::attempt::AttemptPhase::Connected)
+            .and_then(|a| a.conn)
+    }
+
     /// Whether nothing more of the request is needed from the client: its
     /// body is done, not wanted (an early or local answer), or all in
     /// `rx`, received and not yet forwarded.

@@ -131,12 +131,7 @@ impl Worker {
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
         };
-        let Some(skey) = st
-            .attempt
-            .as_ref()
-            .filter(|a| a.phase == AttemptPhase::Connected)
-            .and_then(|a| a.conn)
-        else {
+        let Some(skey) = st.connected_server() else {
             return Sub::Still;
         };
         let s = &mut self.servers[skey];
@@ -175,12 +170,7 @@ impl Worker {
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
         };
-        let Some(skey) = st
-            .attempt
-            .as_ref()
-            .filter(|a| a.phase == AttemptPhase::Connected)
-            .and_then(|a| a.conn)
-        else {
+        let Some(skey) = st.connected_server() else {
             return Sub::Still;
         };
         if st.local {
