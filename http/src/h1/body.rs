@@ -396,7 +396,8 @@ fn bump(total: usize) -> Result<usize, BodyError> {
 fn canonical(before: State, after: State, b: u8, out: &mut Vec<u8>) {
     match (before, after) {
         (State::Size { .. }, State::Data(size)) => {
-            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            super::encode::push_hex(out, size);
+            out.extend_from_slice(b"\r\n");
         }
         (State::Size { .. }, State::TrailerLine { .. }) => out.extend_from_slice(b"0\r\n"),
         (State::Size { .. }, _) | (State::DataCr, _) => {}

@@ -159,7 +159,24 @@ pub fn end_head(out: &mut Vec<u8>) {
 
 /// A chunk's size line (`len` > 0); its data and [`chunk_end`] follow.
 pub fn chunk_start(out: &mut Vec<u8>, len: usize) {
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    push_hex(out, len as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in lowercase hexadecimal, no leading zeros (a chunk size).
+pub fn push_hex(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The CRLF after a chunk's data.
@@ -272,9 +289,11 @@ mod tests {
         push_u64(&mut out, 0);
         push_u64(&mut out, 18446744073709551615);
         chunk_start(&mut out, 255);
+        push_hex(&mut out, 0);
+        push_hex(&mut out, u64::MAX);
         assert_eq!(
             out,
-            b"HTTP/1.1 404 Not Found\r\nGET /x HTTP/1.1\r\n018446744073709551615ff\r\n"
+            b"HTTP/1.1 404 Not Found\r\nGET /x HTTP/1.1\r\n018446744073709551615ff\r\n0ffffffffffffffff"
         );
     }
 }

@@ -5,8 +5,6 @@
 //! comma; fields corral does not know stay empty, as HAProxy leaves them
 //! empty where they do not apply.
 
-use std::fmt::Write as _;
-
 use corral_config::{Balance, Config, Mode};
 use corral_shm::flags::SharedFlags;
 use corral_shm::stats::{RowKey, Stat, StatsRegion, STAT_WORDS};
@@ -203,6 +201,21 @@ impl Row {
         }
     }
 
+    /// What servers and backends both have: picks, requests, the time
+    /// averages, connections opened and reused.
+    fn balanced(&mut self, s: &Sum, http: bool) {
+        self.set("lbtot", s.get(Stat::Lbtot));
+        if http {
+            self.set("req_tot", s.get(Stat::Stot));
+        }
+        self.set("qtime", s.avg(Stat::QtimeSum));
+        self.set("ctime", s.avg(Stat::CtimeSum));
+        self.set("rtime", s.avg(Stat::RtimeSum));
+        self.set("ttime", s.avg(Stat::TtimeSum));
+        self.set("connect", s.get(Stat::Connect));
+        self.set("reuse", s.get(Stat::Reuse));
+    }
+
     fn line(&self, out: &mut String) {
         for f in &self.fields {
             out.push_str(f);
@@ -318,19 +331,10 @@ pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> S
             r.set("pid", 1);
             r.set("iid", iid);
             r.set("sid", sid + 1);
-            r.set("lbtot", s.get(Stat::Lbtot));
             r.set("type", 2);
-            if http {
-                r.set("req_tot", s.get(Stat::Stot));
-            }
-            r.set("qtime", s.avg(Stat::QtimeSum));
-            r.set("ctime", s.avg(Stat::CtimeSum));
-            r.set("rtime", s.avg(Stat::RtimeSum));
-            r.set("ttime", s.avg(Stat::TtimeSum));
+            r.balanced(&s, http);
             r.set("addr", srv.addr);
             r.set("mode", mode(b.mode));
-            r.set("connect", s.get(Stat::Connect));
-            r.set("reuse", s.get(Stat::Reuse));
             r.set("uweight", srv.weight);
             r.line(&mut out);
             if !checked || is_up {
@@ -362,23 +366,13 @@ pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> S
         r.set("pid", 1);
         r.set("iid", iid);
         r.set("sid", 0);
-        r.set("lbtot", s.get(Stat::Lbtot));
         r.set("type", 1);
-        if http {
-            r.set("req_tot", s.get(Stat::Stot));
-        }
-        r.set("qtime", s.avg(Stat::QtimeSum));
-        r.set("ctime", s.avg(Stat::CtimeSum));
-        r.set("rtime", s.avg(Stat::RtimeSum));
-        r.set("ttime", s.avg(Stat::TtimeSum));
+        r.balanced(&s, http);
         r.set("mode", mode(b.mode));
         r.set("algo", algo(b.balance));
-        r.set("connect", s.get(Stat::Connect));
-        r.set("reuse", s.get(Stat::Reuse));
         r.set("uweight", weight);
         r.line(&mut out);
     }
-    let _ = write!(out, "");
     out
 }
 
