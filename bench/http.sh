@@ -123,26 +123,7 @@ P_NGINX=$(py freeports 1)
 mkdir -p "$TMP/nginx/www"
 head -c $((1 << 20)) /dev/urandom >"$TMP/nginx/www/big"
 printf 'ok\n' >"$TMP/nginx/www/small"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-user root;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    server {
-        listen 127.0.0.1:$P_NGINX backlog=4096;
-        root $TMP/nginx/www;
-    }
-}
-EOF
+nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www;"
 
 log "corral vs HAProxy, HTTP mode, loopback"
 log_setup "wrk and nginx"

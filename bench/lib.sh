@@ -332,6 +332,33 @@ start_server() {
     wait_listen "$port" "$LAST_PID" "$name"
 }
 
+# nginx_conf PORT HTTP_LINES SERVER_LINES: an nginx.conf in $TMP/nginx/ for the
+# backend (one worker, no master, 8192 connections), listening on 127.0.0.1:PORT,
+# with HTTP_LINES in its http block and SERVER_LINES in its server block.
+nginx_conf() {
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+user root;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    $2
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        $3
+    }
+}
+EOF
+}
+
 # ---------------------------------------------------------------- CPUs
 # pin_cpus: CPU pinning (PIN=1, the default, with 2 or more CPUs): the proxy gets the
 # last CPU to itself (PROXY_CPUS), everything else (load generators, backends) the

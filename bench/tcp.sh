@@ -276,27 +276,7 @@ if want rate; then
     log ""
     log "== 2. connection rate (wrk -t1 -c$CONNS, Connection: close, nginx backend, median of $RUNS x ${SECS}s)"
     P_NGINX=$(py freeports 1)
-    mkdir -p "$TMP/nginx"
-    cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-user root;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_timeout 0;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    server {
-        listen 127.0.0.1:$P_NGINX backlog=4096;
-        location / { return 200 "ok\n"; }
-    }
-}
-EOF
+    nginx_conf "$P_NGINX" "keepalive_timeout 0;" 'location / { return 200 "ok\n"; }'
     run_rounds rate_one nginx "$P_NGINX" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
     for t in direct "${PROXIES[@]}"; do
         if [[ ${R[fail.rate_one.$t]:-} ]]; then R[rate.$t]=ERR; continue; fi
