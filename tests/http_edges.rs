@@ -27,9 +27,8 @@ use nix::sys::signal::Signal;
 const TIMEOUTS: &str =
     r#"{ connect = "300ms", client = "5s", server = "5s", http_request = "1s", queue = "400ms" }"#;
 
-/// corral in `mode` with one frontend `web` (or `tcp`) to backend `app`
-/// with `servers`, a stats socket, and `timeouts`; returns it and the
-/// socket's path.
+/// corral in `mode` with [`HttpSetup`]'s frontend `web` to backend `app`
+/// with `servers`, and `timeouts`; returns it and the socket's path.
 fn start_with(
     mode: &str,
     timeouts: &str,
@@ -37,35 +36,16 @@ fn start_with(
     backend_extra: &str,
     servers: &[SocketAddr],
 ) -> (Corral, String) {
-    let fe = free_port();
-    let sock = temp_dir("http-edges").join("admin.sock");
-    let name = if mode == "tcp" { "tcp" } else { "web" };
-    let mut cfg = format!(
-        r#"
-[global]
-workers = 1
-
-[stats]
-socket = "{}"
-
-[defaults]
-mode = "{mode}"
-timeout = {timeouts}
-
-[frontend.{name}]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-{frontend_extra}
-
-[backend.app]
-{backend_extra}
-"#,
-        sock.display()
-    );
-    for (i, a) in servers.iter().enumerate() {
-        cfg.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
+    let (c, sock) = HttpSetup {
+        mode,
+        timeouts,
+        frontend: frontend_extra,
+        backend: backend_extra,
+        servers,
+        ..Default::default()
     }
-    (Corral::start(&cfg), sock.display().to_string())
+    .start();
+    (c, sock.display().to_string())
 }
 
 fn start(frontend_extra: &str, backend_extra: &str, servers: &[SocketAddr]) -> (Corral, String) {
@@ -652,14 +632,14 @@ fn bytes_are_counted_while_they_flow() {
         s.read_exact(&mut back).unwrap();
     }
     thread::sleep(Duration::from_millis(100));
-    let (bin, bout) = frontend_bout(&tsock, "tcp");
+    let (bin, bout) = frontend_bout(&tsock, "web");
     assert!(
         bin >= 6 << 20 && bout >= 6 << 20,
         "bin {bin} bout {bout} while open"
     );
     drop(s);
     assert!(wait_until(Duration::from_secs(3), || frontend_bout(
-        &tsock, "tcp"
+        &tsock, "web"
     ) == (
         8 << 20,
         8 << 20

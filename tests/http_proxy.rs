@@ -14,32 +14,14 @@ use std::time::Duration;
 use common::http::*;
 use common::*;
 
-fn config(fe: u16, servers: &[SocketAddr], extra: &str) -> String {
-    let mut s = format!(
-        r#"
-[global]
-workers = 1
-{extra}
-[defaults]
-mode = "http"
-timeout = {{ connect = "2s", client = "10s", server = "10s", http_request = "5s", http_keep_alive = "5s" }}
-
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-
-[backend.app]
-"#
-    );
-    for (i, a) in servers.iter().enumerate() {
-        s.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
-    }
-    s
-}
-
 fn start(servers: &[SocketAddr]) -> Corral {
-    let fe = free_port();
-    Corral::start(&config(fe, servers, ""))
+    HttpSetup {
+        timeouts: r#"{ connect = "2s", client = "10s", server = "10s", http_request = "5s", http_keep_alive = "5s" }"#,
+        servers,
+        ..Default::default()
+    }
+    .start()
+    .0
 }
 
 #[test]

@@ -12,24 +12,14 @@ use common::http::*;
 use common::*;
 
 fn start(frontend_extra: &str, backends: &str, extra: &str) -> Corral {
-    let fe = free_port();
-    Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-{extra}
-[defaults]
-mode = "http"
-timeout = {{ connect = "2s", client = "5s", server = "5s" }}
-
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-{frontend_extra}
-
-{backends}
-"#
-    ))
+    HttpSetup {
+        global: extra,
+        frontend: frontend_extra,
+        backends: Some(backends),
+        ..Default::default()
+    }
+    .start()
+    .0
 }
 
 fn backend(name: &str, servers: &[(&str, SocketAddr)], extra: &str) -> String {

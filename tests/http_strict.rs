@@ -12,30 +12,16 @@ use std::time::Duration;
 use common::http::*;
 use common::*;
 
-fn config(fe: u16, server: SocketAddr, workers: usize) -> String {
-    format!(
-        r#"
-[global]
-workers = {workers}
-http_max_head_size = "4KiB"
-http_max_headers = 20
-
-[stats]
-socket = "{sock}"
-
-[defaults]
-mode = "http"
-timeout = {{ connect = "2s", client = "5s", server = "5s", http_request = "3s" }}
-
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-
-[backend.app]
-server.s0 = {{ addr = "{server}" }}
-"#,
-        sock = temp_dir("strict").join("admin.sock").display()
-    )
+/// corral with small head limits (4 KiB, 20 fields) in front of `server`,
+/// and its stats socket.
+fn start(server: SocketAddr) -> (Corral, std::path::PathBuf) {
+    HttpSetup {
+        global: "http_max_head_size = \"4KiB\"\nhttp_max_headers = 20",
+        timeouts: r#"{ connect = "2s", client = "5s", server = "5s", http_request = "3s" }"#,
+        servers: &[server],
+        ..Default::default()
+    }
+    .start()
 }
 
 /// The smuggling set and the malformed heads, with the status each gets.
@@ -72,8 +58,7 @@ fn malformed_requests_are_refused_and_nothing_reaches_the_server() {
     let raw = RawServer::start(Some(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
     ));
-    let fe = free_port();
-    let c = Corral::start(&config(fe, raw.addr, 1));
+    let (c, sock) = start(raw.addr);
     let base = c.baseline();
     let mut cases: Vec<(Vec<u8>, u16, String)> = REQUESTS
         .iter()
@@ -131,7 +116,6 @@ fn malformed_requests_are_refused_and_nothing_reaches_the_server() {
         assert_eq!(l.status, i64::from(*status), "{what}: {}", l.raw);
         assert_eq!(&l.tsc, "PR--", "{what}: {}", l.raw);
     }
-    let sock = temp_sock(&c);
     let stat = cli(&sock, "show stat");
     let fe_row = stat_row(&stat, "web", "FRONTEND");
     assert_eq!(fe_row["ereq"], n.to_string(), "{stat}");
@@ -141,15 +125,6 @@ fn malformed_requests_are_refused_and_nothing_reaches_the_server() {
     assert!(raw.total() > 0);
     drop(ok);
     c.assert_quiescent(&base);
-}
-
-/// The socket path of a config written by [`config`].
-fn temp_sock(c: &Corral) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(c.dir.join("corral.toml")).unwrap();
-    let line = text.lines().find(|l| l.starts_with("socket = ")).unwrap();
-    line.trim_start_matches("socket = ")
-        .trim_matches('"')
-        .into()
 }
 
 #[test]
@@ -167,8 +142,7 @@ fn malformed_responses_are_502_and_never_passed_on() {
     ];
     for (i, resp) in cases.iter().enumerate() {
         let raw = RawServer::start(Some(resp.as_bytes().to_vec()));
-        let fe = free_port();
-        let c = Corral::start(&config(fe, raw.addr, 1));
+        let (c, sock) = start(raw.addr);
         let mut cl = Client::connect(c.addr());
         cl.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         match cl.response(false) {
@@ -188,7 +162,7 @@ fn malformed_responses_are_502_and_never_passed_on() {
             }
             Err(e) => panic!("case {i} {resp:?}: {e}"),
         }
-        let stat = cli(&temp_sock(&c), "show stat");
+        let stat = cli(&sock, "show stat");
         assert_eq!(
             stat_row(&stat, "app", "BACKEND")["eresp"],
             "1",
@@ -205,8 +179,7 @@ fn untidy_responses_are_cleaned_not_refused() {
     let raw = RawServer::start(Some(
         b"HTTP/1.1 200 OK\r\nX-Space : v\r\nX-Fold: a\r\n b\r\nTransfer-Encoding: gzip\r\n\r\nuntil close".to_vec(),
     ));
-    let fe = free_port();
-    let c = Corral::start(&config(fe, raw.addr, 1));
+    let (c, _) = start(raw.addr);
     let mut cl = Client::connect(c.addr());
     cl.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     let r = cl.response(false).unwrap();

@@ -21,33 +21,14 @@ fn start(
     workers: usize,
     backend_extra: &str,
 ) -> (Corral, std::path::PathBuf) {
-    let fe = free_port();
-    let sock = temp_dir("http-timeouts").join("admin.sock");
-    let mut cfg = format!(
-        r#"
-[global]
-workers = {workers}
-
-[stats]
-socket = "{}"
-
-[defaults]
-mode = "http"
-timeout = {{ connect = "1s", client = "5s", server = "3s", http_request = "1s", http_keep_alive = "1s" }}
-
-[frontend.web]
-bind = "127.0.0.1:{fe}"
-default_backend = "app"
-
-[backend.app]
-{backend_extra}
-"#,
-        sock.display()
-    );
-    for (i, a) in servers.iter().enumerate() {
-        cfg.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
+    HttpSetup {
+        workers,
+        timeouts: r#"{ connect = "1s", client = "5s", server = "3s", http_request = "1s", http_keep_alive = "1s" }"#,
+        backend: backend_extra,
+        servers,
+        ..Default::default()
     }
-    (Corral::start(&cfg), sock)
+    .start()
 }
 
 #[test]

@@ -790,3 +790,96 @@ pub fn stat_row(csv: &str, px: &str, sv: &str) -> std::collections::HashMap<Stri
     }
     panic!("no row {px}/{sv} in\n{csv}");
 }
+
+// ---------------------------------------------------------------------------
+// Configs
+// ---------------------------------------------------------------------------
+
+/// An HTTP test setup: frontend `web` on a free loopback port, default
+/// backend `app` with servers `s0`, `s1`, ... (or `backends` instead), a
+/// stats socket. Fields left at their defaults say nothing.
+#[derive(Clone, Copy)]
+pub struct HttpSetup<'a> {
+    pub workers: usize,
+    /// `mode` in `[defaults]`.
+    pub mode: &'a str,
+    /// The `timeout` inline table of `[defaults]`.
+    pub timeouts: &'a str,
+    /// Lines for `[global]`.
+    pub global: &'a str,
+    /// Lines for `[frontend.web]`.
+    pub frontend: &'a str,
+    /// Lines for `[backend.app]`.
+    pub backend: &'a str,
+    /// The servers of `[backend.app]`.
+    pub servers: &'a [SocketAddr],
+    /// Whole backend sections, replacing `[backend.app]`.
+    pub backends: Option<&'a str>,
+}
+
+impl Default for HttpSetup<'_> {
+    fn default() -> Self {
+        HttpSetup {
+            workers: 1,
+            mode: "http",
+            timeouts: r#"{ connect = "2s", client = "5s", server = "5s" }"#,
+            global: "",
+            frontend: "",
+            backend: "",
+            servers: &[],
+            backends: None,
+        }
+    }
+}
+
+impl HttpSetup<'_> {
+    /// The config text and its stats socket's path.
+    pub fn config(&self) -> (String, std::path::PathBuf) {
+        let fe = super::free_port();
+        let sock = super::temp_dir("http").join("admin.sock");
+        let backends = match self.backends {
+            Some(b) => b.to_string(),
+            None => {
+                let mut b = format!("[backend.app]\n{}\n", self.backend);
+                for (i, a) in self.servers.iter().enumerate() {
+                    b.push_str(&format!("server.s{i} = {{ addr = \"{a}\" }}\n"));
+                }
+                b
+            }
+        };
+        let text = format!(
+            r#"
+[global]
+workers = {workers}
+{global}
+
+[stats]
+socket = "{sock}"
+
+[defaults]
+mode = "{mode}"
+timeout = {timeouts}
+
+[frontend.web]
+bind = "127.0.0.1:{fe}"
+default_backend = "app"
+{frontend}
+
+{backends}
+"#,
+            workers = self.workers,
+            global = self.global,
+            sock = sock.display(),
+            mode = self.mode,
+            timeouts = self.timeouts,
+            frontend = self.frontend,
+        );
+        (text, sock)
+    }
+
+    /// corral started on [`HttpSetup::config`], and its socket's path.
+    pub fn start(&self) -> (super::Corral, std::path::PathBuf) {
+        let (text, sock) = self.config();
+        (super::Corral::start(&text), sock)
+    }
+}
