@@ -363,25 +363,37 @@ fn a_closing_answer_to_a_paused_client_arrives_whole() {
     let o = Origin::start("a");
     // The server timeout is shorter than the client's pause: corral is
     // waiting for the client then, not for the server.
-    let (c, _) = start_with(
+    let (c, sock) = start_with(
         "http",
         r#"{ connect = "1s", client = "30s", server = "2s" }"#,
         "",
         "",
         &[o.addr],
     );
-    let len: u64 = 16 << 20;
-    let mut cl = Client::connect(c.addr());
-    cl.send(format!("GET /download?len={len} HTTP/1.0\r\n\r\n").as_bytes());
-    // Nothing read for 7 s: the kernel buffers fill, corral stops
-    // reading the server, and (once all is queued) enters its close.
-    thread::sleep(Duration::from_secs(7));
-    let r = cl.response(false).expect("the answer");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len() as u64, len, "the whole body, then the close");
-    let mut sum = Sum::default();
-    sum.add(&r.body);
-    assert_eq!(sum.finish(), pattern_sum(len));
+    let loops = || -> u64 {
+        let text = cli(std::path::Path::new(&sock), "show activity");
+        let line = text.lines().find(|l| l.starts_with("loops:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // 16 MiB: the kernel buffers fill and corral stops reading the server;
+    // 1 MiB: all of it is queued in the kernel and corral is in its close,
+    // waiting for acknowledgements that make no event.
+    for (len, pause) in [(16u64 << 20, 7), (1 << 20, 6)] {
+        let mut cl = Client::connect(c.addr());
+        cl.send(format!("GET /download?len={len} HTTP/1.0\r\n\r\n").as_bytes());
+        thread::sleep(Duration::from_millis(300));
+        let before = loops();
+        thread::sleep(Duration::from_secs(pause));
+        let woke = loops() - before;
+        // The rechecks back off to one a second: no busy wait.
+        assert!(woke < 40, "{woke} loop turns in {pause} s of waiting");
+        let r = cl.response(false).expect("the answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len() as u64, len, "the whole body, then the close");
+        let mut sum = Sum::default();
+        sum.add(&r.body);
+        assert_eq!(sum.finish(), pattern_sum(len));
+    }
 }
 
 #[test]
