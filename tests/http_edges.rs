@@ -657,3 +657,26 @@ fn bytes_are_counted_while_they_flow() {
         8 << 20
     )));
 }
+
+#[test]
+fn a_kept_alive_request_costs_two_loop_turns() {
+    let o = Origin::start("a");
+    let (c, sock) = start("", "", &[o.addr]);
+    let loops = || -> u64 {
+        let text = cli(std::path::Path::new(&sock), "show activity");
+        let line = text.lines().find(|l| l.starts_with("loops:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/").status, 200);
+    let n = 300;
+    let before = loops();
+    for _ in 0..n {
+        assert_eq!(cl.get("/").text(), "a");
+    }
+    // Per request: the client's bytes, the server's answer. A wakeup that
+    // finds nothing to do (a connection put back on the run queue by its
+    // own loop) would make it three.
+    let per = (loops() - before) as f64 / n as f64;
+    assert!(per < 2.5, "{per:.2} loop turns per request");
+}

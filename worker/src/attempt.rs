@@ -253,9 +253,9 @@ impl Worker {
         self.backends[be].balancer.acquire(i);
         self.backends[be].cur += 1;
         self.rows.reuse(be, i);
-        // No event will say so: the flow goes on next turn (or now, if
-        // its own loop called this).
-        self.ready.push(key);
+        // No event will say so: the flow goes on now if its own loop
+        // called this, else next turn.
+        self.wake(key);
     }
 
     /// The connect of client `key`'s attempt completed.

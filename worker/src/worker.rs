@@ -123,6 +123,9 @@ pub struct Worker {
     pub(crate) log: AccessLog,
     /// Client connections with work left after their budget, served next turn.
     pub(crate) ready: Vec<usize>,
+    /// The client connection whose driver is running now (its own loop
+    /// sees what changed; others are woken through `ready`).
+    pub(crate) advancing: Option<usize>,
     pub(crate) serial: u64,
     /// Concurrent connections of this worker, and its share of global maxconn.
     pub(crate) cur: u32,
@@ -148,6 +151,15 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Client `key`'s state changed outside its own driver (a queue
+    /// slot, another connection's event, a timer): it runs next turn. From
+    /// inside its driver nothing is needed, the loop goes on by itself.
+    pub(crate) fn wake(&mut self, key: usize) {
+        if self.advancing != Some(key) {
+            self.ready.push(key);
+        }
+    }
+
     /// Builds the worker's loop around the inherited sockets.
     pub fn new(setup: WorkerSetup) -> io::Result<Worker> {
         let cfg = setup.config;
@@ -218,6 +230,7 @@ impl Worker {
             backends,
             timers: Timers::default(),
             ready: Vec::new(),
+            advancing: None,
             serial: 0,
             cur: 0,
             max,

@@ -47,6 +47,12 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Worker {
     /// Makes whatever progress client `key`'s sockets allow.
     pub(crate) fn http_advance(&mut self, key: usize) {
+        let outer = self.advancing.replace(key);
+        self.http_drive(key);
+        self.advancing = outer;
+    }
+
+    fn http_drive(&mut self, key: usize) {
         for _ in 0..STEPS {
             let step = match flow_of(&mut self.clients, key).phase {
                 Phase::Head => self.http_step_head(key),

@@ -431,9 +431,9 @@ impl Worker {
             a.phase = AttemptPhase::Idle;
         }
         // The answer may be made while another connection's event is
-        // handled (a slot offered to the queue, a failed retry): this
-        // connection's own loop sends it.
-        self.ready.push(key);
+        // handled (a slot offered to the queue, a failed retry): then this
+        // connection's own loop sends it next turn.
+        self.wake(key);
         let stopping = self.stopping();
         let head_limits = limits(self);
         let c = &mut self.clients[key];
