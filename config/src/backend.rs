@@ -21,8 +21,15 @@ const KEYS: &[&str] = &[
     "check",
     "stick",
     "cache",
+    "http_reuse",
+    "pool_max_idle",
+    "pool_purge_delay",
     "server",
 ];
+
+/// Idle server connections a worker keeps per server unless
+/// `pool_max_idle` says otherwise.
+pub const DEFAULT_POOL_MAX_IDLE: u32 = 256;
 
 /// Reads one backend; `tables` are the names of the declared stick tables.
 pub(crate) fn parse(
@@ -56,6 +63,14 @@ pub(crate) fn parse(
             span,
             format!("forwardfor needs mode \"http\" (backend '{name}' is in tcp mode)"),
         );
+    }
+    for key in ["http_reuse", "pool_max_idle", "pool_purge_delay"] {
+        if let (Some(span), Mode::Tcp) = (sec.key_span(key), mode) {
+            d.error(
+                span,
+                format!("{key} needs mode \"http\" (backend '{name}' is in tcp mode: a TCP connection is never reused)"),
+            );
+        }
     }
     let check = sec.get("check").and_then(|v| check(&sec.label, v, d));
     let stick = sec
@@ -94,6 +109,9 @@ pub(crate) fn parse(
         check,
         stick,
         cache: None,
+        http_reuse: s.http_reuse.unwrap_or_default(),
+        pool_max_idle: s.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        pool_purge_delay: s.pool_purge_delay.unwrap_or(Duration::from_secs(5)),
         servers,
     }
 }

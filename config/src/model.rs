@@ -206,6 +206,24 @@ pub enum Balance {
     Random,
 }
 
+/// `http_reuse`: when an idle server connection may carry a request of
+/// another client connection (HAProxy's `http-reuse` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HttpReuse {
+    /// Never: a server connection serves one client connection only (kept
+    /// for that client's next request).
+    Never,
+    /// A client connection's first request gets a connection of its own;
+    /// later ones may take any idle connection of the server.
+    #[default]
+    Safe,
+    /// Also first requests, on connections that already served more than
+    /// one request (proven to be kept alive by the server).
+    Aggressive,
+    /// Any request on any idle connection of the server.
+    Always,
+}
+
 /// `check = {...}` of a backend: active health checks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
@@ -256,6 +274,15 @@ pub struct Backend {
     pub stick: Option<Stick>,
     /// Name of the HTTP cache to use, if any.
     pub cache: Option<String>,
+    /// Server connection reuse between client connections (HTTP mode).
+    pub http_reuse: HttpReuse,
+    /// Idle server connections kept per server by each worker; more are
+    /// closed when their request ends (`pool_max_idle`, HAProxy's
+    /// `pool-max-conn`).
+    pub pool_max_idle: u32,
+    /// An idle server connection unused this long is closed
+    /// (`pool_purge_delay`, HAProxy's `pool-purge-delay`).
+    pub pool_purge_delay: Duration,
     /// Servers in declaration order.
     pub servers: Vec<Server>,
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::diag::{Diag, Span};
-use crate::model::{Balance, Mode, Timeouts};
+use crate::model::{Balance, HttpReuse, Mode, Timeouts};
 use crate::walk::{self, Section, Value};
 
 /// Keys `[defaults]` accepts.
@@ -19,6 +19,9 @@ pub(crate) const DEFAULTS_KEYS: &[&str] = &[
     "allbackups",
     "backlog",
     "forwardfor",
+    "http_reuse",
+    "pool_max_idle",
+    "pool_purge_delay",
 ];
 
 /// Keys of a `timeout = {...}` table, in [`Timeouts`] field order.
@@ -54,6 +57,12 @@ pub(crate) struct ProxySettings {
     pub(crate) backlog: Option<u32>,
     /// `forwardfor`.
     pub(crate) forwardfor: Option<bool>,
+    /// `http_reuse`.
+    pub(crate) http_reuse: Option<HttpReuse>,
+    /// `pool_max_idle`.
+    pub(crate) pool_max_idle: Option<u32>,
+    /// `pool_purge_delay`.
+    pub(crate) pool_purge_delay: Option<Duration>,
 }
 
 impl ProxySettings {
@@ -82,6 +91,9 @@ impl ProxySettings {
             allbackups: sec.read("allbackups", d, walk::boolean),
             backlog: sec.read("backlog", d, |k, v, d| walk::u32_min(k, v, 1, d)),
             forwardfor: sec.read("forwardfor", d, walk::boolean),
+            http_reuse: sec.read("http_reuse", d, http_reuse),
+            pool_max_idle: sec.read("pool_max_idle", d, |k, v, d| walk::u32_min(k, v, 0, d)),
+            pool_purge_delay: sec.read("pool_purge_delay", d, walk::positive_duration),
         }
     }
 
@@ -103,6 +115,9 @@ impl ProxySettings {
             allbackups: self.allbackups.or(defaults.allbackups),
             backlog: self.backlog.or(defaults.backlog),
             forwardfor: self.forwardfor.or(defaults.forwardfor),
+            http_reuse: self.http_reuse.or(defaults.http_reuse),
+            pool_max_idle: self.pool_max_idle.or(defaults.pool_max_idle),
+            pool_purge_delay: self.pool_purge_delay.or(defaults.pool_purge_delay),
         }
     }
 
@@ -179,6 +194,21 @@ fn balance(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<(Balance, Option<S
         d,
     )?;
     Some((b, None))
+}
+
+/// `http_reuse`: `never`, `safe`, `aggressive` or `always`.
+fn http_reuse(what: &str, v: &Value<'_>, d: &mut Diag) -> Option<HttpReuse> {
+    walk::choice(
+        what,
+        v,
+        &[
+            ("never", HttpReuse::Never),
+            ("safe", HttpReuse::Safe),
+            ("aggressive", HttpReuse::Aggressive),
+            ("always", HttpReuse::Always),
+        ],
+        d,
+    )
 }
 
 /// Reads `[defaults]`.

@@ -332,6 +332,24 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
         "balance \"hdr(NAME)\" needs mode \"http\"",
     ),
     (
+        "unknown http_reuse mode",
+        "[backend.x]\nmode = \"http\"\nhttp_reuse = \"sometimes\"\nserver.s = { addr = \"127.0.0.1:1\" }\n",
+        3, 14,
+        "never",
+    ),
+    (
+        "http_reuse in tcp mode",
+        "[backend.x]\nmode = \"tcp\"\nhttp_reuse = \"always\"\nserver.s = { addr = \"127.0.0.1:1\" }\n",
+        3, 1,
+        "http_reuse needs mode \"http\"",
+    ),
+    (
+        "pool_purge_delay without a unit",
+        "[defaults]\npool_purge_delay = 5\n",
+        2, 20,
+        "duration",
+    ),
+    (
         "columns count characters, not bytes",
         "[global]\nuser = \"é\"; maxconn = 1\n",
         2, 11,

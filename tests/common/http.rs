@@ -262,6 +262,8 @@ pub struct Origin {
     pub name: String,
     /// Connections accepted.
     pub conns: Arc<AtomicU64>,
+    /// Connections open now.
+    pub open: Arc<AtomicU64>,
     /// Requests served.
     pub requests: Arc<AtomicU64>,
     /// Every request head received, raw.
@@ -278,20 +280,32 @@ impl Origin {
 
     /// Starts a server named `name` on `addr`.
     pub fn start_on(addr: SocketAddr, name: &str) -> Origin {
+        Self::start_full(addr, name, None)
+    }
+
+    /// Starts a server that closes a connection idle for `idle` (its
+    /// keep-alive timeout, as nginx's `keepalive_timeout`).
+    pub fn start_closing_idle(name: &str, idle: Duration) -> Origin {
+        Self::start_full("127.0.0.1:0".parse().unwrap(), name, Some(idle))
+    }
+
+    fn start_full(addr: SocketAddr, name: &str, idle: Option<Duration>) -> Origin {
         let l = TcpListener::bind(addr).expect("bind origin");
         let addr = l.local_addr().unwrap();
         let o = Origin {
             addr,
             name: name.to_string(),
             conns: Default::default(),
+            open: Default::default(),
             requests: Default::default(),
             heads: Default::default(),
             stop: Default::default(),
             listener: Some(l.try_clone().unwrap()),
         };
-        let (name, conns, requests, heads, stop) = (
+        let (name, conns, open, requests, heads, stop) = (
             o.name.clone(),
             o.conns.clone(),
+            o.open.clone(),
             o.requests.clone(),
             o.heads.clone(),
             o.stop.clone(),
@@ -303,9 +317,13 @@ impl Origin {
                 }
                 let Ok(s) = s else { continue };
                 conns.fetch_add(1, Ordering::Relaxed);
-                let (name, requests, heads) = (name.clone(), requests.clone(), heads.clone());
+                open.fetch_add(1, Ordering::Relaxed);
+                let (name, open, requests, heads) =
+                    (name.clone(), open.clone(), requests.clone(), heads.clone());
                 thread::spawn(move || {
+                    let _ = s.set_read_timeout(idle);
                     let _ = serve(s, &name, &requests, &heads);
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });

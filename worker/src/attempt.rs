@@ -79,6 +79,8 @@ pub struct Attempt {
     /// A kept server connection of the client (HTTP keep-alive) that serves
     /// this attempt if the balancer picks its server.
     pub idle: Option<usize>,
+    /// Which pooled connections of the picked server it may take.
+    pub reuse: crate::server_pool::Reuse,
 }
 
 impl Attempt {
@@ -97,6 +99,7 @@ impl Attempt {
             hash,
             reused: false,
             idle: None,
+            reuse: crate::server_pool::Reuse::Own,
         }
     }
 
@@ -194,6 +197,7 @@ impl Worker {
         let serial = self.clients[key].serial;
         let a = self.attempt_mut(key).expect("an attempt");
         let be = a.backend;
+        let reuse = a.reuse;
         if a.phase == AttemptPhase::Queued {
             a.t_queue = Some(now - a.since);
         }
@@ -206,6 +210,10 @@ impl Worker {
                 return self.reuse(key, skey);
             }
             self.close_server(skey, false);
+        }
+        if let Some(skey) = self.server_pools.take(&mut self.servers, be, i, reuse) {
+            self.servers[skey].owner = (key, serial);
+            return self.reuse(key, skey);
         }
         let a = self.attempt_mut(key).expect("an attempt");
         a.server = Some(i);
@@ -239,8 +247,9 @@ impl Worker {
         self.attempt_started(key);
     }
 
-    /// Client `key`'s attempt takes its kept server connection `skey` (to a
-    /// server that has a slot): connected at once.
+    /// Client `key`'s attempt takes an idle server connection `skey` (its
+    /// own kept one, or a pooled one; to a server that has a slot):
+    /// connected at once.
     pub(crate) fn reuse(&mut self, key: usize, skey: usize) {
         let i = self.servers[skey].server;
         let a = self.attempt_mut(key).expect("an attempt");
@@ -385,6 +394,12 @@ impl Worker {
         }
         let (owner, serial) = s.owner;
         let stirred = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        if s.owner == crate::server_pool::POOLED {
+            if stirred {
+                self.server_pools.on_event(&mut self.servers, skey);
+            }
+            return;
+        }
         if self.clients.get(owner).is_some_and(|c| c.serial == serial) {
             if stirred && self.drop_if_idle(owner, skey) {
                 // A kept connection the server closed (or wrote to out of

@@ -27,6 +27,7 @@ pub mod process_log;
 pub mod rows;
 pub mod rules;
 pub mod server_conn;
+pub mod server_pool;
 pub mod splice;
 pub mod stick;
 pub mod tally;

@@ -71,6 +71,8 @@ pub struct ServerConn {
     pub requests: u32,
     /// Distinguishes this connection from a later one in the same slab entry.
     pub serial: u64,
+    /// When it last went idle (into a pool).
+    pub idle_since: std::time::Instant,
 }
 
 impl ServerConn {
@@ -97,6 +99,7 @@ impl ServerConn {
             eof: false,
             requests: 0,
             serial,
+            idle_since: std::time::Instant::now(),
         }
     }
 }

@@ -114,6 +114,8 @@ pub struct Worker {
     pub(crate) listeners: Listeners,
     pub(crate) clients: Slab<Client>,
     pub(crate) servers: Slab<ServerConn>,
+    /// Idle server connections any client may take (`http_reuse`).
+    pub(crate) server_pools: crate::server_pool::ServerPools,
     /// This worker's cells of the proxy counter rows.
     pub(crate) rows: crate::rows::Rows,
     pub(crate) frontends: Vec<FrontendState>,
@@ -225,6 +227,7 @@ impl Worker {
             listeners,
             clients: Slab::new(),
             servers: Slab::new(),
+            server_pools: crate::server_pool::ServerPools::new(&cfg_for_checks),
             rows: crate::rows::Rows::new(&cfg_for_checks, setup.stats, setup.id),
             frontends,
             backends,
@@ -268,6 +271,7 @@ impl Worker {
                     self.fd_pause_until,
                     self.stop_deadline,
                     self.checks.next_deadline(&self.cfg),
+                    self.server_pools.next_deadline(),
                 ]
                 .into_iter()
                 .flatten()
@@ -404,6 +408,7 @@ impl Worker {
         // Idle HTTP keep-alive connections close now; busy ones after
         // their exchange (their response says `Connection: close`).
         self.http_soft_stop();
+        self.server_pools.clear(&mut self.servers);
         // Queued connections will never get a slot from a new accept, but they
         // still get one when a connection ends: they keep their place.
         log::info!(
@@ -548,6 +553,7 @@ impl Worker {
             self.health.set(k, u64::from(!up));
         }
         self.sync_health();
+        self.server_pools.purge(&self.cfg, &mut self.servers, now);
         while let Some((key, serial, at)) = self.timers.pop_due(now) {
             if let Some(s) = self
                 .clients

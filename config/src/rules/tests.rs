@@ -22,6 +22,9 @@ fn backend(name: &str, mode: Mode) -> Backend {
         check: None,
         stick: None,
         cache: None,
+        http_reuse: Default::default(),
+        pool_max_idle: 256,
+        pool_purge_delay: std::time::Duration::from_secs(5),
         servers: Vec::new(),
     }
 }

@@ -9,6 +9,8 @@ use super::exchange::Step;
 use super::flow_of;
 use super::request::{limits, whole_request_in};
 use super::{Phase, Stream};
+use corral_config::HttpReuse;
+
 use crate::access_log::{ms, HttpLog};
 use crate::attempt::Failure;
 use crate::bufio::Io;
@@ -81,12 +83,16 @@ impl Worker {
                 self.offer_slots(be);
             }
             if let Some(k) = conn {
-                if keep {
-                    if let Some(old) = flow_of(&mut self.clients, key).idle_server.replace(k) {
-                        self.close_server(old, false);
-                    }
-                } else {
+                let shared = self.cfg.backends[a.backend].http_reuse != HttpReuse::Never;
+                if !keep || self.stopping() {
                     self.close_server(k, false);
+                } else if shared {
+                    // Any client of this worker may take it now.
+                    if !self.server_pools.put(&self.cfg, &mut self.servers, k, now) {
+                        self.close_server(k, false);
+                    }
+                } else if let Some(old) = flow_of(&mut self.clients, key).idle_server.replace(k) {
+                    self.close_server(old, false);
                 }
             }
         }

@@ -152,6 +152,19 @@ impl Stream {
             .and_then(|a| a.conn)
     }
 
+    /// Keeps a copy of request body bytes just queued to the server, so a
+    /// replay can send them again; past [`REPLAY_MAX`] bytes the request
+    /// can no longer be replayed and the copy is dropped.
+    pub fn keep_for_replay(&mut self, bytes: &[u8]) {
+        if let Some(sent) = &mut self.sent_body {
+            if sent.len() + bytes.len() > REPLAY_MAX {
+                self.sent_body = None;
+            } else {
+                sent.extend_from_slice(bytes);
+            }
+        }
+    }
+
     /// Whether nothing more of the request is needed from the client: its
     /// body is done, not wanted (an early or local answer), or all in
     /// `rx`, received and not yet forwarded.
@@ -222,4 +235,12 @@ pub struct Stream {
     pub served_by: Option<usize>,
     /// The stream's bytes already in the counters.
     pub tally: crate::tally::Tally,
+    /// The request body as queued to the server (canonical framing), kept
+    /// while the request may be replayed: an idempotent request whose body
+    /// has not outgrown [`REPLAY_MAX`]. `None`: not replayable with a body.
+    pub sent_body: Option<Vec<u8>>,
 }
+
+/// The most request body bytes kept for a replay: a larger body is never
+/// replayed (it is no longer all in corral's buffer).
+pub const REPLAY_MAX: usize = 64 * 1024;

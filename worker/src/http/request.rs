@@ -247,6 +247,7 @@ impl Worker {
             }
         }
         let framing = req.framing;
+        let sent_body = (req.method.is_idempotent() && framing != Framing::None).then(Vec::new);
         let stream = Stream {
             req,
             backend: None,
@@ -275,6 +276,7 @@ impl Worker {
             refused: None,
             served_by: None,
             tally: Default::default(),
+            sent_body,
         };
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -378,7 +380,9 @@ impl Worker {
                 Balance::Source | Balance::Uri | Balance::Hdr
             ))
             || backend.stick.is_some();
-        st.attempt = Some(Attempt::new(be, hash, now));
+        let mut attempt = Attempt::new(be, hash, now);
+        attempt.reuse = crate::server_pool::Reuse::of(backend.http_reuse, h.requests);
+        st.attempt = Some(attempt);
         self.rows.backend_session(be);
         // The connection kept from the last exchange: with a hashing
         // balancer (or persistence) it serves the request only if the key

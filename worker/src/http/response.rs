@@ -49,6 +49,10 @@ impl Worker {
             st.head_for = Some(s.serial);
             s.requests += 1;
             write_request_head(s.tx.tail(), &st.req);
+            // A replay: the body bytes the failed connection took go again.
+            if let Some(sent) = &st.sent_body {
+                s.tx.extend(sent);
+            }
             moved = true;
         }
         // The body, validated as it goes: a bad chunk stops it here. Only
@@ -63,8 +67,10 @@ impl Worker {
             && !h.rx.is_empty()
         {
             // Chunk framing goes out canonical (see `Body::step_into`).
+            let before = s.tx.len();
             match st.req_body.step_into(h.rx.as_slice(), s.tx.tail()) {
                 Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => {
+                    st.keep_for_replay(&s.tx.as_slice()[before..]);
                     h.rx.consume(n);
                     st.bytes_in += n as u64;
                     moved = true;
@@ -367,10 +373,11 @@ impl Worker {
         }
     }
 
-    /// A kept server connection closed by the server before it answered
+    /// A reused server connection closed by the server before it answered
     /// (its keep-alive timeout crossed the request): a request that can be
-    /// sent again (idempotent, no body, nothing of an answer received) goes
-    /// to a fresh connection, once. Returns true if it does.
+    /// sent again (idempotent, nothing of an answer received, and what was
+    /// sent of its body still in corral's hands) goes to a fresh
+    /// connection, once. Returns true if it does.
     fn http_replay(&mut self, key: usize) -> bool {
         let h = flow_of(&mut self.clients, key);
         let Some(st) = h.stream.as_mut() else {
@@ -387,7 +394,7 @@ impl Worker {
             && st.status.is_none()
             && st.t_response < 0
             && st.req.method.is_idempotent()
-            && matches!(st.req.framing, Framing::None | Framing::Length(0));
+            && (st.sent_body.is_some() || matches!(st.req.framing, Framing::None));
         if !replayable {
             return false;
         }
@@ -401,6 +408,8 @@ impl Worker {
         };
         a.phase = AttemptPhase::Idle;
         a.reused = false;
+        // On a new connection: another idle one may be as stale.
+        a.reuse = crate::server_pool::Reuse::Own;
         a.t_connect = None;
         a.retries += 1;
         let be = a.backend;
