@@ -17,9 +17,6 @@ use common::*;
 fn start(servers: &[SocketAddr]) -> Corral {
     HttpSetup {
         timeouts: r#"{ connect = "2s", client = "10s", server = "10s", http_request = "5s", http_keep_alive = "5s" }"#,
-        // Idle server connections close soon, so the fd counts come back
-        // to the baseline within the quiescence check.
-        backend: "pool_purge_delay = \"1s\"",
         servers,
         ..Default::default()
     }

@@ -58,6 +58,8 @@ pub struct InheritedWorker {
     /// It said it accepts (a worker of the current generation may not have
     /// yet: a fallback to its generation must wait for it).
     pub ready: bool,
+    /// The master's end of its control socket (handoff channels), if any.
+    pub control: Option<RawFd>,
 }
 
 /// Everything a new master generation inherits.
@@ -203,7 +205,7 @@ impl Handoff {
         }
         for w in &self.workers {
             f.push(format!(
-                "wrk={},{},{},{},{},{},{},{}",
+                "wrk={},{},{},{},{},{},{},{},{}",
                 w.pid,
                 w.id,
                 w.epoch_slot,
@@ -211,7 +213,8 @@ impl Handoff {
                 w.started_ms,
                 u8::from(w.draining),
                 u8::from(w.foreign),
-                u8::from(w.ready)
+                u8::from(w.ready),
+                w.control.map_or("-".to_string(), |fd| fd.to_string())
             ));
         }
         for m in &self.messages {
@@ -290,8 +293,9 @@ impl Handoff {
             }
             "wrk" => {
                 let p: Vec<&str> = v.split(',').collect();
-                // 6 fields before version 1, then `foreign` and `ready`.
-                if !(6..=8).contains(&p.len()) {
+                // 6 fields before version 1, then `foreign` and `ready`,
+                // then the control socket (`-`: none).
+                if !(6..=9).contains(&p.len()) {
                     return Err(bad());
                 }
                 self.workers.push(InheritedWorker {
@@ -304,6 +308,10 @@ impl Handoff {
                     foreign: p.get(6).map(|x| num(x)).transpose()?.unwrap_or(0) != 0,
                     // A version-0 worker that is running accepted long ago.
                     ready: p.get(7).map(|x| num(x)).transpose()?.unwrap_or(1) != 0,
+                    control: match p.get(8) {
+                        None | Some(&"-") => None,
+                        Some(x) => Some(fd(x)?),
+                    },
                 });
             }
             _ => return Err(format!("unknown field '{k}' (ignored)")),
@@ -324,6 +332,7 @@ impl Handoff {
         if let Some((m, w)) = self.lifeline {
             v.extend([m, w]);
         }
+        v.extend(self.workers.iter().filter_map(|w| w.control));
         v
     }
 }
@@ -399,6 +408,7 @@ mod tests {
                 draining: true,
                 foreign: true,
                 ready: false,
+                control: Some(12),
             }],
             victim: Some(4321),
             config: Some(14),
@@ -414,7 +424,7 @@ mod tests {
     fn roundtrip() {
         let h = sample();
         assert_eq!(Handoff::decode(&h.encode()), h);
-        assert_eq!(h.fds().len(), 12);
+        assert_eq!(h.fds().len(), 13, "with the worker's control socket");
     }
 
     /// The record of the build before versions (issue 4's format) still

@@ -68,6 +68,8 @@ pub(crate) struct Slot {
     pub respawn_at: Option<Instant>,
     pub backoff: Duration,
     pub ready: bool,
+    /// The master's end of the worker's control socket (handoff channels).
+    pub control: Option<Arc<OwnedFd>>,
 }
 
 /// A worker of a previous generation, finishing its connections.
@@ -89,6 +91,8 @@ pub struct OldWorker {
     pub foreign: bool,
     /// Said it accepts (for a worker taken back as current by a fallback).
     pub ready: bool,
+    /// The master's end of its control socket, if it has one.
+    pub control: Option<Arc<OwnedFd>>,
 }
 
 /// How the master is stopping, if it is.
@@ -303,6 +307,7 @@ impl Master {
                     respawn_at: None,
                     backoff: Duration::ZERO,
                     ready: w.ready,
+                    control: w.control.clone(),
                 },
                 None => Slot {
                     id,
@@ -313,6 +318,7 @@ impl Master {
                     respawn_at: Some(now),
                     backoff: Duration::ZERO,
                     ready: false,
+                    control: None,
                 },
             })
             .collect();
@@ -544,19 +550,31 @@ impl Master {
         // Opened here, with the master's privileges, and inherited.
         let log = corral_worker::access_log::AccessLog::open(&self.cfg.global.log)
             .map_err(|e| format!("cannot open the access log: {e}"))?;
+        // The control socket: the master sends handoff channels on it.
+        let (ours, theirs) = corral_worker::handoff::fdmsg::pair()
+            .map_err(|e| format!("cannot make a control socket: {e}"))?;
         // SAFETY: the master is single-threaded, so the child inherits no lock
         // held by another thread; the child only runs the worker and exits.
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Parent { child } => {
+                self.slots[i].control = Some(Arc::new(ours));
+                Ok(child)
+            }
             ForkResult::Child => {
-                let code = self.become_worker(i, log);
+                drop(ours);
+                let code = self.become_worker(i, log, theirs);
                 std::process::exit(code);
             }
         }
     }
 
     /// In the forked child: shed the master's state, become worker slot `i`.
-    fn become_worker(&mut self, i: usize, log: corral_worker::access_log::AccessLog) -> i32 {
+    fn become_worker(
+        &mut self,
+        i: usize,
+        log: corral_worker::access_log::AccessLog,
+        control: OwnedFd,
+    ) -> i32 {
         let id = self.slots[i].id;
         // A stop signal sent now waits (blocked) for the worker's handlers:
         // between dropping the master's and registering the worker's, it
@@ -578,6 +596,13 @@ impl Master {
             for (_, c) in self.clients.iter() {
                 libc::close(c.stream.as_raw_fd());
             }
+        }
+        // The master's ends of the other workers' control sockets.
+        for s in &mut self.slots {
+            s.control = None;
+        }
+        for o in &mut self.old {
+            o.control = None;
         }
         self.shared.drop_retired();
         proctitle::set(&format!("corral: worker {id} (gen {})", self.generation));
@@ -604,6 +629,7 @@ impl Master {
             health: self.shared.health().clone(),
             counters: self.shared.counters().clone(),
             stats: Some(self.shared.stats().clone()),
+            control: Some(control),
         })
     }
 
@@ -649,6 +675,11 @@ impl Master {
     /// reload and tell systemd. After the answer, every new connection goes
     /// to the new generation.
     fn complete_switch(&mut self) {
+        if self.switch.as_ref().is_some_and(|sw| sw.leaving.is_none())
+            && self.slots.iter().all(|s| s.ready && s.pid.is_some())
+        {
+            self.connect_handoff();
+        }
         let Some(sw) = self.switch.as_mut() else {
             return;
         };
@@ -697,6 +728,40 @@ impl Master {
         }
     }
 
+    /// Before the old workers are soft-stopped: one socket pair per (old
+    /// worker, new worker), its ends sent over their control sockets, so
+    /// the old workers can hand their idle client connections over (see
+    /// `corral_worker::handoff`). Best effort: a worker without a control
+    /// socket (a build before it, a foreign segment) closes them instead.
+    fn connect_handoff(&mut self) {
+        use corral_worker::handoff::{fdmsg, wire};
+        let receivers: Vec<Arc<OwnedFd>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.control.clone())
+            .collect();
+        let mut made = 0;
+        for o in self.old.iter().filter(|o| !o.foreign) {
+            let Some(sender) = &o.control else { continue };
+            for r in &receivers {
+                let Ok((a, b)) = fdmsg::pair() else { continue };
+                let inbox = wire::channel(true, self.generation);
+                let outbox = wire::channel(false, self.generation);
+                if fdmsg::send(r.as_raw_fd(), &inbox, &[b.as_raw_fd()]).is_ok()
+                    && fdmsg::send(sender.as_raw_fd(), &outbox, &[a.as_raw_fd()]).is_ok()
+                {
+                    made += 1;
+                }
+            }
+        }
+        if made > 0 {
+            log::info!(
+                "{made} handoff channel(s) from old workers to generation {}",
+                self.generation
+            );
+        }
+    }
+
     /// Collects every exited child and schedules replacements.
     fn reap(&mut self) {
         loop {
@@ -736,6 +801,7 @@ impl Master {
             };
             slot.pid = None;
             slot.ready = false;
+            slot.control = None;
             let (id, epoch_slot) = (slot.id, slot.epoch_slot.take());
             self.carry_counts(self.generation, id);
             if let Some(e) = epoch_slot {

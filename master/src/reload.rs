@@ -429,6 +429,7 @@ impl Master {
                     draining: false,
                     foreign: false,
                     ready: s.ready,
+                    control: s.control.as_ref().map(|c| c.as_raw_fd()),
                 })
             })
             .collect();
@@ -441,6 +442,7 @@ impl Master {
             draining: o.draining,
             foreign: o.foreign,
             ready: true,
+            control: o.control.as_ref().map(|c| c.as_raw_fd()),
         }));
         // A reload still waiting for its workers is superseded by this one:
         // answer its client now (only one waiting client crosses the exec).

@@ -44,6 +44,8 @@ struct Inherited {
     cli: Option<OwnedFd>,
     config: Option<OwnedFd>,
     prev_config: Option<OwnedFd>,
+    /// The workers' control sockets, by pid.
+    controls: Vec<(i32, OwnedFd)>,
 }
 
 fn dup(fd: &impl AsFd) -> Result<OwnedFd, String> {
@@ -94,7 +96,18 @@ impl Inherited {
             cli: h.cli_reply.and_then(|fd| w.own(fd)),
             config: h.config.and_then(|fd| w.own(fd)),
             prev_config: h.prev_config.and_then(|fd| w.own(fd)),
+            controls: h
+                .workers
+                .iter()
+                .filter_map(|k| Some((k.pid, w.own(k.control?)?)))
+                .collect(),
         }
+    }
+
+    /// A duplicate of worker `pid`'s control socket, if it has one.
+    fn control(&self, pid: i32) -> Option<std::sync::Arc<OwnedFd>> {
+        let fd = self.controls.iter().find(|(p, _)| *p == pid)?;
+        dup(&fd.1).ok().map(std::sync::Arc::new)
     }
 
     fn listeners(&self) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
@@ -366,6 +379,7 @@ fn attempt(
             draining: w.draining,
             foreign: w.foreign || foreign,
             ready: w.ready,
+            control: inh.control(w.pid),
         };
         if mode == Mode::Revert && w.generation == generation && !w.draining {
             current.push(o);
@@ -452,6 +466,7 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
     };
     // The listeners stay ours (the workers serve on them, and the next
     // reload hands them to its generation); no frontend uses them here.
+    let controls: Vec<_> = h.workers.iter().map(|w| inh.control(w.pid)).collect();
     let listeners = inh.listeners.into_iter().map(|(l, _)| (0, l)).collect();
     let mut start = Start::new(opts, shared, listeners, String::new());
     start.stats = inh.stats.or(inh.next_stats);
@@ -462,7 +477,8 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
     start.old = h
         .workers
         .iter()
-        .map(|w| OldWorker {
+        .zip(controls)
+        .map(|(w, control)| OldWorker {
             pid: Pid::from_raw(w.pid),
             id: w.id,
             epoch_slot: w.epoch_slot,
@@ -471,6 +487,7 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
             draining: w.draining,
             foreign: w.foreign || foreign,
             ready: w.ready,
+            control,
         })
         .collect();
     start.reply = inh

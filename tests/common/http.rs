@@ -873,10 +873,13 @@ workers = {workers}
 
 [stats]
 socket = "{sock}"
+level = "admin"
 
 [defaults]
 mode = "{mode}"
 timeout = {timeouts}
+# Idle server connections close within the tests' quiescence checks.
+pool_purge_delay = "1s"
 
 [frontend.web]
 bind = "127.0.0.1:{fe}"

@@ -26,7 +26,7 @@ use crate::worker::Worker;
 /// Client connection `key` reports `CLIENT_BASE + key`.
 pub(crate) const CLIENT_BASE: usize = 16;
 
-fn client_token(key: usize) -> Token {
+pub(crate) fn client_token(key: usize) -> Token {
     Token(CLIENT_BASE + key)
 }
 
@@ -126,6 +126,53 @@ impl Worker {
             Flow::Tcp(_) => self.tcp_start(key),
             Flow::Http(_) => self.advance(key),
         }
+    }
+
+    /// Takes a client connection handed over by an older worker (see
+    /// [`crate::handoff`]): registered and counted like an accepted one,
+    /// but not as a new session. Returns its key.
+    pub(crate) fn adopt_client(
+        &mut self,
+        sock: std::net::TcpStream,
+        peer: SocketAddr,
+        fe: usize,
+        accepted: Instant,
+        accepted_wall: SystemTime,
+        flow: Flow,
+    ) -> Option<usize> {
+        let mut sock = TcpStream::from_std(sock);
+        self.serial += 1;
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.poll
+            .registry()
+            .register(
+                &mut sock,
+                client_token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .ok()?;
+        let mut ep = Endpoint::new(std::os::fd::AsRawFd::as_raw_fd(&sock));
+        ep.readable = true;
+        ep.writable = true;
+        entry.insert(Client {
+            serial: self.serial,
+            sock,
+            ep,
+            peer,
+            frontend: fe,
+            accepted,
+            accepted_wall,
+            sc: Default::default(),
+            armed: None,
+            flow,
+        });
+        self.cur += 1;
+        self.frontends[fe].cur += 1;
+        if self.cur >= self.max || self.frontends[fe].cur >= self.frontends[fe].max {
+            self.pause_for_maxconn();
+        }
+        Some(key)
     }
 
     /// `tcp-request connection reject`: close at once with an RST and no log

@@ -18,6 +18,7 @@ pub mod bufio;
 pub mod client;
 pub mod counters;
 pub mod forward;
+pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod lifeline;

@@ -411,6 +411,58 @@ impl Sticky {
         }
     }
 
+    /// The entries a connection tracks, by table name and key, to travel
+    /// with it to another worker.
+    pub fn tracked_keys(&self, sc: &StickCounters) -> Vec<crate::handoff::wire::TrackedKey> {
+        sc.tracked
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, t)| {
+                let t = t.as_ref()?;
+                let table = &self.shared.tables[t.table as usize];
+                let key = table.entry_at(t.shard, t.slot).key_copy()?;
+                Some(crate::handoff::wire::TrackedKey {
+                    slot: slot as u8,
+                    table: table.name().to_string(),
+                    key,
+                })
+            })
+            .collect()
+    }
+
+    /// Tracks the entries a handed-over connection tracked in its old
+    /// worker: `conn_cur` counts it here (the old worker releases its own
+    /// tracking once this one holds), `conn_cnt` does not count it again.
+    pub fn adopt(
+        &mut self,
+        cfg: &Config,
+        sc: &mut StickCounters,
+        keys: &[crate::handoff::wire::TrackedKey],
+    ) {
+        let now = now_ms();
+        for k in keys {
+            let slot = k.slot as usize;
+            if slot >= 3 || sc.tracked[slot].is_some() {
+                continue;
+            }
+            let Some(idx) = cfg.tables.iter().position(|t| t.name == k.table) else {
+                continue;
+            };
+            let t = &self.shared.tables[idx];
+            if k.key.is_empty() || k.key.len() > t.layout().key_len as usize {
+                continue;
+            }
+            let guard = self.shared.seg.epoch().pin(self.shared.slot);
+            if let Some((tracked, e)) =
+                self.tracker
+                    .track(idx as u16, t, &guard, self.shared.slot, &k.key, now)
+            {
+                e.touch(now);
+                sc.tracked[slot] = Some(tracked);
+            }
+        }
+    }
+
     /// Ends the tracking of slot `slot` only (a request's own tracking).
     pub fn release_slot(&mut self, sc: &mut StickCounters, slot: u8) {
         if let Some(t) = sc.tracked.get_mut(slot as usize).and_then(Option::take) {

@@ -81,6 +81,9 @@ pub struct WorkerSetup {
     pub counters: SharedFlags,
     /// This generation's proxy counter rows (`show stat`), if the master made them.
     pub stats: Option<corral_shm::stats::StatsRegion>,
+    /// The worker end of its control socket: the master sends the handoff
+    /// channels on it ([`crate::handoff`]).
+    pub control: Option<OwnedFd>,
 }
 
 pub use crate::counters::COUNTERS;
@@ -143,13 +146,15 @@ pub struct Worker {
     master: UnixStream,
     signals: SignalFlags,
     pub(crate) sticky: crate::stick::Sticky,
+    /// Handoff channels and connections on their way ([`crate::handoff`]).
+    pub(crate) handoff: crate::handoff::Handoff,
     /// Connections closed by `tcp-request connection reject`, per frontend.
     pub(crate) denied: Vec<u64>,
     checks: Checks,
     transitions: Vec<crate::health::Transition>,
     health: SharedFlags,
     counters: SharedFlags,
-    id: usize,
+    pub(crate) id: usize,
 }
 
 impl Worker {
@@ -181,6 +186,14 @@ impl Worker {
             MASTER,
             Interest::READABLE,
         )?;
+        let handoff = crate::handoff::Handoff::new(setup.control);
+        if let Some(fd) = handoff.control_fd() {
+            poll.registry().register(
+                &mut SourceFd(&fd),
+                crate::handoff::CONTROL,
+                Interest::READABLE,
+            )?;
+        }
         let signals = register_signals()?;
         poll.registry().register(
             &mut SourceFd(&signals.pipe.as_raw_fd()),
@@ -245,6 +258,7 @@ impl Worker {
             master,
             signals,
             sticky: crate::stick::Sticky::new(&cfg_for_checks, setup.shared),
+            handoff,
             denied: vec![0; cfg_for_checks.frontends.len()],
             checks: Checks::new(&cfg_for_checks, setup.id),
             transitions: Vec::new(),
@@ -290,6 +304,7 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     MASTER => self.on_master_pipe(),
+                    crate::handoff::CONTROL => self.on_control(),
                     SIGNALS => self.on_signal(),
                     ACCESS_LOG | PROCESS_LOG => {} // flushed below
                     Token(t) if t >= CHECK_BASE => self.checks.on_event(
@@ -306,6 +321,9 @@ impl Worker {
                         }
                     }
                     Token(t) if t >= SERVER_BASE => self.on_server_event(t - SERVER_BASE, ev),
+                    Token(t) if t >= crate::handoff::HANDOFF_BASE => {
+                        self.on_handoff_event(t - crate::handoff::HANDOFF_BASE)
+                    }
                     Token(t) if t >= CLIENT_BASE => self.on_client_event(t - CLIENT_BASE, ev),
                     Token(_) => {}
                 }
@@ -327,11 +345,20 @@ impl Worker {
                 }
             }
             self.fire_timers();
+            self.flush_handoffs();
             self.sticky.maintain();
             self.flush_logs();
             self.publish_counters();
             if let Some(deadline) = self.stop_deadline {
                 if self.clients.is_empty() {
+                    let (handed, kept) = (self.handoff.handed, self.handoff.kept);
+                    if handed + kept > 0 {
+                        log::info!(
+                            "worker {}: {handed} connection(s) handed over to the new generation, {kept} finished here",
+                            self.id
+                        );
+                        self.flush_logs();
+                    }
                     return 0;
                 }
                 if Instant::now() >= deadline {
@@ -400,6 +427,8 @@ impl Worker {
         if self.stop_deadline.is_some() {
             return;
         }
+        // The master sent the handoff channels before the signal.
+        self.on_control();
         self.drain_listeners();
         self.listeners.close_all();
         self.tell_master(crate::lifeline::Message::LeftQueue);

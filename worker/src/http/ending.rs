@@ -98,7 +98,7 @@ impl Worker {
         }
         let keep_client = st.keep_client;
         self.http_close_stream(key, st);
-        let stopping = self.stopping();
+        let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -115,6 +115,10 @@ impl Worker {
             }
             h.rx.shrink_if_empty();
             h.tx.shrink_if_empty();
+            if self.handoff_ready(key) {
+                // Soft-stopping: the next request is the new generation's.
+                self.hand_off(key);
+            }
         } else {
             h.start_closing(now);
         }
@@ -426,6 +430,14 @@ impl Worker {
     pub(crate) fn http_kill(&mut self, key: usize) {
         let phase = flow_of(&mut self.clients, key).phase;
         let at = match phase {
+            Phase::Handing => {
+                // The receiver may hold it already: ours closes quietly.
+                let mut c = self.clients.remove(key);
+                self.sticky.release(&mut c.sc, 0, 0);
+                let fe = c.frontend;
+                drop(c);
+                return self.leave(fe);
+            }
             Phase::Head => b'R',
             Phase::Exchange => b'D',
             Phase::Tunnel | Phase::Closing => b'D',

@@ -55,6 +55,8 @@ impl Worker {
     fn http_drive(&mut self, key: usize) {
         for _ in 0..STEPS {
             let step = match flow_of(&mut self.clients, key).phase {
+                // Not this worker's to touch until the receiver answers.
+                Phase::Handing => return,
                 Phase::Head => self.http_step_head(key),
                 Phase::Exchange => self.http_step_exchange(key),
                 Phase::Tunnel => self.http_tunnel(key),

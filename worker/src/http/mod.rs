@@ -61,6 +61,9 @@ pub enum Phase {
     /// The last response is being written; then a FIN, and what the client
     /// still sends is discarded until it closes.
     Closing,
+    /// On its way to a worker of the new generation ([`crate::handoff`]):
+    /// out of this worker's epoll, waiting for the receiver's ack.
+    Handing,
 }
 
 /// The state of one HTTP client connection.
@@ -98,6 +101,9 @@ pub struct HttpFlow {
     /// When to look again (acknowledgements make no event), and the
     /// interval, doubled while nothing moves.
     pub closing_check: Option<(Instant, Duration)>,
+    /// A handoff to the new generation was refused or failed: this worker
+    /// finishes the connection (its next response closes it).
+    pub no_handoff: bool,
 }
 
 impl HttpFlow {
@@ -119,6 +125,7 @@ impl HttpFlow {
             closing_since: None,
             closing_unacked: usize::MAX,
             closing_check: None,
+            no_handoff: false,
         }
     }
 

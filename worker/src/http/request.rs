@@ -438,7 +438,7 @@ impl Worker {
         // handled (a slot offered to the queue, a failed retry): then this
         // connection's own loop sends it next turn.
         self.wake(key);
-        let stopping = self.stopping();
+        let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else { return };

@@ -261,7 +261,7 @@ impl Worker {
 
     /// The final response head: rules, keep-alive decisions, then queued.
     fn http_final_head(&mut self, key: usize, skey: usize, mut resp: Response) {
-        let stopping = self.stopping();
+        let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let c = &mut self.clients[key];
         let fe = c.frontend;

@@ -70,6 +70,7 @@ impl Worker {
                 let idle = be.tunnel.unwrap_or(fe.client.min(be.server));
                 Some((t.last_activity + idle, Due::Tunnel))
             }
+            Phase::Handing => None,
             Phase::Closing => {
                 let since = h.closing_since.unwrap_or(c.accepted);
                 let give_up = since + fe.client;
@@ -151,22 +152,26 @@ impl Worker {
         }
     }
 
-    /// Soft stop: idle keep-alive connections close now; the others close
-    /// after their current exchange.
+    /// Soft stop: connections between requests go to the new generation
+    /// when a handoff channel exists ([`crate::handoff`]); else idle
+    /// keep-alive ones close now. The others go (or close) after their
+    /// current exchange.
     pub(crate) fn http_soft_stop(&mut self) {
-        let idle: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| match &c.flow {
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if self.handoff_ready(key) {
+                self.hand_off(key);
+                continue;
+            }
+            let idle = match &self.clients[key].flow {
                 // A connection that has not sent its first request yet is
                 // about to: it is served (then closed).
                 Flow::Http(h) => h.phase == Phase::Head && h.rx.is_empty() && h.requests > 0,
                 Flow::Tcp(_) => false,
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in idle {
-            self.http_finish(key, true);
+            };
+            if idle {
+                self.http_finish(key, true);
+            }
         }
     }
 }
