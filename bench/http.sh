@@ -3,23 +3,36 @@
 #
 #   bash bench/http.sh                      # everything, about 2 minutes
 #   SECS=3 RUNS=1 bash bench/http.sh        # quicker, noisier
-#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big
+#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big reload
+#   REUSE=always bash bench/http.sh         # both proxies' http-reuse mode (safe)
 #
 # wrk against an nginx backend, direct, through HAProxy (mode http, nbthread 1)
-# and through corral (workers = 1). Both proxies keep each client's server
-# connection private to it (HAProxy `http-reuse never`: corral has no
-# connection pool yet), so they do the same work per request.
+# and through corral (workers = 1), both with the same `http-reuse` mode
+# (REUSE, default safe; the close load runs with CLOSE_REUSE, default always,
+# since under safe a first request never reuses).
 #
 # Loads: `ka` small object with keep-alive (-c50), `close` small object with
-# `Connection: close` (-c50), `big` 1 MiB object (-c10). Printed per target:
-# req/s (MiB/s for big), p50/p99 latency, proxy CPU per request (per GB for
-# big), and the corral/HAProxy ratios. Environment: CORRAL, SECS (5), RUNS (3),
-# SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh.
+# `Connection: close` (-c50), `big` 1 MiB object (-c10), `reload` keep-alive
+# -c50 for RELOAD_SECS (14) s with RELOADS (20) reloads INTERVAL (0.5) s apart
+# (SIGUSR2 to each master; HAProxy runs -W, once with its defaults and once
+# with `option idle-close-on-response`; hard-stop-after 60s for all). Printed
+# per target: req/s (MiB/s for big), p50/p99 latency, proxy CPU per request
+# (per GB for big), server connections nginx accepted per 1000 requests, and
+# the corral/HAProxy ratios; for reload: wrk's errors and the seconds from the
+# last reload until no old worker is left. Environment: CORRAL, SECS (5),
+# RUNS (3), SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh.
 set -euo pipefail
 
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
-TESTS=${TESTS:-"ka close big"}
+TESTS=${TESTS:-"ka close big reload"}
+REUSE=${REUSE:-safe}
+CLOSE_REUSE=${CLOSE_REUSE:-always}
+RELOADS=${RELOADS:-20}
+INTERVAL=${INTERVAL:-0.5}
+RELOAD_SECS=${RELOAD_SECS:-14}
+MODE_REUSE=$REUSE
+HAPROXY_EXTRA=""
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -88,7 +101,9 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-    http-reuse never
+    hard-stop-after 60s
+    http-reuse $MODE_REUSE
+    $HAPROXY_EXTRA
 frontend fe
     bind 127.0.0.1:$2
     default_backend be
@@ -102,6 +117,7 @@ write_corral_cfg() { # FILE PORT BACKEND_PORT
 [global]
 workers = 1
 maxconn = 20000
+hard_stop_after = "60s"
 log = "/dev/null"
 [defaults]
 mode = "http"
@@ -111,6 +127,7 @@ bind = "127.0.0.1:$2"
 maxconn = 20000
 default_backend = "be"
 [backend.be]
+http_reuse = "$MODE_REUSE"
 server.s1 = { addr = "127.0.0.1:$3" }
 EOF
 }
@@ -123,25 +140,66 @@ P_NGINX=$(py freeports 1)
 mkdir -p "$TMP/nginx/www"
 head -c $((1 << 20)) /dev/urandom >"$TMP/nginx/www/big"
 printf 'ok\n' >"$TMP/nginx/www/small"
-nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www;"
+nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www; location = /nginx_status { stub_status; }"
 
 log "corral vs HAProxy, HTTP mode, loopback"
 log_setup "wrk and nginx"
-log "  wrk -t1 -d${SECS}s x $RUNS runs (median), interleaved; HAProxy http-reuse never"
+log "  wrk -t1 -d${SECS}s x $RUNS runs (median), interleaved; http-reuse $REUSE (close load: $CLOSE_REUSE)"
 warn_if_busy "makes these numbers noisy: compare ratios from a quiet machine"
+
+# nginx's accepted connections so far (stub_status).
+accepts() {
+    curl -s "http://127.0.0.1:$P_NGINX/nginx_status" | awk 'NR == 3 { print $1 }'
+}
+
+# old_workers PID: the master's children beyond the one current worker.
+old_workers() {
+    local n
+    n=$(pgrep -c -P "$1" 2>/dev/null || echo 0)
+    echo $((n > 1 ? n - 1 : 0))
+}
+
+# reloads PID: RELOADS SIGUSR2s INTERVAL s apart, from 1 s in; then the
+# seconds until the old workers are gone (15 at most), in RELOAD_GONE.
+reloads() {
+    local pid=$1 k t0
+    sleep 1
+    for ((k = 0; k < RELOADS; k++)); do
+        kill -USR2 "$pid"
+        sleep "$INTERVAL"
+    done
+    t0=$(date +%s.%N)
+    while (($(old_workers "$pid") > 0)); do
+        (($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print (b - a > 15) }'))) && break
+        sleep 0.1
+    done
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$(old_workers "$pid")" \
+        'BEGIN { printf "%.1f%s\n", b - a, (n > 0 ? " (" n " still alive)" : "") }' >"$TMP/gone"
+}
 
 # one LOAD LABEL PORT PID RUN: one wrk run of LOAD against PORT.
 one() {
-    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 args
+    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 args a0 a1 secs=$SECS rl=""
     case $load in
     ka) args=(-c50 "http://127.0.0.1:$port/small") ;;
     close) args=(-c50 -H "Connection: close" "http://127.0.0.1:$port/small") ;;
     big) args=(-c10 "http://127.0.0.1:$port/big") ;;
+    reload) args=(-c50 "http://127.0.0.1:$port/small") secs=$RELOAD_SECS ;;
     esac
     out=$TMP/wrk-$load-$label-$i.txt
+    a0=$(accepts)
     [[ -z $pid ]] || read -r c0 w0 <<<"$(py cpu "$pid")"
-    timeout $((SECS + 30)) "${ON_LOAD[@]}" wrk -t1 -d"${SECS}s" --latency "${args[@]}" >"$out" 2>&1 || true
+    if [[ $load = reload && -n $pid ]]; then
+        reloads "$pid" &
+        rl=$!
+    fi
+    timeout $((secs + 30)) "${ON_LOAD[@]}" wrk -t1 -d"${secs}s" --latency "${args[@]}" >"$out" 2>&1 || true
     [[ -z $pid ]] || read -r c1 w1 <<<"$(py cpu "$pid")"
+    a1=$(accepts)
+    if [[ -n $rl ]]; then
+        wait "$rl" || true
+        R[gone.$load.$label]+=" $(cat "$TMP/gone")"
+    fi
     if ! res=$(py wrk "$out" 2>&1); then
         log "  $load $label run $i: FAILED: $res"
         return 0
@@ -153,6 +211,7 @@ one() {
     L[p50.$load.$label]+=" $p50"
     L[p99.$load.$label]+=" $p99"
     R[errs.$load.$label]=$((${R[errs.$load.$label]:-0} + errs))
+    L[conns.$load.$label]+=" $(awk -v a="$a0" -v b="$a1" -v n="$n" 'BEGIN { printf "%.1f", (b - a - 1) / n * 1000 }')"
     local extra=""
     if [[ -n $pid ]]; then
         local c
@@ -161,7 +220,7 @@ one() {
         L[cpugb.$load.$label]+=" $(awk -v c="$c" -v b="$bytes" 'BEGIN { printf "%.3f", c / (b / 1e9) }')"
         extra=", proxy CPU ${c} s"
     fi
-    log "  $load $label run $i: $(printf '%.0f' "$rate") req/s, $(printf '%.0f' "$mibs") MiB/s, p50 ${p50} ms, p99 ${p99} ms, $errs errors$extra"
+    log "  $load $label run $i: $(printf '%.0f' "$rate") req/s, $(printf '%.0f' "$mibs") MiB/s, p50 ${p50} ms, p99 ${p99} ms, $errs errors, $((a1 - a0 - 1)) server connections$extra${rl:+, old workers gone after $(cat "$TMP/gone") s}"
 }
 
 start_server nginx "$P_NGINX" nginx -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
@@ -170,11 +229,20 @@ for load in $TESTS; do
     log ""
     log "== $load"
     for ((run = 1; run <= RUNS; run++)); do
-        one "$load" direct "$P_NGINX" "" "$run"
+        MODE_REUSE=$REUSE
+        [[ $load = close ]] && MODE_REUSE=$CLOSE_REUSE
+        [[ $load = reload ]] || one "$load" direct "$P_NGINX" "" "$run"
         for p in "${PROXIES[@]}"; do
+            HAPROXY_EXTRA=""
             start_proxy "$p" "$P_NGINX"
             one "$load" "$p" "$PROXY_PORT" "$PROXY_PID" "$run"
             stop_proxy
+            if [[ $load = reload && $p = haproxy ]]; then
+                HAPROXY_EXTRA="option idle-close-on-response"
+                start_proxy "$p" "$P_NGINX"
+                one "$load" haproxy-icr "$PROXY_PORT" "$PROXY_PID" "$run"
+                stop_proxy
+            fi
         done
     done
 done
@@ -192,7 +260,13 @@ log ""
 log "== summary (medians; ratio = corral / HAProxy)"
 printf '%-34s %10s %10s %10s %8s\n' metric direct haproxy corral ratio
 for load in $TESTS; do
-    for m in rate p50 p99 cpureq; do
+    if [[ $load = reload ]]; then
+        for t in haproxy haproxy-icr corral; do
+            log "  reload $t: errors ${R[errs.$load.$t]:-0}; seconds until the old workers were gone:${R[gone.$load.$t]:- -}"
+        done
+        continue
+    fi
+    for m in rate p50 p99 cpureq conns; do
         [[ $load = big && $m = rate ]] && m=mibs
         [[ $load = big && $m = cpureq ]] && m=cpugb
         printf '%-34s %10s %10s %10s %8s\n' "$load $m" "$(med "$m.$load.direct")" \

@@ -170,6 +170,44 @@ impl Body {
         }
     }
 
+    /// Payload bytes that can pass as they are right now, without the
+    /// decoder seeing them: the rest of a length-delimited body, or the
+    /// rest of the current chunk's data (`None` elsewhere: framing bytes
+    /// come next, or the body ends with the close). What a splice may move.
+    pub fn raw_data_left(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) | State::Data(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Records `n` payload bytes (at most [`Body::raw_data_left`]) that
+    /// went past the decoder, spliced from socket to socket.
+    pub fn skip_data(&mut self, n: u64) {
+        let n = match self.state {
+            State::Length(left) => {
+                let n = n.min(left);
+                self.state = if n == left {
+                    State::Done
+                } else {
+                    State::Length(left - n)
+                };
+                n
+            }
+            State::Data(left) => {
+                let n = n.min(left);
+                self.state = if n == left {
+                    State::DataCr
+                } else {
+                    State::Data(left - n)
+                };
+                n
+            }
+            _ => 0,
+        };
+        self.payload += n;
+    }
+
     /// Says what the start of `input` is. Call again with the input advanced
     /// past the piece returned, until [`Piece::NeedMore`] or [`Piece::Done`].
     pub fn step(&mut self, input: &[u8]) -> Result<Piece, BodyError> {

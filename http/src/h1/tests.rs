@@ -422,3 +422,32 @@ fn chunk_framing_is_rewritten_canonically() {
     // Already canonical: unchanged.
     assert_eq!(canonical(want, 5), want);
 }
+
+#[test]
+fn spliced_payload_is_skipped_and_the_framing_goes_on() {
+    // Length: the decoder learns of bytes it never saw.
+    let mut b = Body::new(Framing::Length(100));
+    assert_eq!(b.raw_data_left(), Some(100));
+    b.skip_data(60);
+    assert_eq!(b.raw_data_left(), Some(40));
+    b.skip_data(40);
+    assert!(b.is_done());
+    assert_eq!(b.payload, 100);
+    // Chunked: only a chunk's data may be skipped; its CRLF and the next
+    // size line are still parsed.
+    let mut b = Body::new(Framing::Chunked);
+    assert_eq!(b.raw_data_left(), None);
+    assert_eq!(b.step(b"10\r\n"), Ok(Piece::Meta(4)));
+    assert_eq!(b.raw_data_left(), Some(16));
+    b.skip_data(16);
+    assert_eq!(b.raw_data_left(), None);
+    let mut out = Vec::new();
+    let rest = b"\r\n0\r\n\r\n";
+    let mut at = 0;
+    while let Piece::Data(n) | Piece::Meta(n) = b.step_into(&rest[at..], &mut out).unwrap() {
+        at += n;
+    }
+    assert!(b.is_done(), "{out:?}");
+    assert_eq!(out, b"\r\n0\r\n\r\n");
+    assert_eq!(b.payload, 16);
+}

@@ -98,6 +98,10 @@ impl Worker {
         }
         let keep_client = st.keep_client;
         self.http_close_stream(key, st);
+        let h = flow_of(&mut self.clients, key);
+        // (Both empty by now: the body ended and its pipe drained.)
+        h.up.release(&mut self.pools);
+        h.down.release(&mut self.pools);
         let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let Flow::Http(h) = &mut self.clients[key].flow else {
@@ -344,6 +348,8 @@ impl Worker {
         if let Some(mut t) = h.tunnel.take() {
             t.release(&mut self.pools);
         }
+        h.up.release(&mut self.pools);
+        h.down.release(&mut self.pools);
         if let Some(st) = h.stream.take() {
             for slot in 0..3u8 {
                 if st.tracked_here[slot as usize] {

@@ -172,11 +172,17 @@ impl Worker {
     /// requests (kept for later), or its FIN.
     fn http_read_client(&mut self, key: usize) -> Sub {
         let cap = limits(self).max_head.max(READ_CHUNK);
+        let splice = self.splices(key);
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Gone;
         };
-        if h.client_eof || !c.ep.readable || h.rx.len() >= cap {
+        let bulk = splice
+            && h.stream
+                .as_ref()
+                .is_some_and(|s| super::response::bulk_beyond(&s.req_body, h.rx.len()));
+        if h.client_eof || !c.ep.readable || h.rx.len() >= cap || h.up.active() || bulk {
+            // (A splicing body, or one about to, is read by the splice.)
             return Sub::Still;
         }
         let room = (cap - h.rx.len()).min(READ_CHUNK);
@@ -235,7 +241,8 @@ impl Worker {
             .stream
             .as_ref()
             .is_some_and(|s| s.resp_started && s.resp_body.is_done())
-            && h.tx.is_empty();
+            && h.tx.is_empty()
+            && h.down.len == 0;
         if !done {
             return Sub::Still;
         }

@@ -22,6 +22,7 @@ mod exchange;
 mod request;
 mod response;
 mod samples;
+mod splicing;
 mod timeouts;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -104,6 +105,10 @@ pub struct HttpFlow {
     /// A handoff to the new generation was refused or failed: this worker
     /// finishes the connection (its next response closes it).
     pub no_handoff: bool,
+    /// The request body's pipe while it splices (client → server).
+    pub up: splicing::BodyPipe,
+    /// The response body's pipe while it splices (server → client).
+    pub down: splicing::BodyPipe,
 }
 
 impl HttpFlow {
@@ -126,6 +131,8 @@ impl HttpFlow {
             closing_unacked: usize::MAX,
             closing_check: None,
             no_handoff: false,
+            up: Default::default(),
+            down: Default::default(),
         }
     }
 

@@ -443,6 +443,10 @@ impl Worker {
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else { return };
         let Some(st) = h.stream.as_mut() else { return };
+        if st.resp_started && h.down.len > 0 {
+            // Spliced bytes in flight cannot be followed by a clean close.
+            return self.http_abort(key, term);
+        }
         if st.resp_started {
             // Part of a response went out: nothing else can be said. The
             // stream is logged and the connection closes after what is

@@ -11,6 +11,7 @@ use super::exchange::Sub;
 use super::flow_of;
 use super::request::{apply_header, limits, whole_request_in};
 use super::samples::HttpSamples;
+use super::splicing::{SpliceError, SPLICE_MIN};
 use super::{errors, Phase, Relay};
 use crate::access_log::ms;
 use crate::attempt::AttemptPhase;
@@ -18,7 +19,7 @@ use crate::bufio::Io;
 use crate::client::Flow;
 use crate::rules::applies;
 use crate::tunnel::Tunnel;
-use crate::worker::Worker;
+use crate::worker::{Worker, PUMP_BUDGET};
 
 /// Bytes queued toward a socket before its source is read no more.
 pub(super) const TX_HIGH: usize = 64 * 1024;
@@ -85,6 +86,51 @@ impl Worker {
                 }
             }
         }
+        // Bulk body data, nothing buffered either side: spliced. (A spliced
+        // body cannot be replayed: it is not kept.)
+        let splice = self.cfg.frontends[c.frontend].splice
+            && st.backend.is_some_and(|b| self.cfg.backends[b].splice);
+        let buffered = !h.rx.is_empty() || !s.tx.is_empty();
+        if phase == AttemptPhase::Connected
+            && !st.early_response
+            && !st.server_write_failed
+            && (h.up.active()
+                || (!st.req_body.is_done() && splice && h.up.may_start(&st.req_body, buffered)))
+        {
+            st.sent_body = None;
+            match h.up.step(
+                &mut st.req_body,
+                &mut c.ep,
+                &mut s.ep,
+                &mut self.pools,
+                PUMP_BUDGET,
+            ) {
+                Ok(Some(sp)) => {
+                    st.bytes_in += sp.read as u64;
+                    if sp.read > 0 {
+                        h.client_active = now;
+                    }
+                    if sp.written > 0 {
+                        st.server_active = now;
+                    }
+                    if sp.eof {
+                        h.client_eof = true;
+                    }
+                    moved |= sp.read > 0 || sp.written > 0 || sp.eof;
+                }
+                Ok(None) => {}
+                Err(SpliceError::Source) => {
+                    self.http_abort(key, *b"CD");
+                    return Sub::Gone;
+                }
+                Err(SpliceError::Destination) => {
+                    // As a failed write: only the server's answer matters.
+                    st.server_write_failed = true;
+                    h.up.release(&mut self.pools);
+                    moved = true;
+                }
+            }
+        }
         if !s.tx.is_empty() {
             if phase == AttemptPhase::Connecting {
                 // Speculative: on a near server the handshake is done by now.
@@ -113,14 +159,13 @@ impl Worker {
                 }
             }
         }
-        let (st, s) = match (
-            &mut flow_of(&mut self.clients, key).stream,
-            self.servers.get(skey),
-        ) {
+        let h = flow_of(&mut self.clients, key);
+        let up_empty = h.up.len == 0;
+        let (st, s) = match (&mut h.stream, self.servers.get(skey)) {
             (Some(st), Some(s)) => (st, s),
             _ => return Sub::Changed,
         };
-        if st.sent_at.is_none() && st.req_body.is_done() && s.tx.is_empty() {
+        if st.sent_at.is_none() && st.req_body.is_done() && s.tx.is_empty() && up_empty {
             st.sent_at = Some(now);
         }
         if moved {
@@ -133,6 +178,7 @@ impl Worker {
     /// Reads what the server sent, while there is room for it.
     pub(super) fn http_read_server(&mut self, key: usize) -> Sub {
         let cap = limits(self).max_head.max(16 * 1024);
+        let splice = self.splices(key);
         let h = flow_of(&mut self.clients, key);
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
@@ -141,6 +187,12 @@ impl Worker {
             return Sub::Still;
         };
         let s = &mut self.servers[skey];
+        if h.down.active() || (splice && st.resp_started && bulk_beyond(&st.resp_body, s.rx.len()))
+        {
+            // The body splices (or will, once what is buffered is out):
+            // the splice reads the server.
+            return Sub::Still;
+        }
         if s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
             // Waiting for the client to read, not for the server: the
             // server's clock starts again when corral reads it again.
@@ -231,7 +283,7 @@ impl Worker {
             if !st.req.upgrade {
                 return self.http_bad_gateway(key, skey, "101 without an upgrade request", *b"PH");
             }
-            if !st.req_body.is_done() || !s.tx.is_empty() {
+            if !st.req_body.is_done() || !s.tx.is_empty() || h.up.len > 0 {
                 // The protocol switches after the request: a 101 while its
                 // body is still on its way cannot be told apart from it.
                 return self.http_bad_gateway(key, skey, "101 before the request was sent", *b"PH");
@@ -321,13 +373,21 @@ impl Worker {
     /// Moves response body bytes from the server's buffer to the client's,
     /// as the framing machine accepts them.
     fn http_relay_body(&mut self, key: usize, skey: usize) -> Sub {
-        let h = flow_of(&mut self.clients, key);
+        let c = &mut self.clients[key];
+        let fe = c.frontend;
+        let Flow::Http(h) = &mut c.flow else {
+            return Sub::Still;
+        };
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
         };
         let s = &mut self.servers[skey];
         let mut moved = false;
-        while h.tx.len() < TX_HIGH && !s.rx.is_empty() && !st.resp_body.is_done() {
+        while h.tx.len() < TX_HIGH
+            && !s.rx.is_empty()
+            && !st.resp_body.is_done()
+            && !h.down.active()
+        {
             let before = h.tx.len();
             // Verbatim: chunk framing canonical; Dechunk: payload only.
             let piece = match st.relay {
@@ -354,7 +414,41 @@ impl Worker {
                 }
             }
         }
-        if !st.resp_body.is_done() && s.rx.is_empty() && (s.eof || s.failed) {
+        // Bulk body data, nothing buffered either side: spliced.
+        let splice = self.cfg.frontends[fe].splice
+            && st.backend.is_some_and(|b| self.cfg.backends[b].splice);
+        let buffered = !s.rx.is_empty() || !h.tx.is_empty();
+        if h.down.active() || (splice && h.down.may_start(&st.resp_body, buffered) && !s.eof) {
+            match h.down.step(
+                &mut st.resp_body,
+                &mut s.ep,
+                &mut c.ep,
+                &mut self.pools,
+                PUMP_BUDGET,
+            ) {
+                Ok(Some(sp)) => {
+                    let now = Instant::now();
+                    st.bytes_out += sp.written as u64;
+                    if sp.read > 0 {
+                        st.server_active = now;
+                    }
+                    if sp.written > 0 {
+                        h.client_active = now;
+                    }
+                    if sp.eof {
+                        s.eof = true;
+                    }
+                    moved |= sp.read > 0 || sp.written > 0 || sp.eof;
+                }
+                Ok(None) => {}
+                Err(SpliceError::Source) => s.failed = true,
+                Err(SpliceError::Destination) => {
+                    self.http_abort(key, *b"CD");
+                    return Sub::Gone;
+                }
+            }
+        }
+        if !st.resp_body.is_done() && s.rx.is_empty() && h.down.len == 0 && (s.eof || s.failed) {
             if st.resp_body.until_close() && !s.failed {
                 let _ = st.resp_body.on_eof();
                 st.keep_server = false;
@@ -472,6 +566,29 @@ impl Worker {
         h.tunnel = Some(t);
         h.phase = Phase::Tunnel;
         Sub::Changed
+    }
+}
+
+/// Whether more than [`SPLICE_MIN`] bytes of `body`'s raw data lie beyond
+/// the `buffered` bytes already read: those are left to a splice.
+pub(super) fn bulk_beyond(body: &Body, buffered: usize) -> bool {
+    body.raw_data_left()
+        .is_some_and(|n| n >= buffered as u64 + SPLICE_MIN)
+}
+
+impl Worker {
+    /// Whether client `key`'s current stream may splice its bodies: the
+    /// frontend's and the backend's `splice`.
+    pub(super) fn splices(&self, key: usize) -> bool {
+        let Some(c) = self.clients.get(key) else {
+            return false;
+        };
+        let Flow::Http(h) = &c.flow else { return false };
+        self.cfg.frontends[c.frontend].splice
+            && h.stream
+                .as_ref()
+                .and_then(|s| s.backend)
+                .is_some_and(|b| self.cfg.backends[b].splice)
     }
 }
 

@@ -39,7 +39,8 @@ impl Worker {
                 }
                 let st = h.stream.as_ref()?;
                 let be = st.backend.map(|b| &self.cfg.backends[b].timeouts);
-                let waiting_client = !st.request_received(h.rx.as_slice()) || !h.tx.is_empty();
+                let waiting_client =
+                    !st.request_received(h.rx.as_slice()) || !h.tx.is_empty() || h.down.len > 0;
                 let connected = st
                     .attempt
                     .as_ref()
@@ -57,7 +58,8 @@ impl Worker {
                 // not once the response is in, nor while the client is
                 // slow to take it.
                 let reading_server = !(st.resp_started && st.resp_body.is_done())
-                    && h.tx.len() < super::response::TX_HIGH;
+                    && h.tx.len() < super::response::TX_HIGH
+                    && h.down.len == 0;
                 if let (Some(be), true) = (be, connected && !st.local && reading_server) {
                     consider(st.server_active + be.server, Due::Server);
                 }

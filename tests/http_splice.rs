@@ -1,0 +1,174 @@
+//! Bodies with splice(2): bulk Content-Length bodies and large chunks move
+//! socket → pipe → socket (the worker makes almost no read(2) calls for
+//! them, measured in /proc/PID/io), small messages and small chunks are
+//! copied (no pipe is ever taken), and every byte arrives in order.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::thread;
+
+use common::cli::info_field;
+use common::http::*;
+
+const MIB: u64 = 1 << 20;
+
+/// read(2) calls made by `pid` so far (`syscr`; splice(2) is not one).
+fn reads(pid: i32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscr: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn start(servers: &[SocketAddr]) -> (common::Corral, std::path::PathBuf) {
+    HttpSetup {
+        servers,
+        timeouts: r#"{ connect = "2s", client = "20s", server = "20s" }"#,
+        ..Default::default()
+    }
+    .start()
+}
+
+#[test]
+fn bulk_bodies_splice_both_ways_with_few_reads_per_mebibyte() {
+    let o = Origin::start("a");
+    let (c, _) = start(&[o.addr]);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    let len = 256 * MIB;
+    // Download.
+    let r0 = reads(worker);
+    cl.send(format!("GET /download?len={len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let head = cl.r.head().unwrap().unwrap();
+    assert!(head.line.contains(" 200 "));
+    let mut sum = Sum::default();
+    cl.r.exact(len, &mut |b| sum.add(b)).unwrap();
+    assert_eq!(sum.finish(), pattern_sum(len));
+    let down = reads(worker) - r0;
+    // Upload.
+    let r0 = reads(worker);
+    cl.send(format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+    let mut w = cl.r.s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let mut left = len;
+        let mut block = 0;
+        while left > 0 {
+            let b = pattern_block(block);
+            let n = left.min(b.len() as u64) as usize;
+            w.write_all(&b[..n]).unwrap();
+            left -= n as u64;
+            block += 1;
+        }
+    });
+    let r = cl.response(false).unwrap();
+    writer.join().unwrap();
+    assert_eq!((r.status, r.text()), (200, pattern_sum(len)));
+    let up = reads(worker) - r0;
+    eprintln!("256 MiB: {down} read(2) calls down, {up} up");
+    // Copied through 16 KiB buffers it would be 64 reads per MiB.
+    assert!(down < 256 * 2, "{down} reads for 256 MiB down");
+    assert!(up < 256 * 2, "{up} reads for 256 MiB up");
+    // The connection goes on after both.
+    assert_eq!(cl.get("/name").status, 200);
+}
+
+#[test]
+fn small_messages_never_take_a_pipe() {
+    let o = Origin::start("a");
+    let (c, sock) = start(&[o.addr]);
+    let mut cl = Client::connect(c.addr());
+    for i in 0..200 {
+        let body = vec![b'x'; (i * 37) % 8000];
+        let mut req = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        cl.send(&req);
+        let r = cl.response(false).unwrap();
+        assert_eq!(r.body.len(), body.len());
+        assert_eq!(cl.get("/download?len=12000").body.len(), 12000);
+    }
+    assert_eq!(info_field(&sock, "PipesUsed").as_deref(), Some("0"));
+    assert_eq!(
+        info_field(&sock, "PipesFree").as_deref(),
+        Some("0"),
+        "no pipe was ever made for a small body"
+    );
+}
+
+/// Sends one chunked response per request: chunks of 10 bytes and of
+/// 1 MiB alternating (and one of 16 KiB - 1), then a trailer.
+fn chunky_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = Reader::new(s);
+                while let Ok(Some(_)) = r.head() {
+                    let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                    for (i, len) in chunk_sizes().into_iter().enumerate() {
+                        out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+                        out.extend(chunk_bytes(i, len));
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\nX-Trailer: done\r\n\r\n");
+                    if w.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn chunk_sizes() -> Vec<usize> {
+    let mut v = Vec::new();
+    for k in 0..12 {
+        v.push(10);
+        v.push(if k == 5 { 16 * 1024 - 1 } else { MIB as usize });
+    }
+    v.push(10);
+    v
+}
+
+fn chunk_bytes(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (k * 31 + i * 7) as u8).collect()
+}
+
+#[test]
+fn a_chunked_stream_of_small_and_large_chunks_is_byte_exact() {
+    let (c, _) = start(&[chunky_server()]);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    let mut want = Vec::new();
+    for (i, len) in chunk_sizes().into_iter().enumerate() {
+        want.extend(chunk_bytes(i, len));
+    }
+    for round in 0..3 {
+        let r0 = reads(worker);
+        cl.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let head = cl.r.head().unwrap().unwrap();
+        assert!(head.has_token("transfer-encoding", "chunked"), "{:?}", head);
+        let mut got = Vec::new();
+        cl.r.chunked(&mut |b| got.extend_from_slice(b)).unwrap();
+        assert_eq!(got.len(), want.len(), "round {round}");
+        assert!(got == want, "round {round}: bytes differ");
+        let n = reads(worker) - r0;
+        eprintln!(
+            "round {round}: {} MiB chunked in {n} read(2) calls",
+            want.len() as u64 / MIB
+        );
+        // 11 MiB of large chunks, copied, would be ~700 reads.
+        assert!(n < 200, "round {round}: {n} reads");
+    }
+}

@@ -1,0 +1,143 @@
+//! Message bodies moved with splice(2): socket → pipe → socket, zero-copy,
+//! exactly the body's bytes and never past the message.
+//!
+//! A body splices only where its bytes can pass as they are: the rest of a
+//! Content-Length body, or the data of one chunk (the framing between
+//! chunks is still parsed and written canonical by the copy path). And only
+//! for bulk: at least [`SPLICE_MIN`] bytes must be left, since for small
+//! data a splice (two calls, plus an EAGAIN each) costs more than a copy.
+//! So a small message never takes this path, and chunks under 16 KiB are
+//! copied.
+//!
+//! Order is kept by construction: a splice starts only when nothing is
+//! buffered on either side (the source's read buffer and the destination's
+//! write buffer are empty), and while its pipe holds bytes the source is
+//! not read into the buffer and nothing is queued behind it.
+
+use corral_http::h1::Body;
+
+use crate::forward::{Endpoint, Pools};
+use crate::splice::{Moved, Pipe};
+
+/// The least body data left for a splice to be worth it.
+pub(crate) const SPLICE_MIN: u64 = 16 * 1024;
+
+/// A body direction's pipe while it splices.
+#[derive(Default)]
+pub struct BodyPipe {
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe, not yet written to the destination.
+    pub len: usize,
+}
+
+/// What one splice step did.
+#[derive(Debug, Default)]
+pub(crate) struct Spliced {
+    /// Bytes taken from the source (the body's decoder skipped them).
+    pub read: usize,
+    /// Bytes written to the destination.
+    pub written: usize,
+    /// The source's FIN came before the body's end.
+    pub eof: bool,
+}
+
+/// Which side failed.
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// Reading the source failed (a reset).
+    Source,
+    /// Writing the destination failed.
+    Destination,
+}
+
+impl BodyPipe {
+    /// Whether the direction splices now (a pipe is held).
+    pub fn active(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// Whether a splice may start: bulk left, nothing buffered on either
+    /// side (`buffered`), a pipe free in the pool.
+    pub(crate) fn may_start(&self, body: &Body, buffered: bool) -> bool {
+        !buffered && body.raw_data_left().is_some_and(|n| n >= SPLICE_MIN)
+    }
+
+    /// Moves body bytes from `src` to `dst` through the pipe, under
+    /// `budget` bytes, until neither side can move. Takes a pipe first if
+    /// none is held; `Ok(None)` when the pool has none (copy instead).
+    pub(crate) fn step(
+        &mut self,
+        body: &mut Body,
+        src: &mut Endpoint,
+        dst: &mut Endpoint,
+        pools: &mut Pools,
+        budget: usize,
+    ) -> Result<Option<Spliced>, SpliceError> {
+        if self.pipe.is_none() {
+            match pools.pipes.take() {
+                Some(p) => self.pipe = Some(p),
+                None => return Ok(None),
+            }
+        }
+        let pipe = self.pipe.as_ref().expect("just taken");
+        let cap = pools.pipes.capacity();
+        let mut done = Spliced::default();
+        loop {
+            let mut moved = false;
+            let left = body.raw_data_left().unwrap_or(0) as usize;
+            if src.readable && left > 0 && self.len < cap && done.read < budget {
+                let want = left.min(cap - self.len);
+                match pipe
+                    .fill_from(src.fd, want)
+                    .map_err(|_| SpliceError::Source)?
+                {
+                    Moved::Bytes(n) => {
+                        self.len += n;
+                        done.read += n;
+                        body.skip_data(n as u64);
+                        moved = true;
+                    }
+                    Moved::Eof => {
+                        src.readable = false;
+                        done.eof = true;
+                    }
+                    // A full pipe says EAGAIN too: only an empty one means
+                    // the socket is drained.
+                    Moved::WouldBlock if self.len == 0 => src.readable = false,
+                    Moved::WouldBlock => {}
+                }
+            }
+            if self.len > 0 && dst.writable {
+                match pipe
+                    .drain_to(dst.fd, self.len)
+                    .map_err(|_| SpliceError::Destination)?
+                {
+                    Moved::Bytes(n) => {
+                        self.len -= n;
+                        done.written += n;
+                        pools.spliced_bytes += n as u64;
+                        moved = true;
+                    }
+                    Moved::WouldBlock | Moved::Eof => dst.writable = false,
+                }
+            }
+            if !moved || done.eof || done.written >= budget {
+                break;
+            }
+        }
+        // Empty, and no bulk left to splice: the pipe goes back, and the
+        // copy path takes the framing that follows.
+        if self.len == 0 && body.raw_data_left().is_none_or(|n| n == 0) {
+            self.release(pools);
+        }
+        Ok(Some(done))
+    }
+
+    /// Gives the pipe back (closed if bytes are left in it).
+    pub(crate) fn release(&mut self, pools: &mut Pools) {
+        if let Some(p) = self.pipe.take() {
+            pools.pipes.give(p, self.len == 0);
+            self.len = 0;
+        }
+    }
+}
