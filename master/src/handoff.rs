@@ -205,7 +205,7 @@ impl Handoff {
         }
         for w in &self.workers {
             f.push(format!(
-                "wrk={},{},{},{},{},{},{},{},{}",
+                "wrk={},{},{},{},{},{},{},{}",
                 w.pid,
                 w.id,
                 w.epoch_slot,
@@ -213,9 +213,13 @@ impl Handoff {
                 w.started_ms,
                 u8::from(w.draining),
                 u8::from(w.foreign),
-                u8::from(w.ready),
-                w.control.map_or("-".to_string(), |fd| fd.to_string())
+                u8::from(w.ready)
             ));
+            // A field of its own, so a build without control sockets (a
+            // rollback) still reads the worker, and skips only this.
+            if let Some(fd) = w.control {
+                f.push(format!("ctl={},{fd}", w.pid));
+            }
         }
         for m in &self.messages {
             f.push(format!("msg={}", escape(m)));
@@ -293,9 +297,8 @@ impl Handoff {
             }
             "wrk" => {
                 let p: Vec<&str> = v.split(',').collect();
-                // 6 fields before version 1, then `foreign` and `ready`,
-                // then the control socket (`-`: none).
-                if !(6..=9).contains(&p.len()) {
+                // 6 fields before version 1, then `foreign` and `ready`.
+                if !(6..=8).contains(&p.len()) {
                     return Err(bad());
                 }
                 self.workers.push(InheritedWorker {
@@ -308,11 +311,20 @@ impl Handoff {
                     foreign: p.get(6).map(|x| num(x)).transpose()?.unwrap_or(0) != 0,
                     // A version-0 worker that is running accepted long ago.
                     ready: p.get(7).map(|x| num(x)).transpose()?.unwrap_or(1) != 0,
-                    control: match p.get(8) {
-                        None | Some(&"-") => None,
-                        Some(x) => Some(fd(x)?),
-                    },
+                    control: None,
                 });
+            }
+            "ctl" => {
+                // After its `wrk` field (the encoder writes them so).
+                let (pid, f) = v.split_once(',').ok_or_else(bad)?;
+                let pid = num(pid)? as i32;
+                let fd = fd(f)?;
+                let w = self
+                    .workers
+                    .iter_mut()
+                    .find(|w| w.pid == pid)
+                    .ok_or_else(bad)?;
+                w.control = Some(fd);
             }
             _ => return Err(format!("unknown field '{k}' (ignored)")),
         }

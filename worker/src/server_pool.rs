@@ -100,6 +100,9 @@ impl ServerPools {
         }
         s.owner = POOLED;
         s.idle_since = now;
+        // An idle connection holds no buffer memory.
+        s.rx.shrink_if_empty();
+        s.tx.shrink_if_empty();
         list.push(skey);
         let due = now + b.pool_purge_delay;
         if self.next_purge.is_none_or(|t| due < t) {

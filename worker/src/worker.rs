@@ -652,7 +652,8 @@ impl Worker {
 
 /// The most memory one client connection can hold (with its server
 /// connection), for the cap `memory_limit` implies: a TCP tunnel's two
-/// buffers, or an HTTP exchange's four bounded buffers.
+/// buffers, or an HTTP exchange's four bounded buffers and the copy of a
+/// body kept for a replay. (Pooled server connections hold no buffer.)
 fn per_conn_memory(cfg: &Config) -> u64 {
     let tcp = std::mem::size_of::<Client>() + 2 * crate::forward::BUF_SIZE + 1024;
     let http = if cfg
@@ -664,6 +665,7 @@ fn per_conn_memory(cfg: &Config) -> u64 {
         tcp + std::mem::size_of::<crate::http::HttpFlow>()
             + std::mem::size_of::<ServerConn>()
             + crate::http::buffered_bytes(head)
+            + crate::http::REPLAY_MAX
     } else {
         0
     };

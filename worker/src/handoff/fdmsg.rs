@@ -53,16 +53,18 @@ pub struct Received {
 pub fn recv(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = match recvmsg::<()>(
-        sock,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
-        Ok(m) => m,
-        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
-        Err(nix::errno::Errno::EINTR) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let msg = loop {
+        match recvmsg::<()>(
+            sock,
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => break m,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     };
     let mut fds = Vec::new();
     if let Ok(cmsgs) = msg.cmsgs() {
@@ -88,6 +90,29 @@ pub fn recv(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
         fds,
         truncated,
     }))
+}
+
+/// The largest message `sock` can send: its send buffer, less the
+/// kernel's per-message overhead (a `SOCK_SEQPACKET` message must fit in
+/// the buffer whole, or the send fails with EMSGSIZE).
+pub fn max_message(sock: RawFd) -> usize {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a correctly sized int on an open socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 || v <= 0 {
+        return 32 * 1024;
+    }
+    // Linux doubles the value set and keeps room for its bookkeeping.
+    (v as usize / 2).saturating_sub(4096).max(4096)
 }
 
 /// A connected `SOCK_SEQPACKET` pair, non-blocking and close-on-exec.

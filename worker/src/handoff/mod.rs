@@ -57,9 +57,12 @@ const MAX_PAYLOAD: usize = 160 * 1024;
 
 /// A channel to a worker of a newer generation.
 struct Outbox {
-    fd: OwnedFd,
+    /// Closed (`None`) once it failed: the receiver then sees the end.
+    fd: Option<OwnedFd>,
     generation: u32,
     alive: bool,
+    /// The largest message it takes (its send buffer).
+    max: usize,
 }
 
 /// A channel from a worker of an older generation, and the acks waiting
@@ -81,6 +84,8 @@ pub struct Handoff {
     in_flight: HashMap<u64, (usize, Vec<(usize, u64)>)>,
     next_id: u64,
     next_outbox: usize,
+    /// Where batches are received (kept, not allocated per event).
+    buf: Vec<u8>,
     /// Connections handed over and taken, and refused (for the log).
     pub handed: u64,
     /// Connections kept after a refusal or a failed channel.
@@ -176,11 +181,14 @@ impl Worker {
                         Interest::READABLE | Interest::WRITABLE,
                     );
                     if reg.is_ok() {
+                        let max = fdmsg::max_message(sock.as_raw_fd()).min(MAX_PAYLOAD);
                         self.handoff.outboxes.push(Outbox {
-                            fd: sock,
+                            fd: Some(sock),
                             generation,
                             alive: true,
+                            max,
                         });
+                        self.retry_kept();
                     }
                 }
                 _ => log::warn!("worker {}: unreadable message from the master", self.id),
@@ -284,7 +292,8 @@ impl Worker {
                 }
                 return;
             };
-            // One batch: at most MAX_FDS sockets and MAX_PAYLOAD bytes.
+            // One batch: at most MAX_FDS sockets and what the outbox takes.
+            let limit = self.handoff.outboxes[ob].max;
             let mut conns = Vec::new();
             let mut records = Vec::new();
             let mut size = wire::BATCH_OVERHEAD;
@@ -302,7 +311,7 @@ impl Worker {
                     continue;
                 };
                 let len = wire::record_len(&r);
-                if size + len > MAX_PAYLOAD {
+                if size + len > limit {
                     rest.push((key, serial));
                     continue;
                 }
@@ -310,10 +319,15 @@ impl Worker {
                 conns.push((key, serial));
                 records.push(r);
             }
-            self.handoff.pending = rest;
             if conns.is_empty() {
+                // The first waiting record does not fit in any message
+                // alone: that connection stays here.
+                let (key, serial) = rest.remove(0);
+                self.handoff.pending = rest;
+                self.keep_connection(key, serial);
                 continue;
             }
+            self.handoff.pending = rest;
             let id = self.handoff.next_id;
             self.handoff.next_id += 1;
             let payload = wire::batch(id, &records);
@@ -321,7 +335,12 @@ impl Worker {
                 .iter()
                 .map(|&(k, _)| self.clients[k].sock.as_raw_fd())
                 .collect();
-            let sock = self.handoff.outboxes[ob].fd.as_raw_fd();
+            let Some(sock) = self.handoff.outboxes[ob].fd.as_ref().map(|f| f.as_raw_fd()) else {
+                conns.append(&mut self.handoff.pending);
+                self.handoff.pending = conns;
+                self.handoff.outboxes[ob].alive = false;
+                continue;
+            };
             match fdmsg::send(sock, &payload, &fds) {
                 Ok(()) => {
                     self.handoff.next_outbox = ob + 1;
@@ -346,14 +365,37 @@ impl Worker {
                         return;
                     }
                 }
-                Err(e) => {
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && conns.len() > 1 => {
+                    // Smaller batches from now on.
+                    let o = &mut self.handoff.outboxes[ob];
+                    o.max = (o.max / 2).max(4096);
+                    conns.append(&mut self.handoff.pending);
+                    self.handoff.pending = conns;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNREFUSED)
+                    ) =>
+                {
+                    // The receiver is gone: what it had not acknowledged
+                    // stays here; the batch goes to another.
                     log::warn!(
-                        "worker {}: a handoff channel failed ({e}); trying another",
+                        "worker {}: a handoff channel closed ({e}); trying another",
                         self.id
                     );
                     self.outbox_failed(ob);
                     conns.append(&mut self.handoff.pending);
                     self.handoff.pending = conns;
+                }
+                Err(e) => {
+                    // This batch only (no memory, too large): its
+                    // connections stay here; the channel and the batches
+                    // it carried are fine.
+                    log::warn!("worker {}: a handoff batch failed ({e})", self.id);
+                    for (key, serial) in conns {
+                        self.keep_connection(key, serial);
+                    }
                 }
             }
         }
@@ -366,7 +408,8 @@ impl Worker {
             .outboxes
             .get(i)
             .filter(|o| o.alive)
-            .map(|o| o.fd.as_raw_fd())
+            .and_then(|o| o.fd.as_ref())
+            .map(|f| f.as_raw_fd())
         else {
             return;
         };
@@ -396,8 +439,12 @@ impl Worker {
             return;
         }
         o.alive = false;
-        let fd = o.fd.as_raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(fd) = o.fd.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
         let lost: Vec<u64> = self
             .handoff
             .in_flight
@@ -433,6 +480,28 @@ impl Worker {
                 self.handoff.handed += 1;
             } else {
                 self.keep_connection(key, serial);
+            }
+        }
+    }
+
+    /// A newer channel came: connections kept after a refusal (the
+    /// receiver was stopping too, or full) try again.
+    fn retry_kept(&mut self) {
+        if !self.stopping() {
+            return;
+        }
+        let kept: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(&c.flow, Flow::Http(h) if h.no_handoff))
+            .map(|(k, _)| k)
+            .collect();
+        for key in kept {
+            if let Flow::Http(h) = &mut self.clients[key].flow {
+                h.no_handoff = false;
+            }
+            if self.handoff_ready(key) {
+                self.hand_off(key);
             }
         }
     }
@@ -473,7 +542,8 @@ impl Worker {
         else {
             return;
         };
-        let mut buf = vec![0u8; MAX_PAYLOAD + 1];
+        let mut buf = std::mem::take(&mut self.handoff.buf);
+        buf.resize(MAX_PAYLOAD + 1, 0);
         loop {
             match fdmsg::recv(fd, &mut buf) {
                 Ok(Some(got)) => {
@@ -492,8 +562,11 @@ impl Worker {
                             Some(wire::ack(id, &taken))
                         }
                         _ => {
-                            log::warn!("worker {}: unreadable handoff batch", self.id);
-                            None
+                            // Another build's batch, or damaged: refused
+                            // whole, so the sender keeps its connections.
+                            log::warn!("worker {}: unreadable handoff batch refused", self.id);
+                            wire::batch_header(&buf[..got.len])
+                                .map(|(id, n)| wire::ack(id, &vec![false; n as usize]))
                         }
                     };
                     if let (Some(a), Some(Some(b))) = (ack, self.handoff.inboxes.get_mut(i)) {
@@ -505,10 +578,12 @@ impl Worker {
                     // The old worker is gone.
                     let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     self.handoff.inboxes[i] = None;
+                    self.handoff.buf = buf;
                     return;
                 }
             }
         }
+        self.handoff.buf = buf;
         if let Some(Some(b)) = self.handoff.inboxes.get_mut(i) {
             while let Some(a) = b.acks.first() {
                 match fdmsg::send(b.fd.as_raw_fd(), a, &[]) {

@@ -12,8 +12,22 @@
 //! their length (u16 for names and keys, u32 for buffered bytes).
 
 /// Version byte after the kind: a receiver refuses a batch it cannot read
-/// (the sender then keeps the connections).
+/// (it acks every record of it as not taken, from [`batch_header`]; the
+/// sender then keeps the connections). The ack's layout and a batch's
+/// first 12 bytes (kind, version, id, count) never change, so workers of
+/// two builds always understand each other that far.
 pub const VERSION: u8 = 1;
+
+/// A batch's id and record count, read from its fixed first bytes whatever
+/// its version: what a receiver needs to refuse a batch it cannot decode.
+pub fn batch_header(b: &[u8]) -> Option<(u64, u16)> {
+    if b.len() < 12 || b[0] != b'B' {
+        return None;
+    }
+    let id = u64::from_le_bytes(b[2..10].try_into().ok()?);
+    let n = u16::from_le_bytes(b[10..12].try_into().ok()?);
+    Some((id, n))
+}
 
 /// A stick counter tracked by a connection, travelling with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +190,8 @@ pub fn channel(inbox: bool, generation: u32) -> Vec<u8> {
 pub fn decode(b: &[u8]) -> Result<Message, Malformed> {
     let mut r = Reader { b };
     let kind = r.u8()?;
-    if r.u8()? != VERSION {
+    // An ack reads the same in every version (see [`VERSION`]).
+    if r.u8()? != VERSION && kind != b'A' {
         return Err(Malformed("unknown version"));
     }
     let m = match kind {
@@ -301,5 +316,17 @@ mod tests {
         let mut other = b;
         other[1] = VERSION + 1;
         assert_eq!(decode(&other), Err(Malformed("unknown version")));
+        // Still refusable: its id and count are where they always are.
+        assert_eq!(batch_header(&other), Some((1, 2)));
+        // An ack of any version reads.
+        let mut a = ack(9, &[true]);
+        a[1] = VERSION + 1;
+        assert_eq!(
+            decode(&a),
+            Ok(Message::Ack {
+                id: 9,
+                taken: vec![true]
+            })
+        );
     }
 }

@@ -76,12 +76,6 @@ impl Worker {
                         .is_some_and(|s| s.tx.is_empty() && s.rx.is_empty() && !s.eof && !s.failed)
                 });
             let conn = a.conn.take();
-            if let Some(i) = a.server {
-                let be = a.backend;
-                self.backends[be].balancer.release(i);
-                self.backends[be].cur -= 1;
-                self.offer_slots(be);
-            }
             if let Some(k) = conn {
                 let shared = self.cfg.backends[a.backend].http_reuse != HttpReuse::Never;
                 if !keep || self.stopping() {
@@ -94,6 +88,14 @@ impl Worker {
                 } else if let Some(old) = flow_of(&mut self.clients, key).idle_server.replace(k) {
                     self.close_server(old, false);
                 }
+            }
+            // The slot is offered once the connection is pooled: a queued
+            // request then takes that connection instead of opening one.
+            if let Some(i) = a.server {
+                let be = a.backend;
+                self.backends[be].balancer.release(i);
+                self.backends[be].cur -= 1;
+                self.offer_slots(be);
             }
         }
         let keep_client = st.keep_client;
