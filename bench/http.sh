@@ -15,7 +15,9 @@
 # `Connection: close` (-c50), `big` 1 MiB object (-c10), `reload` keep-alive
 # -c50 for RELOAD_SECS (14) s with RELOADS (20) reloads INTERVAL (0.5) s apart
 # (SIGUSR2 to each master; HAProxy runs -W, once with its defaults and once
-# with `option idle-close-on-response`; hard-stop-after 60s for all). Printed
+# with `option idle-close-on-response`; hard-stop-after 60s for all), plus
+# IDLE (20) keep-alive connections idle from before the first reload until
+# after the last, then asked once more. Printed
 # per target: req/s (MiB/s for big), p50/p99 latency, proxy CPU per request
 # (per GB for big), server connections nginx accepted per 1000 requests, and
 # the corral/HAProxy ratios; for reload: wrk's errors and the seconds from the
@@ -31,6 +33,7 @@ CLOSE_REUSE=${CLOSE_REUSE:-always}
 RELOADS=${RELOADS:-20}
 INTERVAL=${INTERVAL:-0.5}
 RELOAD_SECS=${RELOAD_SECS:-14}
+IDLE=${IDLE:-20}
 MODE_REUSE=$REUSE
 HAPROXY_EXTRA=""
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -77,6 +80,46 @@ def wrk(fn):
     secs = float(n.group(2)) * {"s": 1, "ms": 0.001, "m": 60}[n.group(3)]
     print(rate.group(1), n.group(1), size / secs / (1 << 20), size, ms(*p50.groups()), ms(*p99.groups()), errs)
 
+def idle(port, n, flag):
+    """n keep-alive connections, one request each, then idle until the
+    file flag exists, then one more request each: prints how many of
+    those failed."""
+    import socket, time
+    def ask(s):
+        s.sendall(b"GET /small HTTP/1.1\r\nHost: b\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            c = s.recv(4096)
+            if not c:
+                raise OSError("closed")
+            data += c
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        want = int(m.group(1)) if m else 0
+        while len(body) < want:
+            c = s.recv(4096)
+            if not c:
+                raise OSError("closed")
+            body += c
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise OSError("status")
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(5)
+        ask(s)
+        conns.append(s)
+    end = time.time() + 120
+    while not os.path.exists(flag) and time.time() < end:
+        time.sleep(0.1)
+    failed = 0
+    for s in conns:
+        try:
+            ask(s)
+        except OSError:
+            failed += 1
+    print(failed)
+
 cmd, a = sys.argv[1], sys.argv[2:]
 if cmd in COMMANDS:
     COMMANDS[cmd](a)
@@ -84,6 +127,8 @@ elif cmd == "cpu":
     print("%.3f %.3f" % cpu(int(a[0])))
 elif cmd == "wrk":
     wrk(a[0])
+elif cmd == "idle":
+    idle(int(a[0]), int(a[1]), a[2])
 elif cmd == "median":
     print(statistics.median(float(x) for x in a))
 else:
@@ -96,12 +141,13 @@ global
     nbthread 1
     maxconn 20000
     no strict-limits
+    hard-stop-after 60s
 defaults
     mode http
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-    hard-stop-after 60s
+    timeout http-keep-alive 30s
     http-reuse $MODE_REUSE
     $HAPROXY_EXTRA
 frontend fe
@@ -121,7 +167,8 @@ hard_stop_after = "60s"
 log = "/dev/null"
 [defaults]
 mode = "http"
-timeout = { connect = "5s", client = "30s", server = "30s" }
+splice = ${CORRAL_SPLICE:-true}
+timeout = { connect = "5s", client = "30s", server = "30s", http_keep_alive = "30s" }
 [frontend.fe]
 bind = "127.0.0.1:$2"
 maxconn = 20000
@@ -179,7 +226,7 @@ reloads() {
 
 # one LOAD LABEL PORT PID RUN: one wrk run of LOAD against PORT.
 one() {
-    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 args a0 a1 secs=$SECS rl=""
+    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 n0 n1 args a0 a1 secs=$SECS rl=""
     case $load in
     ka) args=(-c50 "http://127.0.0.1:$port/small") ;;
     close) args=(-c50 -H "Connection: close" "http://127.0.0.1:$port/small") ;;
@@ -189,16 +236,27 @@ one() {
     out=$TMP/wrk-$load-$label-$i.txt
     a0=$(accepts)
     [[ -z $pid ]] || read -r c0 w0 <<<"$(py cpu "$pid")"
+    read -r n0 _ <<<"$(py cpu "$NGINX_PID")"
+    local idle=""
     if [[ $load = reload && -n $pid ]]; then
+        # IDLE keep-alive connections idle across the reloads, asked once
+        # more at the end: an old worker that keeps them lingers.
+        rm -f "$TMP/ask"
+        py idle "$port" "$IDLE" "$TMP/ask" >"$TMP/idle-failed" &
+        idle=$!
         reloads "$pid" &
         rl=$!
     fi
     timeout $((secs + 30)) "${ON_LOAD[@]}" wrk -t1 -d"${secs}s" --latency "${args[@]}" >"$out" 2>&1 || true
     [[ -z $pid ]] || read -r c1 w1 <<<"$(py cpu "$pid")"
+    read -r n1 _ <<<"$(py cpu "$NGINX_PID")"
     a1=$(accepts)
     if [[ -n $rl ]]; then
         wait "$rl" || true
+        touch "$TMP/ask"
+        wait "$idle" || true
         R[gone.$load.$label]+=" $(cat "$TMP/gone")"
+        R[idle.$load.$label]=$((${R[idle.$load.$label]:-0} + $(cat "$TMP/idle-failed" 2>/dev/null || echo "$IDLE")))
     fi
     if ! res=$(py wrk "$out" 2>&1); then
         log "  $load $label run $i: FAILED: $res"
@@ -218,7 +276,7 @@ one() {
         c=$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')
         L[cpureq.$load.$label]+=" $(awk -v c="$c" -v n="$n" 'BEGIN { printf "%.2f", c / n * 1e6 }')"
         L[cpugb.$load.$label]+=" $(awk -v c="$c" -v b="$bytes" 'BEGIN { printf "%.3f", c / (b / 1e9) }')"
-        extra=", proxy CPU ${c} s"
+        extra=", proxy CPU ${c} s, nginx CPU $(awk -v a="$n0" -v b="$n1" 'BEGIN { printf "%.2f", b - a }') s"
     fi
     log "  $load $label run $i: $(printf '%.0f' "$rate") req/s, $(printf '%.0f' "$mibs") MiB/s, p50 ${p50} ms, p99 ${p99} ms, $errs errors, $((a1 - a0 - 1)) server connections$extra${rl:+, old workers gone after $(cat "$TMP/gone") s}"
 }
@@ -262,7 +320,7 @@ printf '%-34s %10s %10s %10s %8s\n' metric direct haproxy corral ratio
 for load in $TESTS; do
     if [[ $load = reload ]]; then
         for t in haproxy haproxy-icr corral; do
-            log "  reload $t: errors ${R[errs.$load.$t]:-0}; seconds until the old workers were gone:${R[gone.$load.$t]:- -}"
+            log "  reload $t: wrk errors ${R[errs.$load.$t]:-0}, idle connections failed ${R[idle.$load.$t]:-0}/$IDLE; seconds from the last reload until no old worker was left:${R[gone.$load.$t]:- -}"
         done
         continue
     fi

@@ -269,3 +269,27 @@ fn a_soft_stop_without_a_new_generation_closes_idle_connections_and_serves_fresh
         "the instance stopped"
     );
 }
+
+#[test]
+fn idle_connections_cross_five_reloads_in_a_row() {
+    let o = Origin::start("a");
+    let (c, sock) = setup(&[o.addr], 2, "hard_stop_after = \"60s\"").start();
+    let mut clients: Vec<Client> = (0..10).map(|_| Client::connect(c.addr())).collect();
+    for cl in &mut clients {
+        assert_eq!(cl.get("/name").status, 200);
+    }
+    let mut old = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        old.extend(show_proc(&sock).worker_pids());
+        reload_ok(&c, &sock);
+        thread::sleep(Duration::from_millis(300));
+    }
+    let current = show_proc(&sock).worker_pids();
+    let gone: std::collections::BTreeSet<i32> = old.difference(&current).copied().collect();
+    wait_old_gone(&c, &sock, &gone, Duration::from_secs(2));
+    for (i, cl) in clients.iter_mut().enumerate() {
+        let r = cl.get("/name");
+        assert_eq!(r.status, 200, "connection {i}");
+        assert!(!r.head.has_token("connection", "close"), "connection {i}");
+    }
+}

@@ -172,3 +172,43 @@ fn a_chunked_stream_of_small_and_large_chunks_is_byte_exact() {
         assert!(n < 200, "round {round}: {n} reads");
     }
 }
+
+#[test]
+fn bodies_that_find_no_free_pipe_are_copied_instead() {
+    // maxconn 20: a pool of 16 pipes for 20 bulk downloads at once.
+    let o = Origin::start("a");
+    let (c, _) = HttpSetup {
+        servers: &[o.addr],
+        global: "maxconn = 20",
+        timeouts: r#"{ connect = "2s", client = "20s", server = "20s" }"#,
+        ..Default::default()
+    }
+    .start();
+    let addr = c.addr();
+    let len = 8 * MIB;
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut cl = Client::connect(addr);
+                cl.send(format!("GET /download?len={len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                let head = cl.r.head().unwrap().unwrap();
+                assert!(head.line.contains(" 200 "));
+                // Slow to read: every stream holds its pipe full at once.
+                thread::sleep(std::time::Duration::from_millis(500));
+                let mut sum = Sum::default();
+                cl.r.exact(len, &mut |b| sum.add(b)).unwrap();
+                sum.finish()
+            })
+        })
+        .collect();
+    let want = pattern_sum(len);
+    let t = std::time::Instant::now();
+    for th in threads {
+        assert_eq!(th.join().unwrap(), want);
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
+}

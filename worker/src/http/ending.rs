@@ -104,6 +104,8 @@ impl Worker {
         // (Both empty by now: the body ended and its pipe drained.)
         h.up.release(&mut self.pools);
         h.down.release(&mut self.pools);
+        h.up.reset();
+        h.down.reset();
         let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let Flow::Http(h) = &mut self.clients[key].flow else {

@@ -11,7 +11,7 @@ use super::exchange::Sub;
 use super::flow_of;
 use super::request::{apply_header, limits, whole_request_in};
 use super::samples::HttpSamples;
-use super::splicing::{SpliceError, SPLICE_MIN};
+use super::splicing::SpliceError;
 use super::{errors, Phase, Relay};
 use crate::access_log::ms;
 use crate::attempt::AttemptPhase;
@@ -187,7 +187,8 @@ impl Worker {
             return Sub::Still;
         };
         let s = &mut self.servers[skey];
-        if h.down.active() || (splice && st.resp_started && bulk_beyond(&st.resp_body, s.rx.len()))
+        if h.down.active()
+            || (splice && st.resp_started && h.down.leaves_to_splice(&st.resp_body, s.rx.len()))
         {
             // The body splices (or will, once what is buffered is out):
             // the splice reads the server.
@@ -567,13 +568,6 @@ impl Worker {
         h.phase = Phase::Tunnel;
         Sub::Changed
     }
-}
-
-/// Whether more than [`SPLICE_MIN`] bytes of `body`'s raw data lie beyond
-/// the `buffered` bytes already read: those are left to a splice.
-pub(super) fn bulk_beyond(body: &Body, buffered: usize) -> bool {
-    body.raw_data_left()
-        .is_some_and(|n| n >= buffered as u64 + SPLICE_MIN)
 }
 
 impl Worker {

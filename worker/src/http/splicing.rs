@@ -28,6 +28,8 @@ pub struct BodyPipe {
     pipe: Option<Pipe>,
     /// Bytes in the pipe, not yet written to the destination.
     pub len: usize,
+    /// The pool had no pipe for this body: it is copied to its end.
+    pub copying: bool,
 }
 
 /// What one splice step did.
@@ -59,7 +61,22 @@ impl BodyPipe {
     /// Whether a splice may start: bulk left, nothing buffered on either
     /// side (`buffered`), a pipe free in the pool.
     pub(crate) fn may_start(&self, body: &Body, buffered: bool) -> bool {
-        !buffered && body.raw_data_left().is_some_and(|n| n >= SPLICE_MIN)
+        !self.copying && !buffered && body.raw_data_left().is_some_and(|n| n >= SPLICE_MIN)
+    }
+
+    /// Whether bulk data beyond the `buffered` bytes is left to a splice
+    /// (so the copy path does not read it): more than [`SPLICE_MIN`] raw
+    /// bytes of `body` lie beyond them, and no pipe was refused.
+    pub(crate) fn leaves_to_splice(&self, body: &Body, buffered: usize) -> bool {
+        !self.copying
+            && body
+                .raw_data_left()
+                .is_some_and(|n| n >= buffered as u64 + SPLICE_MIN)
+    }
+
+    /// A new message: the next body may splice again.
+    pub(crate) fn reset(&mut self) {
+        self.copying = false;
     }
 
     /// Moves body bytes from `src` to `dst` through the pipe, under
@@ -76,7 +93,12 @@ impl BodyPipe {
         if self.pipe.is_none() {
             match pools.pipes.take() {
                 Some(p) => self.pipe = Some(p),
-                None => return Ok(None),
+                None => {
+                    // No pipe to be had: this body is copied (the copy
+                    // path reads the source again).
+                    self.copying = true;
+                    return Ok(None);
+                }
             }
         }
         let pipe = self.pipe.as_ref().expect("just taken");
