@@ -302,6 +302,25 @@ fn an_idempotent_request_lost_by_a_reused_connection_is_replayed_with_its_body()
         .filter(|l| l.as_str() == "PUT /c HTTP/1.1 abcde")
         .count();
     assert_eq!(chunked_puts, 2, "sent, lost, sent again whole");
+    // A 40 KiB body too (bulk, but kept whole for a replay, so copied).
+    assert_eq!(cl.get("/again").status, 200);
+    let big = "b".repeat(40 * 1024);
+    cl.send(
+        format!(
+            "PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    let r = cl.response(false).unwrap();
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    let big_puts = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.as_str() == format!("PUT /big HTTP/1.1 {big}"))
+        .count();
+    assert_eq!(big_puts, 2, "sent, lost, sent again whole");
     // A POST is not idempotent: it is never sent twice.
     let mut cl = Client::connect(c.addr());
     assert_eq!(cl.get("/first").status, 200);

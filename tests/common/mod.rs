@@ -172,8 +172,8 @@ pub fn cpu_ticks(pid: i32) -> u64 {
     get(11) + get(12)
 }
 
-/// Number of open file descriptors of `pid` (entries of /proc/PID/fd).
-/// How many of `pid`'s fds are pipes.
+/// How many of `pid`'s fds are pipes (a worker keeps idle ones in its
+/// splice pool; tests of splicing check `show info`'s PipesUsed instead).
 pub fn pipe_fds(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
@@ -186,6 +186,7 @@ pub fn pipe_fds(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// Number of open file descriptors of `pid` (entries of /proc/PID/fd).
 pub fn fd_count(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())

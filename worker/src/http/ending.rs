@@ -67,9 +67,13 @@ impl Worker {
         // The server connection: kept for the next request if it is clean.
         // (The stream is out of the flow: its slot is given back here, its
         // server index kept for the log line.)
+        // Request body bytes still in a pipe never reached the server: it
+        // waits for them, so its connection cannot carry another request.
+        let body_sent = flow_of(&mut self.clients, key).up.len == 0;
         if let Some(a) = st.attempt.as_mut() {
             let keep = st.keep_server
                 && st.req_body.is_done()
+                && body_sent
                 && a.conn.is_some_and(|k| {
                     self.servers
                         .get(k)
@@ -101,7 +105,8 @@ impl Worker {
         let keep_client = st.keep_client;
         self.http_close_stream(key, st);
         let h = flow_of(&mut self.clients, key);
-        // (Both empty by now: the body ended and its pipe drained.)
+        // (The response's is empty by now; the request's may hold a tail
+        // the server did not wait for: its connection was closed above.)
         h.up.release(&mut self.pools);
         h.down.release(&mut self.pools);
         h.up.reset();

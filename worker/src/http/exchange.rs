@@ -178,9 +178,9 @@ impl Worker {
             return Sub::Gone;
         };
         let bulk = splice
-            && h.stream
-                .as_ref()
-                .is_some_and(|s| h.up.leaves_to_splice(&s.req_body, h.rx.len()));
+            && h.stream.as_ref().is_some_and(|s| {
+                !s.keeps_for_replay() && h.up.leaves_to_splice(&s.req_body, h.rx.len())
+            });
         if h.client_eof || !c.ep.readable || h.rx.len() >= cap || h.up.active() || bulk {
             // (A splicing body, or one about to, is read by the splice.)
             return Sub::Still;

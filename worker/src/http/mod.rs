@@ -179,6 +179,19 @@ impl Stream {
         }
     }
 
+    /// Whether the request body is copied (not spliced) so that a replay
+    /// can send it again: an idempotent request whose body fits in
+    /// [`REPLAY_MAX`] (a chunked one until it outgrows it).
+    pub fn keeps_for_replay(&self) -> bool {
+        let Some(sent) = &self.sent_body else {
+            return false;
+        };
+        match self.req_body.remaining() {
+            Some(n) => sent.len() as u64 + n <= REPLAY_MAX as u64,
+            None => true,
+        }
+    }
+
     /// Whether nothing more of the request is needed from the client: its
     /// body is done, not wanted (an early or local answer), or all in
     /// `rx`, received and not yet forwarded.

@@ -91,13 +91,13 @@ impl Worker {
         let splice = self.cfg.frontends[c.frontend].splice
             && st.backend.is_some_and(|b| self.cfg.backends[b].splice);
         let buffered = !h.rx.is_empty() || !s.tx.is_empty();
+        let splice = splice && !st.keeps_for_replay();
         if phase == AttemptPhase::Connected
             && !st.early_response
             && !st.server_write_failed
             && (h.up.active()
                 || (!st.req_body.is_done() && splice && h.up.may_start(&st.req_body, buffered)))
         {
-            st.sent_body = None;
             match h.up.step(
                 &mut st.req_body,
                 &mut c.ep,
@@ -108,6 +108,8 @@ impl Worker {
                 Ok(Some(sp)) => {
                     st.bytes_in += sp.read as u64;
                     if sp.read > 0 {
+                        // Spliced bytes are not kept: no replay from now.
+                        st.sent_body = None;
                         h.client_active = now;
                     }
                     if sp.written > 0 {
@@ -118,7 +120,8 @@ impl Worker {
                     }
                     moved |= sp.read > 0 || sp.written > 0 || sp.eof;
                 }
-                Ok(None) => {}
+                // No pipe: copied from now on, by the next step.
+                Ok(None) => moved = true,
                 Err(SpliceError::Source) => {
                     self.http_abort(key, *b"CD");
                     return Sub::Gone;
@@ -191,7 +194,11 @@ impl Worker {
             || (splice && st.resp_started && h.down.leaves_to_splice(&st.resp_body, s.rx.len()))
         {
             // The body splices (or will, once what is buffered is out):
-            // the splice reads the server.
+            // the splice reads the server. While the client has bytes to
+            // take first, the server is not the one waited for.
+            if !h.tx.is_empty() || h.down.len > 0 {
+                st.server_active = Instant::now();
+            }
             return Sub::Still;
         }
         if s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
@@ -441,7 +448,8 @@ impl Worker {
                     }
                     moved |= sp.read > 0 || sp.written > 0 || sp.eof;
                 }
-                Ok(None) => {}
+                // No pipe: copied from now on, by the next step.
+                Ok(None) => moved = true,
                 Err(SpliceError::Source) => s.failed = true,
                 Err(SpliceError::Destination) => {
                     self.http_abort(key, *b"CD");

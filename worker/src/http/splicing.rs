@@ -147,9 +147,10 @@ impl BodyPipe {
                 break;
             }
         }
-        // Empty, and no bulk left to splice: the pipe goes back, and the
-        // copy path takes the framing that follows.
-        if self.len == 0 && body.raw_data_left().is_none_or(|n| n == 0) {
+        // Empty: the pipe goes back to the pool (the next step takes one
+        // again), so a body waiting on a slow peer holds none; after the
+        // data, the copy path takes the framing that follows.
+        if self.len == 0 {
             self.release(pools);
         }
         Ok(Some(done))

@@ -57,9 +57,16 @@ impl Worker {
                 // The server is waited for only while corral would read it:
                 // not once the response is in, nor while the client is
                 // slow to take it.
+                // (Nor while bulk data waits for the client to take what
+                // is queued before a splice can start.)
+                let splice_waits = self.splices(key)
+                    && st.resp_started
+                    && !h.tx.is_empty()
+                    && h.down.leaves_to_splice(&st.resp_body, 0);
                 let reading_server = !(st.resp_started && st.resp_body.is_done())
                     && h.tx.len() < super::response::TX_HIGH
-                    && h.down.len == 0;
+                    && h.down.len == 0
+                    && !splice_waits;
                 if let (Some(be), true) = (be, connected && !st.local && reading_server) {
                     consider(st.server_active + be.server, Due::Server);
                 }
