@@ -205,6 +205,9 @@ pub fn decode(b: &[u8]) -> Result<Message, Malformed> {
                 let idle_ms = r.u32()?;
                 let has_head = r.u8()?;
                 let head = r.u32()?;
+                if has_head > 1 || (has_head == 0 && head != 0) {
+                    return Err(Malformed("a bad head timer"));
+                }
                 let age_ms = r.u64()?;
                 let accepted_wall_ms = r.u64()?;
                 let len = r.u32()? as usize;
