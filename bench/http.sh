@@ -320,7 +320,7 @@ printf '%-34s %10s %10s %10s %8s\n' metric direct haproxy corral ratio
 for load in $TESTS; do
     if [[ $load = reload ]]; then
         for t in haproxy haproxy-icr corral; do
-            log "  reload $t: wrk errors ${R[errs.$load.$t]:-0}, idle connections failed ${R[idle.$load.$t]:-0}/$IDLE; seconds from the last reload until no old worker was left:${R[gone.$load.$t]:- -}"
+            log "  reload $t: wrk errors ${R[errs.$load.$t]:-0}, idle connections failed ${R[idle.$load.$t]:-0}/$((IDLE * RUNS)); seconds from the last reload until no old worker was left:${R[gone.$load.$t]:- -}"
         done
         continue
     fi
