@@ -133,17 +133,7 @@ fn a_gigabyte_up_and_down_arrives_intact() {
     let mut cl = Client::connect(c.addr());
     cl.send(format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {GB}\r\n\r\n").as_bytes());
     let mut writer = cl.r.s.try_clone().unwrap();
-    let up = thread::spawn(move || {
-        let mut left = GB;
-        let mut block = 0;
-        while left > 0 {
-            let b = pattern_block(block);
-            let n = left.min(b.len() as u64) as usize;
-            writer.write_all(&b[..n]).unwrap();
-            left -= n as u64;
-            block += 1;
-        }
-    });
+    let up = thread::spawn(move || write_pattern(&mut writer, GB));
     let r = cl.response(false).unwrap();
     up.join().unwrap();
     assert_eq!((r.status, r.text()), (200, want.clone()));

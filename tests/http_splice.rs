@@ -54,17 +54,7 @@ fn bulk_bodies_splice_both_ways_with_few_reads_per_mebibyte() {
     let r0 = reads(worker);
     cl.send(format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes());
     let mut w = cl.r.s.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        let mut left = len;
-        let mut block = 0;
-        while left > 0 {
-            let b = pattern_block(block);
-            let n = left.min(b.len() as u64) as usize;
-            w.write_all(&b[..n]).unwrap();
-            left -= n as u64;
-            block += 1;
-        }
-    });
+    let writer = thread::spawn(move || write_pattern(&mut w, len));
     let r = cl.response(false).unwrap();
     writer.join().unwrap();
     assert_eq!((r.status, r.text()), (200, pattern_sum(len)));

@@ -80,6 +80,20 @@ pub fn pattern_block(block: u64) -> Vec<u8> {
     out
 }
 
+/// Writes the first `len` pattern bytes to `w` (an upload streamed as it
+/// is made).
+pub fn write_pattern(w: &mut impl Write, len: u64) {
+    let mut left = len;
+    let mut block = 0;
+    while left > 0 {
+        let b = pattern_block(block);
+        let n = left.min(b.len() as u64) as usize;
+        w.write_all(&b[..n]).unwrap();
+        left -= n as u64;
+        block += 1;
+    }
+}
+
 /// The checksum of the first `len` pattern bytes.
 pub fn pattern_sum(len: u64) -> String {
     let mut s = Sum::default();
