@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::diag::Diag;
-use crate::model::{Backend, Balance, Check, Mode, Stick};
+use crate::model::{Backend, Balance, Check, HttpReuse, Mode, Stick};
 use crate::proxy::ProxySettings;
 use crate::server;
 use crate::walk::{self, Section, Value};
@@ -70,6 +70,17 @@ pub(crate) fn parse(
                 span,
                 format!("{key} needs mode \"http\" (backend '{name}' is in tcp mode: a TCP connection is never reused)"),
             );
+        }
+    }
+    // A pool setting on a backend that pools nothing would do nothing.
+    if s.http_reuse == Some(HttpReuse::Never) {
+        for key in ["pool_max_idle", "pool_purge_delay"] {
+            if let Some(span) = sec.key_span(key) {
+                d.error(
+                    span,
+                    format!("{key} has no effect with http_reuse = \"never\" (backend '{name}' keeps no pool): remove it or choose another http_reuse mode"),
+                );
+            }
         }
     }
     let check = sec.get("check").and_then(|v| check(&sec.label, v, d));

@@ -344,6 +344,12 @@ const CASES: &[(&str, &str, usize, usize, &str)] = &[
         "http_reuse needs mode \"http\"",
     ),
     (
+        "a pool setting with http_reuse never",
+        "[backend.x]\nmode = \"http\"\nhttp_reuse = \"never\"\npool_max_idle = 10\nserver.s = { addr = \"127.0.0.1:1\" }\n",
+        4, 1,
+        "has no effect with http_reuse = \"never\"",
+    ),
+    (
         "pool_purge_delay without a unit",
         "[defaults]\npool_purge_delay = 5\n",
         2, 20,

@@ -30,6 +30,7 @@ impl Worker {
     /// and writes what is queued.
     pub(super) fn http_send_request(&mut self, key: usize) -> Sub {
         let now = Instant::now();
+        let splice = self.splices(key);
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Still;
@@ -88,8 +89,6 @@ impl Worker {
         }
         // Bulk body data, nothing buffered either side: spliced. (A spliced
         // body cannot be replayed: it is not kept.)
-        let splice = self.cfg.frontends[c.frontend].splice
-            && st.backend.is_some_and(|b| self.cfg.backends[b].splice);
         let buffered = !h.rx.is_empty() || !s.tx.is_empty();
         let splice = splice && !st.keeps_for_replay();
         if phase == AttemptPhase::Connected
@@ -118,7 +117,7 @@ impl Worker {
                     if sp.eof {
                         h.client_eof = true;
                     }
-                    moved |= sp.read > 0 || sp.written > 0 || sp.eof;
+                    moved |= sp.moved();
                 }
                 // No pipe: copied from now on, by the next step.
                 Ok(None) => moved = true,
@@ -381,8 +380,8 @@ impl Worker {
     /// Moves response body bytes from the server's buffer to the client's,
     /// as the framing machine accepts them.
     fn http_relay_body(&mut self, key: usize, skey: usize) -> Sub {
+        let splice = self.splices(key);
         let c = &mut self.clients[key];
-        let fe = c.frontend;
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Still;
         };
@@ -423,8 +422,6 @@ impl Worker {
             }
         }
         // Bulk body data, nothing buffered either side: spliced.
-        let splice = self.cfg.frontends[fe].splice
-            && st.backend.is_some_and(|b| self.cfg.backends[b].splice);
         let buffered = !s.rx.is_empty() || !h.tx.is_empty();
         if h.down.active() || (splice && h.down.may_start(&st.resp_body, buffered) && !s.eof) {
             match h.down.step(
@@ -446,7 +443,7 @@ impl Worker {
                     if sp.eof {
                         s.eof = true;
                     }
-                    moved |= sp.read > 0 || sp.written > 0 || sp.eof;
+                    moved |= sp.moved();
                 }
                 // No pipe: copied from now on, by the next step.
                 Ok(None) => moved = true,

@@ -43,6 +43,13 @@ pub(crate) struct Spliced {
     pub eof: bool,
 }
 
+impl Spliced {
+    /// Whether the step changed anything (bytes, or the source's end).
+    pub fn moved(&self) -> bool {
+        self.read > 0 || self.written > 0 || self.eof
+    }
+}
+
 /// Which side failed.
 #[derive(Debug)]
 pub(crate) enum SpliceError {
