@@ -234,6 +234,8 @@ pub struct Master {
     log_poll: corral_worker::log_sink::BlockedPoll,
     /// Clients with work that can go on now (a dump the socket keeps up with).
     runnable: Vec<usize>,
+    /// Rates, maxima and averages the master computes over time.
+    pub(crate) history: std::cell::RefCell<cli::history::History>,
 }
 
 fn client_token(key: usize) -> Token {
@@ -359,6 +361,7 @@ impl Master {
             waiting: start.outcome.wait,
             log_poll: Default::default(),
             runnable: Vec::new(),
+            history: Default::default(),
         };
         let oldest = m.old.iter().map(|o| o.generation).min();
         m.shared.free_unused(oldest);
@@ -451,6 +454,7 @@ impl Master {
             // A child may have exited between the signal and now: reap anyway.
             self.reap();
             self.expire_clients();
+            self.sample_counters();
             corral_worker::process_log::flush();
             self.log_poll.sync(
                 self.poll.registry(),
@@ -492,7 +496,8 @@ impl Master {
             .as_ref()
             .and_then(|s| s.leaving.as_ref())
             .map(|(_, until)| *until);
-        [stop, respawn, clients, leaving]
+        let tick = (!self.waiting).then(|| self.history.borrow().next_deadline());
+        [stop, respawn, clients, leaving, tick]
             .into_iter()
             .flatten()
             .min()
@@ -1053,6 +1058,7 @@ impl Master {
                             self.failed_reloads,
                             self.started,
                             self.stopping != Stopping::No,
+                            &self.history,
                         );
                         commands::execute(&words, &mut self.clients[key], &view)
                     };
@@ -1091,6 +1097,34 @@ impl Master {
         }
     }
 
+    /// Once a second: the sample rates and maxima are computed from
+    /// (see `cli::history`).
+    fn sample_counters(&mut self) {
+        let now = Instant::now();
+        if self.waiting || now < self.history.borrow().next_deadline() {
+            return;
+        }
+        use corral_worker::counters::{BUSY_US, COUNTERS};
+        let stats = self.shared.all_stats();
+        let totals = cli::totals::Totals::new(&stats);
+        let keys = crate::shared::row_keys(&self.cfg);
+        let counters = self.shared.counters_of(self.generation);
+        let live: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_some())
+            .map(|s| s.id)
+            .collect();
+        let busy: u64 = counters.map_or(0, |c| {
+            live.iter()
+                .map(|id| c.get((id.max(&1) - 1) * COUNTERS + BUSY_US))
+                .sum()
+        });
+        self.history
+            .borrow_mut()
+            .tick(&totals, &keys, (busy, live.len()), now);
+    }
+
     fn expire_clients(&mut self) {
         let now = Instant::now();
         let idle: Vec<usize> = self
@@ -1120,6 +1154,7 @@ fn view_of<'a>(
     failed_reloads: u32,
     started: SystemTime,
     stopping: bool,
+    history: &'a std::cell::RefCell<cli::history::History>,
 ) -> commands::View<'a> {
     let n = corral_worker::worker::COUNTERS;
     let words = |generation: u32, id: usize, foreign: bool| -> Vec<u64> {
@@ -1173,6 +1208,7 @@ fn view_of<'a>(
         master_dropped_logs: corral_worker::process_log::dropped(),
         stats: shared.all_stats(),
         health: shared.health().clone(),
+        history,
     }
 }
 

@@ -90,12 +90,64 @@ pub fn row_keys(cfg: &Config) -> Vec<RowKey> {
     keys
 }
 
+/// Stable numbers for `keys`: a proxy's `iid` and a server's `sid` stay
+/// what they were in `prev` (the generation before) for the same name; new
+/// ones take the next free number. Without `prev`, numbers follow the
+/// config's order (proxies from 1, servers from 1 in each backend).
+pub fn row_ids(keys: &[RowKey], prev: Option<&StatsRegion>) -> Vec<u32> {
+    use corral_shm::stats::RowKind;
+    use std::collections::HashMap;
+    let old: HashMap<RowKey, u32> = prev.map_or_else(HashMap::new, |p| {
+        (0..p.rows())
+            .filter_map(|r| Some((p.key(r)?, p.id(r))))
+            .filter(|(_, id)| *id > 0)
+            .collect()
+    });
+    let mut next_iid = old
+        .iter()
+        .filter(|(k, _)| k.kind != RowKind::Server)
+        .map(|(_, id)| *id)
+        .max()
+        .unwrap_or(0);
+    let mut next_sid: HashMap<&str, u32> = HashMap::new();
+    for (k, id) in &old {
+        if k.kind == RowKind::Server {
+            let n = next_sid.entry(k.proxy.as_str()).or_default();
+            *n = (*n).max(*id);
+        }
+    }
+    let mut ids = Vec::with_capacity(keys.len());
+    for k in keys {
+        let id = match old.get(k) {
+            Some(&id) => id,
+            None if k.kind == RowKind::Server => {
+                let n = next_sid.entry(k.proxy.as_str()).or_default();
+                *n += 1;
+                *n
+            }
+            None => {
+                next_iid += 1;
+                next_iid
+            }
+        };
+        ids.push(id);
+    }
+    ids
+}
+
 impl GenRegions {
-    fn create(seg: &Segment, cfg: &Config, generation: u32) -> io::Result<GenRegions> {
+    fn create(
+        seg: &Segment,
+        cfg: &Config,
+        generation: u32,
+        prev: Option<&StatsRegion>,
+    ) -> io::Result<GenRegions> {
         let servers = cfg.backends.iter().map(|b| b.servers.len()).sum();
         let workers = cfg.global.workers as u32;
+        let keys = row_keys(cfg);
+        let ids = row_ids(&keys, prev);
         Ok(GenRegions {
-            stats: StatsRegion::create(seg, generation, &row_keys(cfg), cfg.global.workers)?,
+            stats: StatsRegion::create(seg, generation, &keys, &ids, cfg.global.workers)?,
             tracks: Tracks::create(seg, generation, workers, per_worker(cfg))?,
             health: SharedFlags::create(seg, RegionKind::Health, generation, servers)?,
             counters: SharedFlags::create(
@@ -151,7 +203,11 @@ impl GenRegions {
             tracks: t,
             health: SharedFlags::open(h),
             counters: SharedFlags::open(c),
-            stats: StatsRegion::create(seg, generation, &row_keys(cfg), cfg.global.workers)?,
+            stats: {
+                let keys = row_keys(cfg);
+                let ids = row_ids(&keys, None);
+                StatsRegion::create(seg, generation, &keys, &ids, cfg.global.workers)?
+            },
         }))
     }
 
@@ -191,64 +247,30 @@ fn fold_workers(from: &StatsRegion, to: &StatsRegion) {
         let mut sum = [0u64; STAT_WORDS];
         from.sum(row, 1..from.columns(), &mut sum);
         for (i, v) in sum.iter().enumerate() {
-            if !is_carried(i) {
-                continue;
+            if is_carried(i) {
+                dst.add_word(i, *v);
             }
-            dst.add_word(i, *v);
+        }
+        // Maxima are kept as the largest, never added.
+        for s in corral_shm::stats::ALL {
+            if s.kind() == corral_shm::stats::Kind::Max {
+                let m = (1..from.columns())
+                    .filter_map(|c| from.cell(row, c).map(|c| c.get(s)))
+                    .max()
+                    .unwrap_or(0);
+                dst.raise(s, m);
+            }
         }
     }
 }
 
-/// Whether word `i` of a cell is a counter (carried), not a gauge or a
-/// last value.
+/// Whether word `i` of a cell is a counter (carried), not a gauge, a last
+/// value, a maximum or a master word.
 fn is_carried(i: usize) -> bool {
-    ALL_STATS
+    corral_shm::stats::ALL
         .get(i)
-        .is_some_and(|s| !s.is_gauge() && !s.is_last_value())
+        .is_some_and(|s| s.kind() == corral_shm::stats::Kind::Counter)
 }
-
-const ALL_STATS: [Stat; STAT_WORDS] = [
-    Stat::Scur,
-    Stat::Stot,
-    Stat::Bin,
-    Stat::Bout,
-    Stat::Dreq,
-    Stat::Dresp,
-    Stat::Ereq,
-    Stat::Econ,
-    Stat::Eresp,
-    Stat::Wretr,
-    Stat::Wredis,
-    Stat::Hrsp1xx,
-    Stat::Hrsp2xx,
-    Stat::Hrsp3xx,
-    Stat::Hrsp4xx,
-    Stat::Hrsp5xx,
-    Stat::HrspOther,
-    Stat::ReqTot,
-    Stat::CliAbrt,
-    Stat::SrvAbrt,
-    Stat::Lbtot,
-    Stat::Connect,
-    Stat::Reuse,
-    Stat::QtimeSum,
-    Stat::CtimeSum,
-    Stat::RtimeSum,
-    Stat::TtimeSum,
-    Stat::Timed,
-    Stat::Qcur,
-    Stat::Dcon,
-    Stat::Dses,
-    Stat::Intercepted,
-    Stat::Chkfail,
-    Stat::Chkdown,
-    Stat::LastChange,
-    Stat::CheckStatus,
-    Stat::CheckDuration,
-    Stat::CheckCode,
-    Stat::Reserved38,
-    Stat::Reserved39,
-];
 
 /// Records each worker may hold: three trackings per connection (sc0-sc2).
 fn per_worker(cfg: &Config) -> u32 {
@@ -308,7 +330,7 @@ impl SharedSegment {
             .iter()
             .map(|t| StickTable::create(seg, t))
             .collect::<io::Result<Vec<_>>>()?;
-        let gen = GenRegions::create(seg, cfg, generation)?;
+        let gen = GenRegions::create(seg, cfg, generation, None)?;
         let master_slot = claim_master_slot(seg, generation)?;
         Ok(SharedSegment {
             seg,
@@ -355,7 +377,7 @@ impl SharedSegment {
                 ));
             }
         }
-        let gen = GenRegions::create(self.seg, cfg, self.generation + 1)?;
+        let gen = GenRegions::create(self.seg, cfg, self.generation + 1, Some(&self.gen.stats))?;
         // What earlier generations counted carries on, by name.
         carry_column(&self.gen.stats, &gen.stats);
         Ok(Prepared {
@@ -486,7 +508,7 @@ impl SharedSegment {
         }
         let gen = match GenRegions::find_or_add_stats(seg, cfg, &regions, generation)? {
             Some(g) => g,
-            None => GenRegions::create(seg, cfg, generation)?,
+            None => GenRegions::create(seg, cfg, generation, None)?,
         };
         let mut retired = Vec::new();
         for (r, role) in regions {

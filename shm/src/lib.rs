@@ -32,6 +32,8 @@ pub mod region;
 #[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
+pub mod server_state;
+#[cfg(not(loom))]
 pub mod stats;
 #[cfg(not(loom))]
 pub mod table;

@@ -22,12 +22,20 @@ use crate::region::{Region, RegionKind};
 use crate::segment::Segment;
 
 /// Words per cell.
-pub const STAT_WORDS: usize = 40;
+pub const STAT_WORDS: usize = 64;
 const HEADER: u64 = 64;
 const KEY_SIZE: u64 = 136;
 const NAME: usize = 64;
 
-/// One counter of a cell, named after HAProxy's `show stat` column it feeds.
+/// One word of a cell, named after HAProxy's `show stat` column it feeds.
+///
+/// Words have one of five kinds (see [`Stat::kind`]): worker counters
+/// (summed, carried when a worker is gone), worker gauges (summed over live
+/// workers), last values (check results: the checking worker's), worker
+/// maxima (a worker raises them, the master harvests them into column 0),
+/// and master words, kept in column 0 only: maxima and averages the master
+/// computes from the sums over time, and the server's runtime state (admin
+/// state, weight, address) that every worker reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Stat {
@@ -107,24 +115,186 @@ pub enum Stat {
     CheckDuration,
     /// Last check's HTTP status (0 for a TCP check).
     CheckCode,
+    /// Unix time of the last session (a last value: the latest wins).
+    LastSess,
+    /// Internal errors.
+    Eint,
+    /// Longest queue time of one request, ms (worker maximum).
+    QtimeMax,
+    /// Longest connect time, ms (worker maximum).
+    CtimeMax,
+    /// Longest response time, ms (worker maximum).
+    RtimeMax,
+    /// Longest total time, ms (worker maximum).
+    TtimeMax,
+    /// Most sessions at once, sampled from the sum (master).
+    Smax,
+    /// Longest queue, sampled from the sum (master).
+    Qmax,
+    /// Highest sessions per second (master).
+    RateMax,
+    /// Highest requests per second (master).
+    ReqRateMax,
+    /// Highest connections per second (master).
+    ConnRateMax,
+    /// Average queue time over the last requests, ms (master).
+    QtimeAvg,
+    /// Average connect time, ms (master).
+    CtimeAvg,
+    /// Average response time, ms (master).
+    RtimeAvg,
+    /// Average total time, ms (master).
+    TtimeAvg,
+    /// A server's admin state: [`ADMIN_MAINT`], [`ADMIN_DRAIN`] (master).
+    AdminState,
+    /// A server's weight set at run time, plus one (0: as configured) (master).
+    AdminWeight,
+    /// Sequence of the address words: odd while the master writes them.
+    AddrSeq,
+    /// A server's address set at run time: high 64 bits of the IPv6 form.
+    AddrHi,
+    /// Low 64 bits (IPv4 as IPv4-mapped IPv6).
+    AddrLo,
+    /// Port plus one (0: the configured address).
+    AddrPort,
     /// Reserved.
-    Reserved38,
+    Reserved59,
     /// Reserved.
-    Reserved39,
+    Reserved60,
+    /// Reserved.
+    Reserved61,
+    /// Reserved.
+    Reserved62,
+    /// Reserved.
+    Reserved63,
 }
 
+/// `AdminState` bit: maintenance (no traffic, no checks).
+pub const ADMIN_MAINT: u64 = 1;
+/// `AdminState` bit: drain (no new traffic but persistence; checks go on).
+pub const ADMIN_DRAIN: u64 = 2;
+
+/// How the master combines a word across cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Summed over every column; carried when a worker is gone.
+    Counter,
+    /// Summed over live workers only.
+    Gauge,
+    /// The latest value any worker wrote (the largest, as they grow).
+    Last,
+    /// Raised by workers, harvested by the master into column 0; the
+    /// largest is the answer.
+    Max,
+    /// Written by the master in column 0 only.
+    Master,
+}
+
+/// Every word, in order (`ALL[i] as usize == i`).
+pub const ALL: [Stat; STAT_WORDS] = {
+    use Stat::*;
+    [
+        Scur,
+        Stot,
+        Bin,
+        Bout,
+        Dreq,
+        Dresp,
+        Ereq,
+        Econ,
+        Eresp,
+        Wretr,
+        Wredis,
+        Hrsp1xx,
+        Hrsp2xx,
+        Hrsp3xx,
+        Hrsp4xx,
+        Hrsp5xx,
+        HrspOther,
+        ReqTot,
+        CliAbrt,
+        SrvAbrt,
+        Lbtot,
+        Connect,
+        Reuse,
+        QtimeSum,
+        CtimeSum,
+        RtimeSum,
+        TtimeSum,
+        Timed,
+        Qcur,
+        Dcon,
+        Dses,
+        Intercepted,
+        Chkfail,
+        Chkdown,
+        LastChange,
+        CheckStatus,
+        CheckDuration,
+        CheckCode,
+        LastSess,
+        Eint,
+        QtimeMax,
+        CtimeMax,
+        RtimeMax,
+        TtimeMax,
+        Smax,
+        Qmax,
+        RateMax,
+        ReqRateMax,
+        ConnRateMax,
+        QtimeAvg,
+        CtimeAvg,
+        RtimeAvg,
+        TtimeAvg,
+        AdminState,
+        AdminWeight,
+        AddrSeq,
+        AddrHi,
+        AddrLo,
+        AddrPort,
+        Reserved59,
+        Reserved60,
+        Reserved61,
+        Reserved62,
+        Reserved63,
+    ]
+};
+
 impl Stat {
-    /// Whether the master sums this over live workers only (a gauge), or
-    /// carries it when a worker is gone (a counter).
+    /// How the master combines this word.
+    pub fn kind(self) -> Kind {
+        use Stat::*;
+        match self {
+            Scur | Qcur => Kind::Gauge,
+            LastChange | CheckStatus | CheckDuration | CheckCode | LastSess => Kind::Last,
+            QtimeMax | CtimeMax | RtimeMax | TtimeMax => Kind::Max,
+            Smax | Qmax | RateMax | ReqRateMax | ConnRateMax | QtimeAvg | CtimeAvg | RtimeAvg
+            | TtimeAvg | AdminState | AdminWeight | AddrSeq | AddrHi | AddrLo | AddrPort => {
+                Kind::Master
+            }
+            Reserved59 | Reserved60 | Reserved61 | Reserved62 | Reserved63 => Kind::Master,
+            _ => Kind::Counter,
+        }
+    }
+
+    /// Whether the master sums this over live workers only (a gauge).
     pub fn is_gauge(self) -> bool {
-        matches!(self, Stat::Scur | Stat::Qcur)
+        self.kind() == Kind::Gauge
     }
 
     /// Whether this is a last-value field (check results), not summed.
     pub fn is_last_value(self) -> bool {
+        self.kind() == Kind::Last
+    }
+
+    /// Whether this is a server's runtime state, kept across
+    /// `clear counters all`.
+    pub fn is_server_state(self) -> bool {
+        use Stat::*;
         matches!(
             self,
-            Stat::LastChange | Stat::CheckStatus | Stat::CheckDuration | Stat::CheckCode
+            AdminState | AdminWeight | AddrSeq | AddrHi | AddrLo | AddrPort
         )
     }
 }
@@ -207,6 +377,20 @@ impl Cell<'_> {
         self.words[s as usize].store(v, Ordering::Relaxed);
     }
 
+    /// Raises a maximum to `v` (by the cell's single writer; the master
+    /// may take it at any time with [`Cell::take`], hence the RMW).
+    pub fn raise(&self, s: Stat, v: u64) {
+        let w = &self.words[s as usize];
+        if w.load(Ordering::Relaxed) < v {
+            w.fetch_max(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a maximum, leaving 0 (the master's harvest).
+    pub fn take(&self, s: Stat) -> u64 {
+        self.words[s as usize].swap(0, Ordering::Relaxed)
+    }
+
     /// Reads a word.
     pub fn get(&self, s: Stat) -> u64 {
         self.words[s as usize].load(Ordering::Relaxed)
@@ -238,11 +422,13 @@ fn cells_offset(rows: usize) -> u64 {
 
 impl StatsRegion {
     /// Creates the rows `keys` with `workers` worker columns (plus the
-    /// carried column 0), all zero.
+    /// carried column 0), all zero. `ids[i]` is row `i`'s stable number
+    /// (`iid` for proxies, `sid` for servers); missing ids are 0.
     pub fn create(
         seg: &Segment,
         generation: u32,
         keys: &[RowKey],
+        ids: &[u32],
         workers: usize,
     ) -> io::Result<StatsRegion> {
         let rows = keys.len();
@@ -271,6 +457,8 @@ impl StatsRegion {
                 p.write(k.kind as u8);
                 p.add(1).write(pn as u8);
                 p.add(2).write(sn as u8);
+                let id = ids.get(i).copied().unwrap_or(0).to_le_bytes();
+                std::ptr::copy_nonoverlapping(id.as_ptr(), p.add(4), 4);
                 std::ptr::copy_nonoverlapping(k.proxy.as_ptr(), p.add(8), pn);
                 std::ptr::copy_nonoverlapping(k.server.as_ptr(), p.add(8 + NAME), sn);
             }
@@ -362,6 +550,31 @@ impl StatsRegion {
         })
     }
 
+    /// Row `row`'s stable number (0 if none was given).
+    pub fn id(&self, row: usize) -> u32 {
+        if row >= self.rows {
+            return 0;
+        }
+        let mut b = [0u8; 4];
+        // SAFETY: like `key`: four bytes of an existing row's key, written
+        // before publication.
+        unsafe {
+            let p = self
+                .region
+                .base()
+                .add((HEADER + row as u64 * KEY_SIZE) as usize);
+            std::ptr::copy_nonoverlapping(p.add(4), b.as_mut_ptr(), 4);
+        }
+        u32::from_le_bytes(b)
+    }
+
+    /// Every row's key, by key: one pass, for lookups of many rows.
+    pub fn index(&self) -> std::collections::HashMap<RowKey, usize> {
+        (0..self.rows)
+            .filter_map(|r| Some((self.key(r)?, r)))
+            .collect()
+    }
+
     /// The row of `key`, if there is one.
     pub fn find(&self, key: &RowKey) -> Option<usize> {
         (0..self.rows).find(|&r| self.key(r).as_ref() == Some(key))
@@ -404,7 +617,7 @@ mod tests {
             RowKey::backend("app"),
             RowKey::server("app", "s1"),
         ];
-        let s = StatsRegion::create(&seg, 3, &keys, 2).unwrap();
+        let s = StatsRegion::create(&seg, 3, &keys, &[7, 8, 9], 2).unwrap();
         assert_eq!((s.rows(), s.columns(), s.generation()), (3, 3, 3));
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(s.key(i).as_ref(), Some(k));
@@ -427,6 +640,7 @@ mod tests {
         s.sum(2, 0..s.columns(), &mut sum);
         assert_eq!(sum[Stat::Stot as usize], 105);
         assert!(s.cell(3, 0).is_none() && s.cell(0, 3).is_none());
+        assert_eq!((s.id(0), s.id(2), s.id(3)), (7, 9, 0));
         let again = StatsRegion::open(s.region().clone()).unwrap();
         assert_eq!(again.key(1), Some(RowKey::backend("app")));
     }

@@ -180,7 +180,7 @@ impl Worker {
         let peer = self.clients[key].peer;
         let i = self.sticky.sticky_server(&self.cfg, be, peer)?;
         let b = &self.backends[be].balancer;
-        if !b.servers[i].up {
+        if !b.persists(i) {
             return None;
         }
         Some(if b.servers[i].has_slot() {
@@ -224,7 +224,7 @@ impl Worker {
         self.rows.connect(be, i);
         let at = now + self.cfg.backends[be].timeouts.connect;
         self.arm_at_most(key, at);
-        let addr = self.cfg.backends[be].servers[i].addr;
+        let addr = self.backends[be].balancer.servers[i].addr;
         let sock = match start_connect(addr) {
             Ok(s) => s,
             Err(_) => return self.connect_failed(key, false),

@@ -38,6 +38,14 @@ pub struct ServerState {
     pub backup: bool,
     /// Usable as far as health knows.
     pub up: bool,
+    /// In maintenance (set through the stats socket): no traffic at all.
+    pub maint: bool,
+    /// Draining: no new traffic but what persistence sends.
+    pub drain: bool,
+    /// Where to connect (the config's address, or one set at run time).
+    pub addr: std::net::SocketAddr,
+    /// The sequence of the run-time address last read.
+    pub addr_seq: u64,
     /// Connections to this server now (connecting or established).
     pub cur: u32,
     /// Connections ever sent to this server.
@@ -87,6 +95,10 @@ impl Balancer {
                 maxconn: s.maxconn,
                 backup: s.backup,
                 up: true,
+                maint: false,
+                drain: false,
+                addr: s.addr,
+                addr_seq: 0,
                 cur: 0,
                 total: 0,
                 current_weight: 0,
@@ -159,10 +171,18 @@ impl Balancer {
         self.servers[i].cur = self.servers[i].cur.saturating_sub(1);
     }
 
-    /// Whether server `i` may get connections (up, and weighted unless `first`).
+    /// Whether server `i` may get connections (up, in service, not
+    /// draining, and weighted unless `first`).
     pub fn usable(&self, i: usize) -> bool {
         let s = &self.servers[i];
-        s.up && (s.weight > 0 || self.algo == Balance::First)
+        s.up && !s.maint && !s.drain && (s.weight > 0 || self.algo == Balance::First)
+    }
+
+    /// Whether persistence may still send a client to server `i`: up and
+    /// not in maintenance (a draining server keeps its sticky clients).
+    pub fn persists(&self, i: usize) -> bool {
+        let s = &self.servers[i];
+        s.up && !s.maint
     }
 
     fn candidates(&self, tried: &[usize]) -> Vec<usize> {
@@ -302,6 +322,10 @@ mod tests {
                     maxconn,
                     backup,
                     up: true,
+                    maint: false,
+                    drain: false,
+                    addr: (LOCAL, 80).into(),
+                    addr_seq: 0,
                     cur: 0,
                     total: 0,
                     current_weight: 0,
@@ -313,6 +337,24 @@ mod tests {
     }
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn maintenance_and_drain_leave_rotation_drain_keeps_persistence() {
+        let mut b = balancer(Balance::RoundRobin, &[(1, None, false), (1, None, false)]);
+        b.servers[0].maint = true;
+        for _ in 0..4 {
+            assert_eq!(b.pick(None, &[]), Pick::Server(1));
+        }
+        assert!(!b.persists(0));
+        b.servers[0].maint = false;
+        b.servers[0].drain = true;
+        for _ in 0..4 {
+            assert_eq!(b.pick(None, &[]), Pick::Server(1));
+        }
+        assert!(b.persists(0), "a draining server keeps its sticky clients");
+        b.servers[1].maint = true;
+        assert_eq!(b.pick(None, &[]), Pick::NoServer);
+    }
 
     fn pick(b: &mut Balancer) -> usize {
         match b.pick(Some(ip_key(LOCAL)), &[]) {

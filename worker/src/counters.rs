@@ -28,8 +28,20 @@ pub const LOOPS: usize = 9;
 pub const TIMERS: usize = 10;
 /// Log lines dropped (access log and process log) because a reader stalled.
 pub const LOG_DROPPED: usize = 11;
-/// Words per worker.
-pub const COUNTERS: usize = 12;
+/// Microseconds spent working (outside `epoll_wait`): `Idle_pct`.
+pub const BUSY_US: usize = 12;
+/// Client connections held (the client slab).
+pub const CLIENT_CONNS: usize = 13;
+/// Server connections held, pooled ones included.
+pub const SERVER_CONNS: usize = 14;
+/// Idle server connections in the pools.
+pub const POOLED_CONNS: usize = 15;
+/// Bytes one client connection's state takes (its slab entry).
+pub const CLIENT_SIZE: usize = 16;
+/// Bytes one server connection's state takes.
+pub const SERVER_SIZE: usize = 17;
+/// Words per worker (the last ones spare).
+pub const COUNTERS: usize = 24;
 
 /// What the loop counts as it runs.
 #[derive(Debug, Default)]
@@ -40,4 +52,6 @@ pub struct Activity {
     pub accept_empty: u64,
     /// Loop turns.
     pub loops: u64,
+    /// Time spent outside `epoll_wait`, µs.
+    pub busy_us: u64,
 }

@@ -41,6 +41,10 @@ struct Target {
     successes: u32,
     failures: u32,
     up: bool,
+    /// In maintenance (`disable server`): not checked until enabled.
+    paused: bool,
+    /// The address set at run time (`set server addr`).
+    addr: Option<std::net::SocketAddr>,
 }
 
 /// A state change to apply to the balancer: (backend, server, up).
@@ -79,6 +83,8 @@ impl Checks {
                     successes: 0,
                     failures: 0,
                     up: true,
+                    paused: false,
+                    addr: None,
                 });
             }
         }
@@ -94,10 +100,48 @@ impl Checks {
         std::mem::take(&mut self.results)
     }
 
+    /// Server `s` of backend `b` is in maintenance or not, and its
+    /// address: a server in maintenance is not checked (a check in
+    /// progress is dropped), and comes back through its checks.
+    pub fn set_runtime(
+        &mut self,
+        registry: &Registry,
+        b: usize,
+        s: usize,
+        paused: bool,
+        addr: Option<std::net::SocketAddr>,
+    ) {
+        let now = Instant::now();
+        for t in &mut self.targets {
+            if t.backend != b || t.server != s {
+                continue;
+            }
+            if paused && !t.paused {
+                if let Some(mut p) = t.probe.take() {
+                    let _ = registry.deregister(&mut p.stream);
+                }
+            }
+            if !paused && t.paused {
+                t.next = now;
+            }
+            t.paused = paused;
+            t.addr = addr;
+        }
+    }
+
+    /// Server `s` of backend `b`'s health word, if this worker checks it.
+    pub fn health_word(&self, b: usize, s: usize) -> Option<u64> {
+        self.targets
+            .iter()
+            .find(|t| t.backend == b && t.server == s)
+            .map(|t| encode_health(t.up, t.successes, t.failures))
+    }
+
     /// The next moment a check must start or time out.
     pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
         self.targets
             .iter()
+            .filter(|t| !t.paused)
             .map(|t| match &t.probe {
                 Some(p) => p.started + cfg.backends[t.backend].timeouts.check,
                 None => t.next,
@@ -125,8 +169,10 @@ impl Checks {
                     };
                     self.finish(i, cfg, registry, Err(what.to_string()), out);
                 }
-                None if now >= t.next => {
-                    let addr = cfg.backends[t.backend].servers[t.server].addr;
+                None if now >= t.next && !t.paused => {
+                    let addr = t
+                        .addr
+                        .unwrap_or(cfg.backends[t.backend].servers[t.server].addr);
                     match connect(addr) {
                         Ok(mut stream) => {
                             let token = Token(CHECK_BASE + i);
@@ -244,6 +290,18 @@ impl Checks {
             }
         }
     }
+}
+
+/// A server's health word (see `corral_shm::flags`): bit 0 set when down,
+/// then the checks in a row that passed (bits 8..16) and failed (16..24),
+/// for `show stat`'s `UP 1/3` and `DOWN 1/2`. Zero is up with no history.
+pub fn encode_health(up: bool, successes: u32, failures: u32) -> u64 {
+    u64::from(!up) | u64::from(successes.min(255)) << 8 | u64::from(failures.min(255)) << 16
+}
+
+/// The parts of a health word: (up, successes, failures).
+pub fn decode_health(v: u64) -> (bool, u32, u32) {
+    (v & 1 == 0, (v >> 8 & 0xFF) as u32, (v >> 16 & 0xFF) as u32)
 }
 
 /// The number of server `s` of backend `b`, counting servers across backends

@@ -65,6 +65,18 @@ impl Rows {
         self.cell(self.srv.get(be).and_then(|s| s.get(srv)).copied().flatten())
     }
 
+    /// Server `srv` of `be`'s column-0 cell: the runtime state the master
+    /// sets (see `corral_shm::server_state`).
+    pub fn server_state(&self, be: usize, srv: usize) -> Option<Cell<'_>> {
+        let row = self
+            .srv
+            .get(be)
+            .and_then(|s| s.get(srv))
+            .copied()
+            .flatten()?;
+        self.stats.as_ref()?.cell(row, 0)
+    }
+
     fn each(&self, be: Option<usize>, srv: Option<usize>, f: impl Fn(Cell<'_>)) {
         if let Some(be) = be {
             if let Some(c) = self.be(be) {
@@ -132,13 +144,7 @@ impl Rows {
         self.each(Some(be), Some(srv), |c| {
             c.add(Stat::Connect, 1);
         });
-        if let Some(c) = self.srv(be, srv) {
-            c.add(Stat::Stot, 1);
-            c.add(Stat::Lbtot, 1);
-        }
-        if let Some(c) = self.be(be) {
-            c.add(Stat::Lbtot, 1);
-        }
+        self.picked(be, srv);
     }
 
     /// A kept server connection serves another request.
@@ -146,12 +152,20 @@ impl Rows {
         self.each(Some(be), Some(srv), |c| {
             c.add(Stat::Reuse, 1);
         });
+        self.picked(be, srv);
+    }
+
+    /// Server `srv` of `be` got a stream: picks and the last session's time.
+    fn picked(&self, be: usize, srv: usize) {
+        let now = unix_secs();
         if let Some(c) = self.srv(be, srv) {
             c.add(Stat::Stot, 1);
             c.add(Stat::Lbtot, 1);
+            c.set(Stat::LastSess, now);
         }
         if let Some(c) = self.be(be) {
             c.add(Stat::Lbtot, 1);
+            c.set(Stat::LastSess, now);
         }
     }
 
@@ -212,6 +226,7 @@ impl Rows {
         self.each(Some(be), srv, |c| {
             c.add(Stat::TtimeSum, total.max(0) as u64);
             c.add(Stat::Timed, 1);
+            c.raise(Stat::TtimeMax, total.max(0) as u64);
         });
     }
 
@@ -223,6 +238,10 @@ impl Rows {
             c.add(Stat::RtimeSum, r.max(0) as u64);
             c.add(Stat::TtimeSum, t.max(0) as u64);
             c.add(Stat::Timed, 1);
+            c.raise(Stat::QtimeMax, q.max(0) as u64);
+            c.raise(Stat::CtimeMax, ct.max(0) as u64);
+            c.raise(Stat::RtimeMax, r.max(0) as u64);
+            c.raise(Stat::TtimeMax, t.max(0) as u64);
         });
     }
 
@@ -267,6 +286,13 @@ impl Rows {
             }
         }
     }
+}
+
+/// Seconds since the epoch (`lastsess`).
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The `hrsp_*` counter of a status.

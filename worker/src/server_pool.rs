@@ -205,6 +205,16 @@ impl ServerPools {
         self.next_purge = next;
     }
 
+    /// Closes the pooled connections of server `srv` of `be` (its address
+    /// changed: they lead to the old one).
+    pub fn drop_server(&mut self, servers: &mut slab::Slab<ServerConn>, be: usize, srv: usize) {
+        if let Some(list) = self.idle.get_mut(be).and_then(|b| b.get_mut(srv)) {
+            for skey in list.drain(..) {
+                servers.try_remove(skey);
+            }
+        }
+    }
+
     /// Closes every pooled connection (a soft stop: no later request will
     /// take them).
     pub fn clear(&mut self, servers: &mut slab::Slab<ServerConn>) {

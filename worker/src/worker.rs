@@ -275,6 +275,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         // Visible before the first event (an idle worker may wait long).
         self.publish_counters();
+        let mut turn_start = Instant::now();
         loop {
             let now = Instant::now();
             let timeout = if !self.accept_pending.is_empty() || !self.ready.is_empty() {
@@ -292,15 +293,17 @@ impl Worker {
                 .min()
                 .map(|t| t.saturating_duration_since(now))
             };
+            self.activity.busy_us += (now - turn_start).as_micros() as u64;
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);
                     return 1;
                 }
             }
+            turn_start = Instant::now();
             self.activity.loops += 1;
             // Health decided by other workers applies before any dispatch.
-            self.sync_health();
+            self.sync_servers();
             for ev in events.iter() {
                 match ev.token() {
                     MASTER => self.on_master_pipe(),
@@ -564,6 +567,10 @@ impl Worker {
             .map_or(0, |d| d.as_secs());
         let transitions = std::mem::take(&mut self.transitions);
         for (be, server, ok, took) in self.checks.take_results() {
+            if let Some(w) = self.checks.health_word(be, server) {
+                let k = crate::health::server_number(&self.cfg, be, server);
+                self.health.set(k, w);
+            }
             let went = transitions
                 .iter()
                 .find(|t| t.0 == be && t.1 == server)
@@ -577,11 +584,7 @@ impl Worker {
                 took.as_millis() as u64,
             );
         }
-        for (be, server, up) in transitions {
-            let k = crate::health::server_number(&self.cfg, be, server);
-            self.health.set(k, u64::from(!up));
-        }
-        self.sync_health();
+        self.sync_servers();
         self.server_pools.purge(&self.cfg, &mut self.servers, now);
         while let Some((key, serial, at)) = self.timers.pop_due(now) {
             if let Some(s) = self
@@ -614,6 +617,12 @@ impl Worker {
         set(ACCEPTED, self.activity.accepted);
         set(ACCEPT_EMPTY, self.activity.accept_empty);
         set(LOOPS, self.activity.loops);
+        set(BUSY_US, self.activity.busy_us);
+        set(CLIENT_CONNS, self.clients.len() as u64);
+        set(SERVER_CONNS, self.servers.len() as u64);
+        set(POOLED_CONNS, self.server_pools.len() as u64);
+        set(CLIENT_SIZE, std::mem::size_of::<Client>() as u64);
+        set(SERVER_SIZE, std::mem::size_of::<ServerConn>() as u64);
         set(TIMERS, self.timers.len() as u64);
         set(
             LOG_DROPPED,
@@ -630,18 +639,49 @@ impl Worker {
         }
     }
 
-    /// Copies the shared health flags into the balancers (one load per
-    /// server per loop turn); a server that came back gets the queue.
-    fn sync_health(&mut self) {
+    /// Copies the shared server state into the balancers: the health
+    /// flags (one load per server) and what the master set through the
+    /// stats socket (admin state, weight, address: three loads per server).
+    /// Once per loop turn, before any dispatch, so a change applies to the
+    /// next request everywhere. A server that came back gets the queue.
+    fn sync_servers(&mut self) {
+        use corral_shm::server_state;
         let mut k = 0;
         for be in 0..self.backends.len() {
             let mut came_up = false;
             for s in 0..self.backends[be].balancer.servers.len() {
-                let up = self.health.get(k) == 0;
-                let srv = &mut self.backends[be].balancer.servers[s];
-                came_up |= up && !srv.up;
-                srv.up = up;
+                let (up, _, _) = crate::health::decode_health(self.health.get(k));
                 k += 1;
+                let state = self.rows.server_state(be, s);
+                let rt = state.map(server_state::read).unwrap_or_default();
+                let seq = state.map_or(0, server_state::addr_seq);
+                let configured = &self.cfg.backends[be].servers[s];
+                let srv = &mut self.backends[be].balancer.servers[s];
+                let was_usable = srv.up && !srv.maint && !srv.drain && srv.weight > 0;
+                srv.up = up;
+                srv.weight = rt.weight.unwrap_or(configured.weight);
+                let paused_changed = srv.maint != rt.maint;
+                srv.maint = rt.maint;
+                srv.drain = rt.drain;
+                came_up |= !was_usable && srv.up && !srv.maint && !srv.drain && srv.weight > 0;
+                let mut addr_changed = false;
+                if seq != srv.addr_seq {
+                    if let Some(Ok(a)) = state.map(server_state::read_addr) {
+                        let a = a.unwrap_or(configured.addr);
+                        addr_changed = a != srv.addr;
+                        srv.addr = a;
+                        srv.addr_seq = seq;
+                    }
+                }
+                if paused_changed || addr_changed {
+                    let (maint, addr) = (srv.maint, srv.addr);
+                    let rt_addr = (addr != configured.addr).then_some(addr);
+                    self.checks
+                        .set_runtime(self.poll.registry(), be, s, maint, rt_addr);
+                }
+                if addr_changed {
+                    self.server_pools.drop_server(&mut self.servers, be, s);
+                }
             }
             if came_up {
                 self.offer_slots(be);

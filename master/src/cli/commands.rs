@@ -2,16 +2,18 @@
 //! HAProxy's (`show info` keys, `show table` lines, `show proc` table) so
 //! scripts written for it keep working.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use corral_config::{Config, KeyType, Level};
-use corral_shm::freq::now_ms;
-use corral_shm::table::DataTypeName;
+use corral_config::{Config, Level};
 use corral_shm::StickTable;
 
-use super::Client;
+use super::history::History;
+use super::stat::{self, StatCtx};
+use super::table::{self, TableDump};
+use super::totals::Totals;
+use super::{info, servers, typed, Client};
 
 /// What the master must do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,16 +84,49 @@ pub struct View<'a> {
     pub stats: Vec<corral_shm::stats::StatsRegion>,
     /// The current generation's server health flags.
     pub health: corral_shm::flags::SharedFlags,
+    /// Rates, maxima and averages over time.
+    pub history: &'a RefCell<History>,
 }
 
 impl View<'_> {
+    /// The counter rows, indexed for this query.
+    pub fn totals(&self) -> Totals<'_> {
+        Totals::new(&self.stats)
+    }
+
+    /// Folds what happened since the last look into maxima and averages
+    /// (every query that shows them does this first).
+    pub fn observe(&self, totals: &Totals<'_>) {
+        let keys = crate::shared::row_keys(self.cfg);
+        self.history
+            .borrow_mut()
+            .observe(totals, &keys, Instant::now());
+    }
+
+    /// `show stat`'s rows.
+    pub fn stat_rows(&self) -> Vec<stat::StatRow> {
+        let totals = self.totals();
+        self.observe(&totals);
+        let history = self.history.borrow();
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        stat::rows(&StatCtx {
+            cfg: self.cfg,
+            totals: &totals,
+            health: &self.health,
+            history: &history,
+            now: Instant::now(),
+            now_unix: unix(SystemTime::now()),
+            started_unix: unix(self.master.started),
+        })
+    }
+
     /// Sum of counter `k` over every live worker, current and old.
-    fn sum(&self, k: usize) -> u64 {
+    pub fn sum(&self, k: usize) -> u64 {
         self.workers.iter().map(|w| w.counter(k)).sum()
     }
 
     /// Sum of counter `k` over the current generation's workers.
-    fn sum_current(&self, k: usize) -> u64 {
+    pub fn sum_current(&self, k: usize) -> u64 {
         self.current().map(|w| w.counter(k)).sum()
     }
 
@@ -122,13 +157,23 @@ const HELP: &[(&str, &str, Level)] = &[
         Level::User,
     ),
     (
-        "show info",
+        "show info [typed|json]",
         "report information about the running process",
         Level::User,
     ),
     (
-        "show stat",
-        "report counters for each proxy and server (CSV)",
+        "show stat [<iid|px> <type> <sid>] [typed|json] [up|no-maint]",
+        "report counters for each proxy and server",
+        Level::User,
+    ),
+    (
+        "show servers state [<backend>]",
+        "dump volatile server information",
+        Level::User,
+    ),
+    (
+        "get weight <bk>/<srv>",
+        "report a server's current weight",
         Level::User,
     ),
     (
@@ -138,22 +183,52 @@ const HELP: &[(&str, &str, Level)] = &[
     ),
     (
         "show activity",
-        "show per-worker activity counters (accepts, wakeups, timers)",
+        "show per-worker activity counters",
         Level::User,
     ),
     (
-        "show table [<name>]",
+        "show pools",
+        "report the workers' connection and pipe pools",
+        Level::User,
+    ),
+    (
+        "show table [<name> [<filter>]]",
         "report table usage stats or dump a table's contents",
         Level::User,
     ),
     (
-        "clear table <name>",
-        "remove unused entries from a table",
+        "clear counters [all]",
+        "clear max statistics counters (or all counters)",
+        Level::Operator,
+    ),
+    (
+        "clear table <name> [<filter>]",
+        "remove unused entries from a table (filter: data/key)",
         Level::Admin,
     ),
     (
         "set table <name> key <k> [data.<type> <v>]*",
         "create or update an entry",
+        Level::Admin,
+    ),
+    (
+        "disable server <bk>/<srv>",
+        "put a server in maintenance",
+        Level::Admin,
+    ),
+    (
+        "enable server <bk>/<srv>",
+        "take a server out of maintenance",
+        Level::Admin,
+    ),
+    (
+        "set server <bk>/<srv> state|weight|addr ...",
+        "change a server's state, weight or address",
+        Level::Admin,
+    ),
+    (
+        "set weight <bk>/<srv> <weight>[%]",
+        "change a server's weight",
         Level::Admin,
     ),
     (
@@ -168,6 +243,21 @@ const HELP: &[(&str, &str, Level)] = &[
     ),
 ];
 
+/// The level a command needs, by its first words.
+fn level_needed(w: &[&str]) -> Level {
+    match w {
+        ["clear", "counters", "all", ..] => Level::Admin,
+        ["clear", "counters", ..] => Level::Operator,
+        ["clear", "table", ..]
+        | ["set", "table", ..]
+        | ["disable" | "enable", "server", ..]
+        | ["set", "server" | "weight", ..]
+        | ["reload"]
+        | ["_getsocks"] => Level::Admin,
+        _ => Level::User,
+    }
+}
+
 fn help(level: Level) -> String {
     let mut s = String::from("The following commands are valid at this level:\n");
     for (usage, desc, need) in HELP {
@@ -181,7 +271,15 @@ fn help(level: Level) -> String {
 /// Runs one command for `client`.
 pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcome {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    if client.level < level_needed(&w) {
+        return Outcome::Text("Permission denied\n".into());
+    }
     let need = |lvl: Level| client.level >= lvl;
+    let text = |r: Result<String, String>| match r {
+        Ok(t) if t.is_empty() => Outcome::Silent,
+        Ok(t) => Outcome::Text(t),
+        Err(e) => Outcome::Text(format!("{e}\n")),
+    };
     match w.as_slice() {
         ["help", ..] => Outcome::Text(help(client.level)),
         ["quit"] => Outcome::Quit,
@@ -214,71 +312,185 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
             }
             _ => Outcome::Text("Expects an integer value.\n".into()),
         },
-        ["show", "info", ..] => Outcome::Text(show_info(view)),
+        ["show", "info", rest @ ..] => {
+            let fields = info::fields(view);
+            Outcome::Text(if rest.contains(&"json") {
+                typed::info_json(&fields)
+            } else if rest.contains(&"typed") {
+                typed::info_typed(&fields)
+            } else {
+                typed::info_text(&fields)
+            })
+        }
         ["show", "proc", ..] => Outcome::Text(show_proc(view)),
-        ["show", "stat", ..] => {
-            Outcome::Text(super::stat::show_stat(view.cfg, &view.stats, &view.health))
+        ["show", "stat", rest @ ..] => match stat::parse_args(rest) {
+            Err(e) => Outcome::Text(format!("{e}\n")),
+            Ok((filter, fmt)) => {
+                let rows = view.stat_rows();
+                let kept = rows.iter().filter(|r| filter.keeps(r));
+                Outcome::Text(match fmt {
+                    stat::Format::Csv => stat::csv(&rows, &filter),
+                    stat::Format::Typed => typed::stat_typed(kept),
+                    stat::Format::Json => typed::stat_json(kept),
+                })
+            }
+        },
+        ["show", "servers", "state", rest @ ..] => {
+            let totals = view.totals();
+            text(servers::show_state(
+                view.cfg,
+                &totals,
+                &view.health,
+                rest.first().copied(),
+            ))
         }
         ["show", "activity", ..] => Outcome::Text(show_activity(view)),
-        ["show", "table"] => Outcome::Text(table_summaries(view)),
-        ["show", "table", name, ..] => match view.tables.iter().position(|t| t.name() == *name) {
-            None => Outcome::Text("No such table\n".into()),
-            Some(i) if !need(Level::Operator) => Outcome::Text(format!(
-                "{}# contents not dumped due to insufficient privileges\n",
-                table_summary(&view.tables[i])
-            )),
-            Some(i) => Outcome::Dump(TableDump::new(i)),
-        },
-        ["set", "table", ..] if !need(Level::Admin) => Outcome::Text("Permission denied\n".into()),
+        ["show", "pools", ..] => Outcome::Text(show_pools(view)),
+        ["show", "table"] => Outcome::Text(table::table_summaries(view.tables)),
+        ["show", "table", name, filter @ ..] => {
+            match view.tables.iter().position(|t| t.name() == *name) {
+                None => Outcome::Text("No such table\n".into()),
+                Some(i) if !need(Level::Operator) => Outcome::Text(format!(
+                    "{}# contents not dumped due to insufficient privileges\n",
+                    table::table_summary(&view.tables[i])
+                )),
+                Some(i) => match table::Filter::parse(&view.tables[i], filter) {
+                    Ok(f) => Outcome::Dump(TableDump::new(i, f)),
+                    Err(e) => Outcome::Text(format!("{e}\n")),
+                },
+            }
+        }
         ["set", "table", name, "key", key, data @ ..] => {
             match view.tables.iter().find(|t| t.name() == *name) {
                 None => Outcome::Text("No such table\n".into()),
-                Some(t) => match set_table(t, key, data, view.slot) {
-                    Ok(()) => Outcome::Silent,
-                    Err(e) => Outcome::Text(format!("{e}\n")),
-                },
+                Some(t) => text(table::set_table(t, key, data, view.slot).map(|()| String::new())),
             }
         }
         ["set", "table", ..] => {
             Outcome::Text("Usage: set table <name> key <k> [data.<type> <value>]*\n".into())
         }
-        ["clear", "table", ..] if !need(Level::Admin) => {
-            Outcome::Text("Permission denied\n".into())
-        }
-        ["clear", "table", name] => match view.tables.iter().find(|t| t.name() == *name) {
-            None => Outcome::Text("No such table\n".into()),
-            Some(t) => {
-                t.clear(view.slot);
-                Outcome::Silent
+        ["clear", "table", name, filter @ ..] => {
+            match view.tables.iter().find(|t| t.name() == *name) {
+                None => Outcome::Text("No such table\n".into()),
+                Some(t) => text(table::clear_table(t, filter, view.slot)),
             }
-        },
-        ["reload"] | ["_getsocks"] if !need(Level::Admin) => {
-            Outcome::Text("Permission denied\n".into())
+        }
+        ["clear", "table"] => Outcome::Text("Usage: clear table <name> [<filter>]\n".into()),
+        ["clear", "counters", rest @ ..] => {
+            clear_counters(view, rest == ["all"]);
+            Outcome::Silent
         }
         ["reload"] => Outcome::Reload,
         ["_getsocks"] => Outcome::GetSocks,
-        [first, ..] => Outcome::Text(format!(
-            "Unknown command: '{first}'. Please enter one of the following commands only:\n{}",
-            help(client.level)
-                .lines()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )),
+        [first, ..] => {
+            let totals = view.totals();
+            match servers::execute(&w, view.cfg, &totals) {
+                Some(r) => text(r),
+                None => Outcome::Text(format!(
+                    "Unknown command: '{first}'. Please enter one of the following commands only:\n{}",
+                    help(client.level)
+                        .lines()
+                        .skip(1)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )),
+            }
+        }
         [] => Outcome::Silent,
     }
 }
 
-/// `3d 4h05m06s` as HAProxy prints uptimes in `show info`.
-fn uptime_long(d: Duration) -> String {
-    let s = d.as_secs();
-    format!(
-        "{}d {}h{:02}m{:02}s",
-        s / 86400,
-        s / 3600 % 24,
-        s / 60 % 60,
-        s % 60
-    )
+/// `clear counters`: the maxima the master keeps (and the workers'
+/// per-request ones); with `all`, every counter too. Counters have one
+/// writer each (a worker), so they are cleared by offsetting them in the
+/// master's column 0: the total then reads 0 and counts on from there,
+/// and the offset carries across reloads like the rest of column 0.
+/// Server state (admin, weight, address) and gauges stay.
+fn clear_counters(view: &View<'_>, all: bool) {
+    use corral_shm::stats::{Kind, ALL};
+    let totals = view.totals();
+    view.observe(&totals);
+    let keys = crate::shared::row_keys(view.cfg);
+    for k in &keys {
+        let Some(m) = totals.master_cell(k) else {
+            continue;
+        };
+        let sum = totals.of(k);
+        for st in ALL {
+            let i = st as usize;
+            match st.kind() {
+                Kind::Max => m.set_word(i, 0),
+                Kind::Master if !st.is_server_state() && all => m.set_word(i, 0),
+                Kind::Master
+                    if matches!(
+                        st,
+                        corral_shm::stats::Stat::Smax
+                            | corral_shm::stats::Stat::Qmax
+                            | corral_shm::stats::Stat::RateMax
+                            | corral_shm::stats::Stat::ReqRateMax
+                            | corral_shm::stats::Stat::ConnRateMax
+                    ) =>
+                {
+                    m.set_word(i, 0)
+                }
+                Kind::Counter if all => m.set_word(i, m.word(i).wrapping_sub(sum.0[i])),
+                _ => {}
+            }
+        }
+    }
+    let mut h = view.history.borrow_mut();
+    if all {
+        h.reset();
+    } else {
+        h.max_conn_rate = 0;
+        h.max_sess_rate = 0;
+    }
+}
+
+/// `show pools`, HAProxy's layout over what the workers hold: client and
+/// server connection state, idle server connections, pipes.
+fn show_pools(v: &View<'_>) -> String {
+    use corral_worker::counters::*;
+    let sum = |k: usize| v.sum(k);
+    let size = |k: usize| v.workers.iter().map(|w| w.counter(k)).max().unwrap_or(0);
+    let pools = [
+        (
+            "client_conn",
+            size(CLIENT_SIZE),
+            sum(CLIENT_CONNS),
+            sum(CLIENT_CONNS),
+        ),
+        (
+            "server_conn",
+            size(SERVER_SIZE),
+            sum(SERVER_CONNS),
+            sum(SERVER_CONNS).saturating_sub(sum(POOLED_CONNS)),
+        ),
+        (
+            "pipe",
+            65536,
+            sum(PIPES_USED) + sum(PIPES_FREE),
+            sum(PIPES_USED),
+        ),
+    ];
+    let users = v.workers.len();
+    let mut s = String::from("Dumping pools usage. Use SIGQUIT to flush them.\n");
+    let (mut alloc, mut used) = (0, 0);
+    for (name, sz, n, u) in pools {
+        let _ = writeln!(
+            s,
+            "  - Pool {name} ({sz} bytes) : {n} allocated ({} bytes), {u} used, 0 failures, {users} users",
+            n * sz
+        );
+        alloc += n * sz;
+        used += u * sz;
+    }
+    let _ = writeln!(
+        s,
+        "Total: {} pools, {alloc} bytes allocated, {used} used.",
+        pools.len()
+    );
+    s
 }
 
 /// `0d00h05m12s` as `show proc` prints them.
@@ -291,69 +503,6 @@ fn uptime_short(d: Duration) -> String {
         s / 60 % 60,
         s % 60
     )
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".into(), |s| s.trim().to_string())
-}
-
-fn show_info(v: &View<'_>) -> String {
-    use corral_worker::counters::*;
-    let up = v.master.started.elapsed().unwrap_or_default();
-    let fields: Vec<(&str, String)> = vec![
-        ("Name", "corral".into()),
-        ("Version", crate::version().into()),
-        ("Release_date", crate::RELEASE_DATE.into()),
-        ("Nbthread", "1".into()),
-        ("Nbproc", "1".into()),
-        ("Process_num", "1".into()),
-        ("Pid", v.master.pid.to_string()),
-        ("Uptime", uptime_long(up)),
-        ("Uptime_sec", up.as_secs().to_string()),
-        ("Maxconn", v.cfg.global.maxconn.to_string()),
-        ("Hard_maxconn", v.cfg.global.maxconn.to_string()),
-        ("CurrConns", v.sum(CUR_CONNS).to_string()),
-        ("CumConns", (v.carried_conns + v.sum(CUM_CONNS)).to_string()),
-        ("Maxpipes", v.sum_current(MAX_PIPES).to_string()),
-        ("PipesUsed", v.sum(PIPES_USED).to_string()),
-        ("PipesFree", v.sum(PIPES_FREE).to_string()),
-        ("Nbworkers", v.cfg.global.workers.to_string()),
-        ("Generation", v.master.generation.to_string()),
-        ("Reloads", v.master.generation.saturating_sub(1).to_string()),
-        ("FailedReloads", v.failed_reloads.to_string()),
-        ("Tasks", v.workers.len().to_string()),
-        ("Run_queue", v.sum(RUN_QUEUE).to_string()),
-        ("node", hostname()),
-        ("Stopping", u8::from(v.master.draining).to_string()),
-        (
-            "DroppedLogs",
-            (v.master_dropped_logs + v.sum(LOG_DROPPED)).to_string(),
-        ),
-        (
-            "Listeners",
-            v.cfg
-                .frontends
-                .iter()
-                .map(|f| f.bind.len())
-                .sum::<usize>()
-                .to_string(),
-        ),
-        (
-            "Start_time_sec",
-            v.master
-                .started
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                .to_string(),
-        ),
-    ];
-    let mut s = String::new();
-    for (k, val) in fields {
-        let _ = writeln!(s, "{k}: {val}");
-    }
-    s
 }
 
 /// `show activity` as HAProxy prints it with one column per thread: here
@@ -433,198 +582,4 @@ fn show_proc(v: &View<'_>) -> String {
         }
     }
     s
-}
-
-fn table_summary(t: &StickTable<'_>) -> String {
-    let l = t.layout();
-    format!(
-        "# table: {}, type: {}, size:{}, used:{}\n",
-        t.name(),
-        l.key_type.as_str(),
-        l.size,
-        t.len()
-    )
-}
-
-fn table_summaries(v: &View<'_>) -> String {
-    v.tables.iter().map(|t| table_summary(t)).collect()
-}
-
-fn format_key(k: KeyType, b: &[u8]) -> String {
-    match (k, b.len()) {
-        (KeyType::Ip, 4) => Ipv4Addr::from(<[u8; 4]>::try_from(b).expect("4 bytes")).to_string(),
-        (KeyType::Ipv6, 16) => {
-            Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes")).to_string()
-        }
-        (KeyType::Integer, 4) => u32::from_be_bytes(b.try_into().expect("4 bytes")).to_string(),
-        (KeyType::String, _) => String::from_utf8_lossy(b).into_owned(),
-        _ => b.iter().map(|x| format!("{x:02X}")).collect(),
-    }
-}
-
-/// Buckets walked per pin: bounds how long a dump keeps retired entries
-/// from being reused, and how much it writes at a time.
-const DUMP_BUCKETS: u32 = 256;
-/// Buckets walked per step of a dump (then other clients get a turn).
-pub const DUMP_STEP_BUCKETS: u32 = 16 * 1024;
-
-/// `show table NAME`, streamed: the summary line, then one line per live
-/// entry, produced a few buckets at a time as the client reads, so a dump
-/// of a 1 M-entry table neither stalls the master loop nor holds its whole
-/// text in memory. Entries added behind the cursor during the dump may be
-/// missed (as in HAProxy, a dump is not a snapshot).
-#[derive(Debug, PartialEq, Eq)]
-pub struct TableDump {
-    table: usize,
-    cursor: Option<(u32, u32)>,
-}
-
-impl TableDump {
-    fn new(table: usize) -> TableDump {
-        TableDump {
-            table,
-            cursor: None,
-        }
-    }
-
-    /// Appends at least `want` bytes (or the rest) to `out`. Returns true
-    /// when the dump is complete.
-    pub fn step(
-        &mut self,
-        tables: &[StickTable<'static>],
-        slot: usize,
-        out: &mut Vec<u8>,
-        want: usize,
-    ) -> bool {
-        let Some(t) = tables.get(self.table) else {
-            return true;
-        };
-        let start = out.len();
-        let mut cursor = match self.cursor {
-            Some(c) => c,
-            None => {
-                out.extend_from_slice(table_summary(t).as_bytes());
-                (0, 0)
-            }
-        };
-        let now = now_ms();
-        let mut line = String::new();
-        let mut walked = 0;
-        while out.len() - start < want && walked < DUMP_STEP_BUCKETS {
-            walked += DUMP_BUCKETS;
-            let guard = t.segment().epoch().pin(slot);
-            let next = t.for_each_from(&guard, now, cursor, DUMP_BUCKETS, |e| {
-                line.clear();
-                entry_line(t, &e, now, &mut line);
-                out.extend_from_slice(line.as_bytes());
-            });
-            drop(guard);
-            match next {
-                Some(c) => cursor = c,
-                None => {
-                    self.cursor = Some(cursor);
-                    return true;
-                }
-            }
-        }
-        self.cursor = Some(cursor);
-        false
-    }
-}
-
-fn entry_line(t: &StickTable<'_>, e: &corral_shm::EntryRef<'_>, now: u32, s: &mut String) {
-    let key = e.key_copy().unwrap_or_default();
-    let _ = write!(
-        s,
-        "0x{:x}: key={} use={} exp={} shard={}",
-        e.id(),
-        format_key(t.layout().key_type, &key),
-        e.use_count(),
-        e.expires_in(now).unwrap_or(0),
-        e.shard()
-    );
-    for (name, period, value) in e.values(now) {
-        let value = if name == DataTypeName::ServerId {
-            value & 0xFFFF_FFFF
-        } else {
-            value
-        };
-        if period > 0 {
-            let _ = write!(s, " {}({period})={value}", name.as_str());
-        } else {
-            let _ = write!(s, " {}={value}", name.as_str());
-        }
-    }
-    s.push('\n');
-}
-
-/// Parses a key as `show table` prints it for this table's type.
-fn parse_key(k: KeyType, text: &str, key_len: usize) -> Option<Vec<u8>> {
-    match k {
-        KeyType::Ip => text.parse::<Ipv4Addr>().ok().map(|a| a.octets().to_vec()),
-        KeyType::Ipv6 => match text.parse::<std::net::IpAddr>().ok()? {
-            std::net::IpAddr::V6(a) => Some(a.octets().to_vec()),
-            std::net::IpAddr::V4(a) => Some(a.to_ipv6_mapped().octets().to_vec()),
-        },
-        KeyType::Integer => text.parse::<u32>().ok().map(|n| n.to_be_bytes().to_vec()),
-        KeyType::String => (text.len() <= key_len).then(|| text.as_bytes().to_vec()),
-        KeyType::Binary => {
-            let hex = text.as_bytes();
-            if !hex.len().is_multiple_of(2)
-                || hex.len() / 2 > key_len
-                || !hex.iter().all(u8::is_ascii_hexdigit)
-            {
-                return None;
-            }
-            hex.chunks(2)
-                .map(|d| {
-                    let v = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-                    Some(v(d[0]) << 4 | v(d[1]))
-                })
-                .collect()
-        }
-    }
-}
-
-/// `set table NAME key K [data.TYPE VALUE]...`: creates the entry if needed
-/// and sets the given counters (rates cannot be set).
-fn set_table(t: &StickTable<'static>, key: &str, data: &[&str], slot: usize) -> Result<(), String> {
-    let layout = t.layout();
-    let key = parse_key(layout.key_type, key, layout.key_len as usize).ok_or_else(|| {
-        format!(
-            "Invalid key for a table of type {}",
-            layout.key_type.as_str()
-        )
-    })?;
-    if !data.len().is_multiple_of(2) {
-        return Err("Usage: set table <name> key <k> [data.<type> <value>]*".into());
-    }
-    let mut sets = Vec::new();
-    for pair in data.chunks(2) {
-        let Some(name) = pair[0].strip_prefix("data.") else {
-            return Err(format!("Unexpected '{}': expected data.<type>", pair[0]));
-        };
-        let dt = DataTypeName::parse(name).ok_or_else(|| format!("Unknown data type '{name}'"))?;
-        if dt.is_rate() {
-            return Err(format!("'{name}' is a rate: it cannot be set"));
-        }
-        if layout.data_off(dt).is_none() {
-            return Err(format!("Data type '{name}' not stored in this table"));
-        }
-        let v: u64 = pair[1]
-            .parse()
-            .map_err(|_| format!("Invalid value '{}' for {name}", pair[1]))?;
-        sets.push((dt, v));
-    }
-    let now = now_ms();
-    let guard = t.segment().epoch().pin(slot);
-    let e = t
-        .get_or_create(&guard, slot, &key, now)
-        .ok_or("The table is full of entries in use")?;
-    for (dt, v) in sets {
-        if let Some(c) = e.counter(dt) {
-            c.store(v, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    Ok(())
 }

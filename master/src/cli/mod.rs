@@ -12,8 +12,14 @@
 //! one idle for the CLI timeout (10 s, `set timeout cli`) is closed.
 
 pub mod commands;
+pub mod history;
+pub mod info;
 pub mod parse;
+pub mod servers;
 pub mod stat;
+pub mod table;
+pub mod totals;
+pub mod typed;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -56,7 +62,7 @@ pub struct Client {
     /// Commands read and not yet run (a dump in progress holds them back).
     pub queue: VecDeque<Item>,
     /// A dump being streamed to this client.
-    pub dump: Option<commands::TableDump>,
+    pub dump: Option<table::TableDump>,
     /// Whether the line being run started in interactive mode.
     pub line_was_interactive: bool,
     /// `prompt` mode: keep the connection, print `> ` after each answer.

@@ -5,9 +5,15 @@
 //! comma; fields corral does not know stay empty, as HAProxy leaves them
 //! empty where they do not apply.
 
+use std::time::Instant;
+
 use corral_config::{Balance, Config, Mode};
 use corral_shm::flags::SharedFlags;
-use corral_shm::stats::{RowKey, Stat, StatsRegion, STAT_WORDS};
+use corral_shm::server_state::{self, ServerRuntime};
+use corral_shm::stats::{RowKey, Stat};
+
+use super::history::History;
+use super::totals::{Sum, Totals};
 
 /// HAProxy 2.6's static columns, in order, up to `-` (as `show stat`
 /// prints them on Debian's haproxy 2.6.12).
@@ -118,79 +124,87 @@ pub const COLUMNS: &[&str] = &[
     "-",
 ];
 
-/// The summed cells of one row.
-struct Sum([u64; STAT_WORDS]);
-
-impl Sum {
-    fn get(&self, s: Stat) -> u64 {
-        self.0[s as usize]
-    }
-
-    fn avg(&self, s: Stat) -> u64 {
-        let n = self.get(Stat::Timed);
-        self.get(s).checked_div(n).unwrap_or(0)
-    }
+/// What a row describes (HAProxy's `type` column and typed output prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjType {
+    /// A frontend (`type` 0).
+    Frontend,
+    /// A backend (`type` 1).
+    Backend,
+    /// A server (`type` 2).
+    Server,
 }
 
-/// `key`'s totals: every column of the current generation's rows (the
-/// carried column 0 holds what gone workers counted), plus the worker
-/// columns of older generations still running.
-fn total(stats: &[StatsRegion], key: &RowKey) -> Sum {
-    let mut out = [0u64; STAT_WORDS];
-    for (i, s) in stats.iter().enumerate() {
-        let Some(row) = s.find(key) else { continue };
-        let from = if i == 0 { 0 } else { 1 };
-        s.sum(row, from..s.columns(), &mut out);
-    }
-    // Last values (check results) are the current generation's: the one
-    // worker that checks the server wrote them.
-    for w in [
-        Stat::LastChange,
-        Stat::CheckStatus,
-        Stat::CheckDuration,
-        Stat::CheckCode,
-    ] {
-        out[w as usize] = stats
-            .first()
-            .and_then(|s| {
-                let row = s.find(key)?;
-                (1..s.columns())
-                    .filter_map(|c| s.cell(row, c).map(|c| c.get(w)))
-                    .max()
-            })
-            .unwrap_or(0);
-    }
-    Sum(out)
-}
-
-/// One row's fields, by column name.
-struct Row {
-    fields: Vec<String>,
-}
-
-impl Row {
-    fn new() -> Row {
-        Row {
-            fields: vec![String::new(); COLUMNS.len()],
+impl ObjType {
+    /// The `show stat` filter bit (1 frontends, 2 backends, 4 servers).
+    pub fn bit(self) -> u32 {
+        match self {
+            ObjType::Frontend => 1,
+            ObjType::Backend => 2,
+            ObjType::Server => 4,
         }
+    }
+}
+
+/// One row of `show stat`: its identity and its fields, by column.
+#[derive(Clone, Debug)]
+pub struct StatRow {
+    /// What it is.
+    pub obj: ObjType,
+    /// The proxy's stable id.
+    pub iid: u32,
+    /// The server's stable id within its backend (0 for proxies).
+    pub sid: u32,
+    /// One string per [`COLUMNS`] entry, empty where nothing applies.
+    pub fields: Vec<String>,
+}
+
+impl StatRow {
+    fn new(obj: ObjType, iid: u32, sid: u32) -> StatRow {
+        let mut r = StatRow {
+            obj,
+            iid,
+            sid,
+            fields: vec![String::new(); COLUMNS.len()],
+        };
+        r.set("pid", 1);
+        r.set("iid", iid);
+        r.set("sid", sid);
+        r.set(
+            "type",
+            match obj {
+                ObjType::Frontend => 0,
+                ObjType::Backend => 1,
+                ObjType::Server => 2,
+            },
+        );
+        r
+    }
+
+    /// The field of column `col` ("" if none).
+    pub fn get(&self, col: &str) -> &str {
+        column(col).map_or("", |i| self.fields[i].as_str())
     }
 
     fn set(&mut self, col: &str, v: impl ToString) {
-        if let Some(i) = COLUMNS.iter().position(|c| *c == col) {
+        if let Some(i) = column(col) {
             self.fields[i] = v.to_string();
         }
     }
 
     fn counters(&mut self, s: &Sum, http: bool) {
         self.set("qcur", s.get(Stat::Qcur));
-        self.set("qmax", 0);
+        self.set("qmax", s.get(Stat::Qmax));
         self.set("scur", s.get(Stat::Scur));
+        self.set("smax", s.get(Stat::Smax));
         self.set("stot", s.get(Stat::Stot));
         self.set("bin", s.get(Stat::Bin));
         self.set("bout", s.get(Stat::Bout));
         self.set("dresp", s.get(Stat::Dresp));
         self.set("cli_abrt", s.get(Stat::CliAbrt));
         self.set("srv_abrt", s.get(Stat::SrvAbrt));
+        self.set("rate_max", s.get(Stat::RateMax));
+        self.set("eint", s.get(Stat::Eint));
         if http {
             self.set("hrsp_1xx", s.get(Stat::Hrsp1xx));
             self.set("hrsp_2xx", s.get(Stat::Hrsp2xx));
@@ -202,27 +216,58 @@ impl Row {
     }
 
     /// What servers and backends both have: picks, requests, the time
-    /// averages, connections opened and reused.
-    fn balanced(&mut self, s: &Sum, http: bool) {
+    /// averages and maxima, connections opened and reused, the last
+    /// session.
+    fn balanced(&mut self, s: &Sum, http: bool, now_unix: u64) {
         self.set("lbtot", s.get(Stat::Lbtot));
         if http {
             self.set("req_tot", s.get(Stat::Stot));
         }
-        self.set("qtime", s.avg(Stat::QtimeSum));
-        self.set("ctime", s.avg(Stat::CtimeSum));
-        self.set("rtime", s.avg(Stat::RtimeSum));
-        self.set("ttime", s.avg(Stat::TtimeSum));
+        self.set("qtime", s.get(Stat::QtimeAvg));
+        self.set("ctime", s.get(Stat::CtimeAvg));
+        self.set("rtime", s.get(Stat::RtimeAvg));
+        self.set("ttime", s.get(Stat::TtimeAvg));
+        self.set("qtime_max", s.get(Stat::QtimeMax));
+        self.set("ctime_max", s.get(Stat::CtimeMax));
+        self.set("rtime_max", s.get(Stat::RtimeMax));
+        self.set("ttime_max", s.get(Stat::TtimeMax));
         self.set("connect", s.get(Stat::Connect));
         self.set("reuse", s.get(Stat::Reuse));
+        self.set("econ", s.get(Stat::Econ));
+        self.set("eresp", s.get(Stat::Eresp));
+        self.set("wretr", s.get(Stat::Wretr));
+        self.set("wredis", s.get(Stat::Wredis));
+        let last = s.get(Stat::LastSess);
+        self.set(
+            "lastsess",
+            if last == 0 {
+                -1
+            } else {
+                now_unix.saturating_sub(last) as i64
+            },
+        );
     }
 
-    fn line(&self, out: &mut String) {
+    /// The row as a CSV line (HAProxy's quoting: only fields holding a
+    /// comma or a double quote are quoted, inner quotes doubled).
+    pub fn csv(&self, out: &mut String) {
         for f in &self.fields {
-            out.push_str(f);
+            if f.contains([',', '"', '\n']) {
+                out.push('"');
+                out.push_str(&f.replace('"', "\"\"").replace('\n', " "));
+                out.push('"');
+            } else {
+                out.push_str(f);
+            }
             out.push(',');
         }
         out.push('\n');
     }
+}
+
+/// The index of column `name`.
+pub fn column(name: &str) -> Option<usize> {
+    COLUMNS.iter().position(|c| *c == name)
 }
 
 fn mode(m: Mode) -> &'static str {
@@ -244,66 +289,129 @@ fn algo(b: Balance) -> &'static str {
     }
 }
 
-/// The CSV, header first.
-pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> String {
-    let mut out = String::from("# ");
-    out.push_str(&COLUMNS.join(","));
-    out.push_str(",\n");
-    let mut iid = 0;
+/// What rows are made from.
+pub struct StatCtx<'a> {
+    /// The running configuration.
+    pub cfg: &'a Config,
+    /// The counter rows, indexed.
+    pub totals: &'a Totals<'a>,
+    /// The current generation's health words.
+    pub health: &'a SharedFlags,
+    /// Rates.
+    pub history: &'a History,
+    /// Now, for rates.
+    pub now: Instant,
+    /// Now, for `lastchg` and `lastsess`.
+    pub now_unix: u64,
+    /// When the master first started (the `lastchg` of what never changed).
+    pub started_unix: u64,
+}
+
+/// A server's status as `show stat` prints it.
+pub fn server_status(
+    checked: bool,
+    health: u64,
+    rt: ServerRuntime,
+    weight: u32,
+    rise: u32,
+    fall: u32,
+) -> String {
+    let (up, successes, failures) = corral_worker::health::decode_health(health);
+    if rt.maint {
+        return "MAINT".into();
+    }
+    if rt.drain || (weight == 0 && (!checked || up)) {
+        return "DRAIN".into();
+    }
+    if !checked {
+        return "no check".into();
+    }
+    match up {
+        true if failures > 0 && failures < fall => format!("UP {}/{fall}", fall - failures),
+        true => "UP".into(),
+        false if successes > 0 && successes < rise => format!("DOWN {successes}/{rise}"),
+        false => "DOWN".into(),
+    }
+}
+
+/// Every row, in HAProxy's order: each frontend, then per backend its
+/// servers and its BACKEND row.
+pub fn rows(ctx: &StatCtx<'_>) -> Vec<StatRow> {
+    let (cfg, t) = (ctx.cfg, ctx.totals);
+    let mut out = Vec::new();
+    let lastchg = |s: &Sum| {
+        ctx.now_unix.saturating_sub(match s.get(Stat::LastChange) {
+            0 => ctx.started_unix,
+            t => t,
+        })
+    };
     for f in &cfg.frontends {
-        iid += 1;
-        let s = total(stats, &RowKey::frontend(&f.name));
-        let mut r = Row::new();
+        let key = RowKey::frontend(&f.name);
+        let s = t.of(&key);
+        let mut r = StatRow::new(ObjType::Frontend, t.id(&key), 0);
+        let http = f.mode == Mode::Http;
         r.set("pxname", &f.name);
         r.set("svname", "FRONTEND");
-        r.counters(&s, f.mode == Mode::Http);
+        r.counters(&s, http);
         r.set("slim", f.maxconn);
         r.set("dreq", s.get(Stat::Dreq));
         r.set("ereq", s.get(Stat::Ereq));
         r.set("status", "OPEN");
-        r.set("pid", 1);
-        r.set("iid", iid);
-        r.set("sid", 0);
-        r.set("type", 0);
-        if f.mode == Mode::Http {
+        let (rate, req_rate) =
+            ctx.history
+                .rates(&key, s.get(Stat::Stot), s.get(Stat::ReqTot), ctx.now);
+        r.set("rate", rate);
+        r.set("rate_lim", 0);
+        if http {
+            r.set("req_rate", req_rate);
+            r.set("req_rate_max", s.get(Stat::ReqRateMax));
             r.set("req_tot", s.get(Stat::ReqTot));
         }
         r.set("mode", mode(f.mode));
+        r.set("conn_rate", rate);
+        r.set("conn_rate_max", s.get(Stat::ConnRateMax));
         r.set("conn_tot", s.get(Stat::Stot));
         r.set("intercepted", s.get(Stat::Intercepted));
         r.set("dcon", s.get(Stat::Dcon));
         r.set("dses", s.get(Stat::Dses));
         r.set("wrew", 0);
-        r.line(&mut out);
+        out.push(r);
     }
     let mut flag = 0;
     for b in &cfg.backends {
-        iid += 1;
+        let bkey = RowKey::backend(&b.name);
+        let iid = t.id(&bkey);
         let http = b.mode == Mode::Http;
-        let (mut up, mut weight, mut act, mut bck) = (0, 0, 0, 0);
-        for (sid, srv) in b.servers.iter().enumerate() {
-            let s = total(stats, &RowKey::server(&b.name, &srv.name));
+        let (mut weight, mut act, mut bck, mut usable) = (0, 0, 0, 0);
+        for srv in &b.servers {
+            let key = RowKey::server(&b.name, &srv.name);
+            let s = t.of(&key);
             let checked = b.check.is_some() && srv.check;
-            let is_up = health.get(flag) == 0;
+            let health = ctx.health.get(flag);
             flag += 1;
-            let mut r = Row::new();
+            let rt = t
+                .master_cell(&key)
+                .map(server_state::read)
+                .unwrap_or_default();
+            let addr = t
+                .master_cell(&key)
+                .and_then(|c| server_state::read_addr(c).ok().flatten())
+                .unwrap_or(srv.addr);
+            let cur_weight = rt.weight.unwrap_or(srv.weight);
+            let (up, _, _) = corral_worker::health::decode_health(health);
+            let mut r = StatRow::new(ObjType::Server, iid, t.id(&key));
             r.set("pxname", &b.name);
             r.set("svname", &srv.name);
             r.counters(&s, http);
             if let Some(m) = srv.maxconn {
                 r.set("slim", m);
             }
-            r.set("econ", s.get(Stat::Econ));
-            r.set("eresp", s.get(Stat::Eresp));
-            r.set("wretr", s.get(Stat::Wretr));
-            r.set("wredis", s.get(Stat::Wredis));
-            let status = match (checked, is_up) {
-                (false, _) => "no check",
-                (true, true) => "UP",
-                (true, false) => "DOWN",
-            };
-            r.set("status", status);
-            r.set("weight", srv.weight);
+            let (rise, fall) = b.check.as_ref().map_or((2, 3), |c| (c.rise, c.fall));
+            r.set(
+                "status",
+                server_status(checked, health, rt, cur_weight, rise, fall),
+            );
+            r.set("weight", cur_weight);
             r.set("act", u8::from(!srv.backup));
             r.set("bck", u8::from(srv.backup));
             if checked {
@@ -313,6 +421,7 @@ pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> S
                     s.get(Stat::CheckStatus),
                     b.check.as_ref().and_then(|c| c.http.as_ref()),
                 ) {
+                    _ if rt.maint => "",
                     (2, Some(_)) => "L7OK",
                     (2, None) => "L4OK",
                     (1, Some(_)) => "L7STS",
@@ -324,54 +433,178 @@ pub fn show_stat(cfg: &Config, stats: &[StatsRegion], health: &SharedFlags) -> S
                 if let Some(c) = &b.check {
                     r.set("check_rise", c.rise);
                     r.set("check_fall", c.fall);
-                    r.set("check_health", if is_up { c.rise + c.fall - 1 } else { 0 });
+                    r.set("check_health", if up { c.rise + c.fall - 1 } else { 0 });
                 }
             }
-            r.set("lastchg", 0);
-            r.set("pid", 1);
-            r.set("iid", iid);
-            r.set("sid", sid + 1);
-            r.set("type", 2);
-            r.balanced(&s, http);
-            r.set("addr", srv.addr);
+            r.set("lastchg", lastchg(&s));
+            r.set("downtime", 0);
+            let (rate, _) = ctx.history.rates(&key, s.get(Stat::Stot), 0, ctx.now);
+            r.set("rate", rate);
+            r.balanced(&s, http, ctx.now_unix);
+            r.set("addr", addr);
             r.set("mode", mode(b.mode));
-            r.set("uweight", srv.weight);
-            r.line(&mut out);
-            if !checked || is_up {
-                up += 1;
-                if srv.backup {
-                    bck += 1;
-                } else {
-                    act += 1;
-                    weight += srv.weight;
+            r.set("uweight", cur_weight);
+            r.set("agg_server_status", 0);
+            out.push(r);
+            let in_service = (!checked || up) && !rt.maint;
+            if in_service {
+                usable += 1;
+                if !rt.drain {
+                    if srv.backup {
+                        bck += 1;
+                    } else {
+                        act += 1;
+                        weight += cur_weight;
+                    }
                 }
             }
         }
-        let s = total(stats, &RowKey::backend(&b.name));
-        let mut r = Row::new();
+        let s = t.of(&bkey);
+        let mut r = StatRow::new(ObjType::Backend, iid, 0);
         r.set("pxname", &b.name);
         r.set("svname", "BACKEND");
         r.counters(&s, http);
         r.set("dreq", s.get(Stat::Dreq));
-        r.set("econ", s.get(Stat::Econ));
-        r.set("eresp", s.get(Stat::Eresp));
-        r.set("wretr", s.get(Stat::Wretr));
-        r.set("wredis", s.get(Stat::Wredis));
-        r.set("status", if up > 0 { "UP" } else { "DOWN" });
+        r.set("status", if usable > 0 { "UP" } else { "DOWN" });
         r.set("weight", weight);
         r.set("act", act);
         r.set("bck", bck);
-        r.set("lastchg", 0);
+        r.set("lastchg", lastchg(&s));
         r.set("downtime", 0);
-        r.set("pid", 1);
-        r.set("iid", iid);
-        r.set("sid", 0);
-        r.set("type", 1);
-        r.balanced(&s, http);
+        let (rate, _) = ctx.history.rates(&bkey, s.get(Stat::Stot), 0, ctx.now);
+        r.set("rate", rate);
+        r.balanced(&s, http, ctx.now_unix);
         r.set("mode", mode(b.mode));
         r.set("algo", algo(b.balance));
         r.set("uweight", weight);
-        r.line(&mut out);
+        out.push(r);
+    }
+    out
+}
+
+/// `show stat`'s optional filter: `<iid|proxy> <type> <sid>`, with -1 for
+/// "all" (HAProxy's syntax; type is a mask: 1 frontends, 2 backends, 4
+/// servers).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this proxy (by id or name).
+    pub proxy: Option<ProxySel>,
+    /// Kinds of rows to keep (bits of [`ObjType::bit`]); 0 keeps all.
+    pub types: u32,
+    /// Only this server id.
+    pub sid: Option<u32>,
+    /// `up`: only servers that are up (and proxies).
+    pub up_only: bool,
+    /// `no-maint`: drop servers in maintenance.
+    pub no_maint: bool,
+}
+
+/// A proxy named by id or name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySel {
+    /// `iid`.
+    Id(u32),
+    /// `pxname`.
+    Name(String),
+}
+
+/// How `show stat` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// HAProxy's CSV.
+    #[default]
+    Csv,
+    /// `typed`: one field per line.
+    Typed,
+    /// `json`.
+    Json,
+}
+
+/// Parses `show stat`'s arguments (after `show stat`).
+pub fn parse_args(args: &[&str]) -> Result<(Filter, Format), String> {
+    let mut f = Filter::default();
+    let mut fmt = Format::Csv;
+    let mut rest = args;
+    if rest.len() >= 3 && !matches!(rest[0], "typed" | "json" | "up" | "no-maint" | "desc") {
+        f.proxy = match rest[0] {
+            "-1" => None,
+            p => Some(match p.parse::<u32>() {
+                Ok(n) => ProxySel::Id(n),
+                Err(_) => ProxySel::Name(p.to_string()),
+            }),
+        };
+        f.types = match rest[1].parse::<i64>() {
+            Ok(-1) => 0,
+            Ok(n) if (0..=7).contains(&n) => n as u32,
+            _ => return Err("Invalid type: expects a bit mask of 1, 2 and 4, or -1.".into()),
+        };
+        f.sid = match rest[2].parse::<i64>() {
+            Ok(-1) => None,
+            Ok(n) if n >= 0 => Some(n as u32),
+            _ => return Err("Invalid server id: expects a number or -1.".into()),
+        };
+        rest = &rest[3..];
+    }
+    for a in rest {
+        match *a {
+            "typed" => fmt = Format::Typed,
+            "json" => fmt = Format::Json,
+            "up" => f.up_only = true,
+            "no-maint" => f.no_maint = true,
+            "desc" => {}
+            other => return Err(format!("Unknown argument '{other}': expects [{{<iid>|<proxy>}} <type> <sid>] [typed|json] [up|no-maint]")),
+        }
+    }
+    Ok((f, fmt))
+}
+
+impl Filter {
+    /// Whether `r` passes.
+    pub fn keeps(&self, r: &StatRow) -> bool {
+        if let Some(p) = &self.proxy {
+            let ok = match p {
+                ProxySel::Id(n) => r.iid == *n,
+                ProxySel::Name(n) => r.get("pxname") == n,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if self.types != 0 && self.types & r.obj.bit() == 0 {
+            return false;
+        }
+        if r.obj == ObjType::Server {
+            if self.sid.is_some_and(|s| s != r.sid) {
+                return false;
+            }
+            let status = r.get("status");
+            if self.no_maint && status == "MAINT" {
+                return false;
+            }
+            if self.up_only && !(status.starts_with("UP") || status == "no check") {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The CSV header line.
+pub fn csv_header() -> String {
+    let mut out = String::from("# ");
+    for c in COLUMNS {
+        out.push_str(c);
+        out.push(',');
+    }
+    out.push('\n');
+    out
+}
+
+/// The whole CSV, header first.
+pub fn csv(rows: &[StatRow], filter: &Filter) -> String {
+    let mut out = csv_header();
+    for r in rows.iter().filter(|r| filter.keeps(r)) {
+        r.csv(&mut out);
     }
     out
 }

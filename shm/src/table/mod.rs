@@ -603,20 +603,33 @@ impl<'s> StickTable<'s> {
 
     /// Removes every unused entry (`clear table`); entries in use are kept.
     pub fn clear(&self, slot: usize) -> u32 {
-        let mut removed = 0;
+        self.clear_matching(slot, |_| true).0
+    }
+
+    /// Removes the unused entries `select` picks (`clear table NAME
+    /// data.X gt N`). Returns (removed, selected but in use and kept). One
+    /// shard lock at a time.
+    pub fn clear_matching(
+        &self,
+        slot: usize,
+        select: impl Fn(&EntryRef<'_>) -> bool,
+    ) -> (u32, u32) {
+        let (mut removed, mut in_use) = (0, 0);
         for s in 0..self.layout.shards {
             let _held = self.shard(s).lock.lock(slot);
             for i in 0..self.shard(s).bump.load(Ordering::Relaxed) {
                 let e = self.entry(s, i);
-                if e.hdr().state.load(Ordering::Relaxed) == LIVE
-                    && e.use_count() == 0
-                    && self.remove_slot(s, i)
-                {
+                if e.hdr().state.load(Ordering::Relaxed) != LIVE || !select(&e) {
+                    continue;
+                }
+                if e.use_count() > 0 {
+                    in_use += 1;
+                } else if self.remove_slot(s, i) {
                     removed += 1;
                 }
             }
         }
-        removed
+        (removed, in_use)
     }
 
     /// Live entries (all shards).

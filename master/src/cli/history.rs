@@ -1,0 +1,257 @@
+//! What the master computes from the summed counters over time: rates
+//! (`rate`, `req_rate`, `conn_rate`, `ConnRate`...), maxima (`smax`,
+//! `qmax`, `rate_max`...) and the time averages (`qtime`...`ttime`).
+//!
+//! Workers only count; a maximum of a sum can only be taken from the sum
+//! (adding per-worker maxima would overstate it), so the master samples the
+//! sums once a second ([`History::tick`]) and at every query
+//! ([`History::observe`]). Maxima and averages are kept in the current
+//! generation's column 0 (master words), so they survive reloads; the last
+//! seconds' samples for rates are the master's memory only (a rate starts
+//! again from 0 after an exec, for a second). Per-request maxima
+//! (`qtime_max`...) are raised by the workers and harvested here into
+//! column 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use corral_shm::stats::{Kind, RowKey, Stat, ALL};
+
+use super::totals::Totals;
+
+/// How often the master samples.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Requests an average spans (HAProxy's TIME_STATS_SAMPLES).
+const SAMPLES: u64 = 1024;
+
+/// The averaged times and their master words.
+const AVERAGES: [(Stat, Stat); 4] = [
+    (Stat::QtimeSum, Stat::QtimeAvg),
+    (Stat::CtimeSum, Stat::CtimeAvg),
+    (Stat::RtimeSum, Stat::RtimeAvg),
+    (Stat::TtimeSum, Stat::TtimeAvg),
+];
+
+/// One second's sample of the counts rates are made of.
+struct Tick {
+    at: Instant,
+    /// Per row: sessions, requests.
+    rows: HashMap<RowKey, [u64; 2]>,
+    /// Connections and requests over all frontends.
+    global: [u64; 2],
+}
+
+/// A per-second rate of two samples.
+fn per_sec(now: u64, then: u64, dt: Duration) -> u64 {
+    let ms = dt.as_millis().max(1) as u64;
+    now.wrapping_sub(then).min(u64::MAX / 1000) * 1000 / ms
+}
+
+/// The master's view of the counters over time.
+pub struct History {
+    ticks: VecDeque<Tick>,
+    /// Per row: the timing sums and sample count last folded into the
+    /// averages.
+    base: HashMap<RowKey, [u64; 5]>,
+    next_tick: Instant,
+    /// Highest connection, session and request rates over all frontends.
+    pub max_conn_rate: u64,
+    /// Highest sessions per second (the same as connections here).
+    pub max_sess_rate: u64,
+    /// Busy µs of the workers at the last tick, and when.
+    busy: Option<(Instant, u64, usize)>,
+    /// Percentage of the last second the workers spent waiting.
+    pub idle_pct: u64,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History::new()
+    }
+}
+
+impl History {
+    /// Nothing sampled yet.
+    pub fn new() -> History {
+        History {
+            ticks: VecDeque::new(),
+            base: HashMap::new(),
+            next_tick: Instant::now() + TICK,
+            max_conn_rate: 0,
+            max_sess_rate: 0,
+            busy: None,
+            idle_pct: 100,
+        }
+    }
+
+    /// When the next sample is due.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Forgets the samples (after `clear counters`): rates and averages
+    /// start from the cleared values.
+    pub fn reset(&mut self) {
+        self.ticks.clear();
+        self.base.clear();
+        self.max_conn_rate = 0;
+        self.max_sess_rate = 0;
+    }
+
+    /// Takes the per-second sample: `keys` are the current configuration's
+    /// rows, `frontends` its frontend rows, `busy` the current workers'
+    /// summed busy µs and their number.
+    pub fn tick(&mut self, t: &Totals<'_>, keys: &[RowKey], busy: (u64, usize), now: Instant) {
+        self.observe(t, keys, now);
+        let mut rows = HashMap::with_capacity(keys.len());
+        let mut global = [0u64; 2];
+        for k in keys {
+            let s = t.of(k);
+            let v = [s.get(Stat::Stot), s.get(Stat::ReqTot)];
+            if k.kind == corral_shm::stats::RowKind::Frontend {
+                global[0] = global[0].wrapping_add(v[0]);
+                global[1] = global[1].wrapping_add(v[1]);
+            }
+            rows.insert(k.clone(), v);
+        }
+        self.ticks.push_back(Tick {
+            at: now,
+            rows,
+            global,
+        });
+        while self.ticks.len() > 3 {
+            self.ticks.pop_front();
+        }
+        if let Some((at, prev, n)) = self.busy {
+            let wall = (now - at).as_micros() as u64 * n.max(1) as u64;
+            if n == busy.1 && wall > 0 {
+                let used = busy.0.saturating_sub(prev).min(wall);
+                self.idle_pct = 100 - used * 100 / wall;
+            }
+        }
+        self.busy = Some((now, busy.0, busy.1));
+        let (c, _) = self.global_rates(global, now);
+        self.max_conn_rate = self.max_conn_rate.max(c);
+        self.max_sess_rate = self.max_sess_rate.max(c);
+        self.next_tick = now + TICK;
+    }
+
+    /// The sample a rate is taken against: the newest at least a second
+    /// old, else the oldest.
+    fn base_tick(&self, now: Instant) -> Option<&Tick> {
+        self.ticks
+            .iter()
+            .rev()
+            .find(|t| now - t.at >= TICK)
+            .or_else(|| self.ticks.front())
+    }
+
+    /// Sessions and requests per second of row `key`, whose counts are now
+    /// `stot` and `req`.
+    pub fn rates(&self, key: &RowKey, stot: u64, req: u64, now: Instant) -> (u64, u64) {
+        let Some(t) = self.base_tick(now) else {
+            return (0, 0);
+        };
+        let Some(then) = t.rows.get(key) else {
+            return (0, 0);
+        };
+        let dt = now - t.at;
+        if dt.is_zero() {
+            return (0, 0);
+        }
+        (per_sec(stot, then[0], dt), per_sec(req, then[1], dt))
+    }
+
+    /// Connections and requests per second over all frontends.
+    pub fn global_rates(&self, now_counts: [u64; 2], now: Instant) -> (u64, u64) {
+        let Some(t) = self.base_tick(now) else {
+            return (0, 0);
+        };
+        let dt = now - t.at;
+        if dt.is_zero() {
+            return (0, 0);
+        }
+        (
+            per_sec(now_counts[0], t.global[0], dt),
+            per_sec(now_counts[1], t.global[1], dt),
+        )
+    }
+
+    /// Folds what happened since the last look into the master words:
+    /// per-request maxima raised by workers, the maxima of the summed
+    /// gauges and rates, and the time averages.
+    pub fn observe(&mut self, t: &Totals<'_>, keys: &[RowKey], now: Instant) {
+        // Harvest the workers' per-request maxima (every generation).
+        for s in t.regions() {
+            for row in 0..s.rows() {
+                let Some(key) = s.key(row) else { continue };
+                let dst = t.master_cell(&key);
+                for col in 1..s.columns() {
+                    let Some(c) = s.cell(row, col) else { continue };
+                    for st in ALL.iter().filter(|st| st.kind() == Kind::Max) {
+                        let v = c.take(*st);
+                        if let Some(d) = dst {
+                            d.raise(*st, v);
+                        }
+                    }
+                }
+            }
+        }
+        for k in keys {
+            let Some(m) = t.master_cell(k) else { continue };
+            let s = t.of(k);
+            m.raise(Stat::Smax, s.get(Stat::Scur));
+            m.raise(Stat::Qmax, s.get(Stat::Qcur));
+            let (rate, req) = self.rates(k, s.get(Stat::Stot), s.get(Stat::ReqTot), now);
+            m.raise(Stat::RateMax, rate);
+            m.raise(Stat::ReqRateMax, req);
+            if k.kind == corral_shm::stats::RowKind::Frontend {
+                m.raise(Stat::ConnRateMax, rate);
+            }
+            let cur = [
+                s.get(Stat::Timed),
+                s.get(Stat::QtimeSum),
+                s.get(Stat::CtimeSum),
+                s.get(Stat::RtimeSum),
+                s.get(Stat::TtimeSum),
+            ];
+            let base = match self.base.insert(k.clone(), cur) {
+                Some(b) => b,
+                // First look since this master started: an average kept
+                // from before the exec stays; none yet starts from all.
+                None if m.get(Stat::TtimeAvg) > 0 || m.get(Stat::RtimeAvg) > 0 => continue,
+                None => [0; 5],
+            };
+            let n = cur[0].wrapping_sub(base[0]);
+            if n == 0 || n > u64::MAX / 2 {
+                continue;
+            }
+            // A sliding average over the last SAMPLES requests: the new
+            // requests' mean weighs as many of them.
+            let window = cur[0].clamp(1, SAMPLES);
+            for (i, (_, avg)) in AVERAGES.iter().enumerate() {
+                let mean = cur[i + 1].wrapping_sub(base[i + 1]) / n;
+                let old = m.get(*avg);
+                let w = n.min(window);
+                let new = if base[0] == 0 && old == 0 {
+                    mean
+                } else {
+                    ((old * (window - w)) + mean * w) / window
+                };
+                m.set(*avg, new);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(per_sec(1500, 500, Duration::from_millis(500)), 2000);
+        assert_eq!(per_sec(10, 10, Duration::from_secs(1)), 0);
+        assert_eq!(per_sec(5, 0, Duration::ZERO), 5000, "no division by zero");
+    }
+}
