@@ -39,7 +39,7 @@ impl Support {
     /// What this build runs.
     pub const BUILD: Support = Support {
         http: true,
-        stats_page: false,
+        stats_page: true,
     };
     /// All of the language.
     pub const ALL: Support = Support {

@@ -107,6 +107,11 @@ pub struct Stats {
     pub socket: PathBuf,
     /// File mode of the socket (e.g. `0o660`).
     pub mode: u32,
+    /// Owner of the socket file (a user name), if set.
+    pub user: Option<String>,
+    /// Group of the socket file (a group name), if set: with `mode =
+    /// "0660"`, that group's members may use the socket.
+    pub group: Option<String>,
     /// Privilege level granted to clients of the socket.
     pub level: Level,
     /// Address of the HTML stats page and `/metrics`, if any.

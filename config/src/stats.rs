@@ -1,5 +1,5 @@
-//! `[stats]`: the runtime API socket (path, file mode, level) and the
-//! optional HTTP stats page.
+//! `[stats]`: the runtime API socket (path, file mode, owner, group,
+//! level) and the optional HTTP stats page.
 
 use std::path::PathBuf;
 
@@ -9,13 +9,15 @@ use crate::model::{Level, Stats};
 use crate::walk::{self, Section, Value};
 
 /// Keys `[stats]` accepts.
-const KEYS: &[&str] = &["socket", "mode", "level", "http"];
+const KEYS: &[&str] = &["socket", "mode", "user", "group", "level", "http"];
 
 /// Reads `[stats]`; `None` when `socket` is missing (an error is reported).
 pub(crate) fn parse(sec: &Section<'_, '_>, d: &mut Diag) -> Option<Stats> {
     sec.check_keys(KEYS, d);
     let socket = sec.require("socket", d, walk::nonempty).map(PathBuf::from);
     let mode = sec.read("mode", d, file_mode).unwrap_or(0o660);
+    let user = sec.read("user", d, walk::nonempty).map(str::to_string);
+    let group = sec.read("group", d, walk::nonempty).map(str::to_string);
     let level = sec
         .read("level", d, |k, v, d| {
             walk::choice(
@@ -45,6 +47,8 @@ pub(crate) fn parse(sec: &Section<'_, '_>, d: &mut Diag) -> Option<Stats> {
     Some(Stats {
         socket: socket?,
         mode,
+        user,
+        group,
         level,
         http,
     })

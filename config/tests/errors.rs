@@ -3,8 +3,7 @@
 
 use corral_config::{parse, parse_with, Support};
 
-/// The whole language (this build refuses the stats page: see
-/// `the_stats_page_is_refused_by_this_build`).
+/// The whole language (this build runs all of it).
 const HTTP: Support = Support::ALL;
 
 /// A valid backend to reference, appended after each case.
@@ -430,21 +429,21 @@ fn ipv6_and_ipv4_wildcards_do_not_conflict() {
     assert!(parse(&src, "c.toml").is_ok());
 }
 
-/// What this build does not serve (the HTTP stats page) is refused with a
-/// positioned error, never accepted and ignored; HTTP mode and its rules are
-/// served.
+/// The HTTP stats page and the socket's owner and group are accepted and
+/// read; a bad address is refused with its position.
 #[test]
-fn the_stats_page_is_refused_by_this_build() {
-    let src = "[stats]\nsocket = \"/tmp/x.sock\"\nhttp = \"127.0.0.1:8404\"\n\
+fn the_stats_page_and_socket_owner_are_read() {
+    let src = "[stats]\nsocket = \"/tmp/x.sock\"\nuser = \"nobody\"\ngroup = \"adm\"\nhttp = \"127.0.0.1:8404\"\n\
                [frontend.f]\nbind = \":80\"\nmode = \"http\"\ndefault_backend = \"b\"\n\
-               rules = [\"http-request deny\", \"  http-response del-header X\"]\n\
                [backend.b]\nmode = \"http\"\nserver.s = { addr = \"127.0.0.1:1\" }\n";
-    let e = parse(src, "h.toml").unwrap_err();
-    let got: Vec<(usize, usize, String)> =
-        e.0.iter()
-            .map(|e| (e.line, e.column, e.message.clone()))
-            .collect();
-    let at: Vec<(usize, usize)> = got.iter().map(|g| (g.0, g.1)).collect();
-    assert_eq!(at, [(3, 8)], "{got:?}");
-    assert!(got[0].2.contains("stats page"), "{got:?}");
+    let c = parse(src, "h.toml").unwrap();
+    let st = c.stats.unwrap();
+    assert_eq!(st.http, Some("127.0.0.1:8404".parse().unwrap()));
+    assert_eq!(
+        (st.user.as_deref(), st.group.as_deref()),
+        (Some("nobody"), Some("adm"))
+    );
+    let bad = src.replace("127.0.0.1:8404", "nowhere");
+    let e = parse(&bad, "h.toml").unwrap_err();
+    assert_eq!((e.0[0].line, e.0[0].column), (5, 8), "{e:?}");
 }

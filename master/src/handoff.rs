@@ -85,6 +85,10 @@ pub struct Handoff {
     pub next_stats: Option<RawFd>,
     /// The stats socket's level (to serve it even without a usable config).
     pub stats_level: Option<Level>,
+    /// The stats page's listening socket (`[stats] http`).
+    pub web: Option<RawFd>,
+    /// The stats page at the next config's new address, bound before the exec.
+    pub next_web: Option<RawFd>,
     /// The lifeline socket pair: (master end, worker end).
     pub lifeline: Option<(RawFd, RawFd)>,
     /// A CLI connection waiting for the outcome of its `reload`.
@@ -185,6 +189,12 @@ impl Handoff {
         if let Some(l) = self.stats_level {
             f.push(format!("level={}", level_str(l)));
         }
+        if let Some(fd) = self.web {
+            f.push(format!("web={fd}"));
+        }
+        if let Some(fd) = self.next_web {
+            f.push(format!("nweb={fd}"));
+        }
         if let Some((m, w)) = self.lifeline {
             f.push(format!("life={m},{w}"));
         }
@@ -272,6 +282,8 @@ impl Handoff {
             }
             "stats" => self.stats = Some(fd(v)?),
             "nstats" => self.next_stats = Some(fd(v)?),
+            "web" => self.web = Some(fd(v)?),
+            "nweb" => self.next_web = Some(fd(v)?),
             "level" => {
                 self.stats_level = Some(match v {
                     "user" => Level::User,
@@ -338,6 +350,8 @@ impl Handoff {
         v.extend(self.segment);
         v.extend(self.stats);
         v.extend(self.next_stats);
+        v.extend(self.web);
+        v.extend(self.next_web);
         v.extend(self.cli_reply);
         v.extend(self.config);
         v.extend(self.prev_config);
@@ -409,6 +423,8 @@ mod tests {
             stats: Some(8),
             next_stats: Some(16),
             stats_level: Some(Level::Operator),
+            web: Some(17),
+            next_web: Some(18),
             lifeline: Some((9, 10)),
             cli_reply: Some(11),
             workers: vec![InheritedWorker {

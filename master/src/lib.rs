@@ -20,6 +20,7 @@ pub mod reload;
 pub mod shared;
 pub mod start;
 pub mod takeover;
+pub mod web;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

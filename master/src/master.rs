@@ -44,6 +44,10 @@ use crate::{notify, proctitle};
 const SIGNALS: Token = Token(0);
 const LIFELINE: Token = Token(1);
 const STATS: Token = Token(2);
+/// The stats page's listener.
+const WEB: Token = Token(4);
+/// Stats page connections: `WEB_BASE + key`.
+const WEB_BASE: usize = 1 << 40;
 /// The process log's fd, polled for writability while its reader stalls.
 const PROCESS_LOG: Token = Token(3);
 const CLIENT_BASE: usize = 16;
@@ -153,6 +157,8 @@ pub struct Start {
     pub old: Vec<OldWorker>,
     /// A CLI connection waiting for the outcome of the reload that started us.
     pub reply: Option<Client>,
+    /// The stats page's listener (`[stats] http`).
+    pub web: Option<std::net::TcpListener>,
     /// How the start went.
     pub outcome: StartOutcome,
     /// The instance we took over: soft-stopped once our workers accept.
@@ -187,6 +193,7 @@ impl Start {
             current: Vec::new(),
             old: Vec::new(),
             reply: None,
+            web: None,
             outcome: StartOutcome::default(),
             takeover_victim: None,
             config_path: opts.config_path.clone(),
@@ -236,6 +243,9 @@ pub struct Master {
     runnable: Vec<usize>,
     /// Rates, maxima and averages the master computes over time.
     pub(crate) history: std::cell::RefCell<cli::history::History>,
+    /// The stats page's listener and its connections.
+    pub(crate) web: Option<std::net::TcpListener>,
+    web_clients: Slab<crate::web::WebClient>,
 }
 
 fn client_token(key: usize) -> Token {
@@ -362,7 +372,18 @@ impl Master {
             log_poll: Default::default(),
             runnable: Vec::new(),
             history: Default::default(),
+            web: start.web,
+            web_clients: Slab::new(),
         };
+        if let Some(l) = &m.web {
+            if let Err(e) =
+                m.poll
+                    .registry()
+                    .register(&mut SourceFd(&l.as_raw_fd()), WEB, Interest::READABLE)
+            {
+                log::warn!("stats page: cannot watch its listener: {e}");
+            }
+        }
         let oldest = m.old.iter().map(|o| o.generation).min();
         m.shared.free_unused(oldest);
         let reply = start.reply.map(|c| m.add_client(c));
@@ -431,6 +452,8 @@ impl Master {
                     SIGNALS | PROCESS_LOG => {}
                     LIFELINE => self.on_lifeline(),
                     STATS => self.accept_clients(),
+                    WEB => self.accept_web(),
+                    Token(t) if t >= WEB_BASE => self.on_web(t - WEB_BASE),
                     Token(t) => self.on_client(t - CLIENT_BASE),
                 }
             }
@@ -490,7 +513,16 @@ impl Master {
         } else {
             None
         };
-        let clients = self.clients.iter().map(|(_, c)| c.last + c.timeout).min();
+        let clients = self
+            .clients
+            .iter()
+            .map(|(_, c)| c.last + c.timeout)
+            .chain(
+                self.web_clients
+                    .iter()
+                    .map(|(_, c)| c.last + crate::web::TIMEOUT),
+            )
+            .min();
         let leaving = self
             .switch
             .as_ref()
@@ -1041,8 +1073,6 @@ impl Master {
                         }
                         c.closing = true;
                         c.queue.clear();
-                    } else if c.interactive && !c.line_was_interactive && c.prompt {
-                        c.answer("");
                     }
                 }
                 cli::Item::Command(words) => {
@@ -1065,7 +1095,9 @@ impl Master {
                     let c = &mut self.clients[key];
                     match outcome {
                         commands::Outcome::Text(t) => c.answer(&t),
-                        commands::Outcome::Silent => {}
+                        // Every command's answer ends with the empty line
+                        // (or the prompt), even an empty answer.
+                        commands::Outcome::Silent => c.answer(""),
                         commands::Outcome::Dump(d) => c.dump = Some(d),
                         commands::Outcome::Quit => {
                             c.closing = true;
@@ -1125,8 +1157,106 @@ impl Master {
             .tick(&totals, &keys, (busy, live.len()), now);
     }
 
+    // ---- stats page ---------------------------------------------------
+
+    fn accept_web(&mut self) {
+        loop {
+            let accepted = match &self.web {
+                Some(l) => l.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if self.web_clients.len() >= crate::web::MAX_CLIENTS {
+                        // Full: the oldest goes (a slow client cannot lock
+                        // everyone else out).
+                        if let Some(k) = self
+                            .web_clients
+                            .iter()
+                            .min_by_key(|(_, c)| c.since)
+                            .map(|(k, _)| k)
+                        {
+                            self.web_clients.remove(k);
+                        }
+                    }
+                    let Ok(c) = crate::web::WebClient::new(stream) else {
+                        continue;
+                    };
+                    let fd = c.stream().as_raw_fd();
+                    let key = self.web_clients.insert(c);
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            &mut SourceFd(&fd),
+                            Token(WEB_BASE + key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_err()
+                    {
+                        self.web_clients.remove(key);
+                        continue;
+                    }
+                    // Data may already be there: edge-triggered.
+                    self.on_web(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("stats page accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_web(&mut self, key: usize) {
+        let Some(c) = self.web_clients.get_mut(key) else {
+            return;
+        };
+        match c.read_head() {
+            Err(_) => {
+                self.web_clients.remove(key);
+                return;
+            }
+            Ok(Some(head)) => {
+                let answer = {
+                    let view = view_of(
+                        &self.cfg,
+                        &self.shared,
+                        &self.slots,
+                        &self.old,
+                        self.generation,
+                        self.failed_reloads,
+                        self.started,
+                        self.stopping != Stopping::No,
+                        &self.history,
+                    );
+                    crate::web::answer(&head, &view)
+                };
+                self.web_clients[key].answer(answer);
+            }
+            Ok(None) => {}
+        }
+        match self.web_clients[key].flush() {
+            Ok(true) | Err(_) => {
+                self.web_clients.remove(key);
+            }
+            Ok(false) => {}
+        }
+    }
+
     fn expire_clients(&mut self) {
         let now = Instant::now();
+        let idle_web: Vec<usize> = self
+            .web_clients
+            .iter()
+            .filter(|(_, c)| now >= c.last + crate::web::TIMEOUT)
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle_web {
+            self.web_clients.remove(key);
+        }
         let idle: Vec<usize> = self
             .clients
             .iter()

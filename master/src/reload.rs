@@ -393,6 +393,34 @@ impl Master {
                 let _ = std::fs::remove_file(p);
             }
         };
+        // So is the stats page at a new address.
+        let current_web = self.web.as_ref().and_then(|l| l.local_addr().ok());
+        let next_web = match new_cfg.stats.as_ref().and_then(|s| s.http) {
+            Some(a) if current_web != Some(a) => match crate::web::bind(a) {
+                Ok(l) => {
+                    messages.push(format!("stats page moved to http://{a}/"));
+                    Some(l)
+                }
+                Err(e) => {
+                    let m = format!("cannot bind the stats page to {a}: {e}");
+                    log::error!("reload aborted: {m}; the running configuration stays");
+                    unbind_next_stats(next_stats);
+                    return fail(self, format!("{m}\n"));
+                }
+            },
+            _ => None,
+        };
+        // And the socket's owner and group, which may have changed.
+        if let Some(s) = &new_cfg.stats {
+            if current_path.as_deref() == Some(s.socket.as_path()) {
+                if let Err(e) = crate::cli::set_owner(s) {
+                    let m = format!("stats socket {}: {e}", s.socket.display());
+                    log::error!("reload aborted: {m}; the running configuration stays");
+                    unbind_next_stats(next_stats);
+                    return fail(self, format!("{m}\n"));
+                }
+            }
+        }
         // The next generation's shared memory, committed now.
         let prepared = match self.shared.prepare(&new_cfg) {
             Ok(p) => p,
@@ -476,6 +504,8 @@ impl Master {
             stats: self.stats.as_ref().map(|l| l.as_raw_fd()),
             next_stats: next_stats.as_ref().map(|l| l.as_raw_fd()),
             stats_level: self.cfg.stats.as_ref().map(|s| s.level),
+            web: self.web.as_ref().map(|l| l.as_raw_fd()),
+            next_web: next_web.as_ref().map(|l| l.as_raw_fd()),
             lifeline: Some((self.lifeline.0.as_raw_fd(), self.lifeline.1.as_raw_fd())),
             cli_reply: reply
                 .and_then(|k| self.clients.get(k))
@@ -526,6 +556,7 @@ impl Master {
         unblock_signals();
         drop(prepared);
         drop(prebound);
+        drop(next_web);
         unbind_next_stats(next_stats);
         notify::notify("READY=1");
         log::error!(

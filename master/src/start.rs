@@ -40,6 +40,8 @@ struct Inherited {
     listeners: Vec<(TcpListener, SocketAddr)>,
     stats: Option<UnixListener>,
     next_stats: Option<UnixListener>,
+    web: Option<TcpListener>,
+    next_web: Option<TcpListener>,
     lifeline: Option<(OwnedFd, OwnedFd)>,
     cli: Option<OwnedFd>,
     config: Option<OwnedFd>,
@@ -92,6 +94,10 @@ impl Inherited {
             next_stats: h
                 .next_stats
                 .and_then(|fd| Some(UnixListener::from(w.own(fd)?))),
+            web: h.web.and_then(|fd| Some(TcpListener::from(w.own(fd)?))),
+            next_web: h
+                .next_web
+                .and_then(|fd| Some(TcpListener::from(w.own(fd)?))),
             lifeline: h.lifeline.and_then(|(m, l)| Some((w.own(m)?, w.own(l)?))),
             cli: h.cli_reply.and_then(|fd| w.own(fd)),
             config: h.config.and_then(|fd| w.own(fd)),
@@ -190,6 +196,12 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
             }
             None => None,
         };
+    let web = match cfg.stats.as_ref().and_then(|s| s.http) {
+        Some(a) => Some(
+            crate::web::bind(a).map_err(|e| format!("cannot bind the stats page to {a}: {e}"))?,
+        ),
+        None => None,
+    };
     if opts.daemon {
         crate::daemonize().map_err(|e| format!("cannot daemonize: {e}"))?;
     }
@@ -206,6 +218,7 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
     );
     let mut start = Start::new(opts, shared, listeners, text);
     start.stats = stats;
+    start.web = web;
     start.outcome.messages = messages;
     start.takeover_victim = victim;
     Ok(start)
@@ -362,6 +375,22 @@ fn attempt(
         .filter(|l| cfg.stats.as_ref().is_none_or(|s| !same_path(l, s)))
         .filter_map(|l| Some(l.local_addr().ok()?.as_pathname()?.to_path_buf()))
         .collect();
+    // The stats page: its listener inherited as it is, or bound before the
+    // exec at its new address; binding here is the fallback of a record
+    // without it (a failure leaves the page off, said in the log).
+    let web = match cfg.stats.as_ref().and_then(|s| s.http) {
+        None => None,
+        Some(a) => match [&inh.web, &inh.next_web]
+            .into_iter()
+            .flatten()
+            .find(|l| l.local_addr().ok() == Some(a))
+        {
+            Some(l) => Some(TcpListener::from(dup(l)?)),
+            None => crate::web::bind(a)
+                .map_err(|e| log::error!("stats page: cannot bind {a}: {e}"))
+                .ok(),
+        },
+    };
     let level = cfg.stats.as_ref().map_or(Level::Admin, |s| s.level);
     let reply = match &inh.cli {
         Some(fd) => cli::adopt_client(dup(fd)?, level).ok(),
@@ -401,6 +430,7 @@ fn attempt(
     );
     let mut start = Start::new(opts, shared, listeners, text);
     start.stats = stats;
+    start.web = web;
     start.stale_sockets = stale_sockets;
     start.lifeline = inh.lifeline()?;
     start.generation = generation;
@@ -432,6 +462,8 @@ fn wait_mode(h: &Handoff, inh: Inherited, opts: &Options, why: String) -> (Confi
         Some(Stats {
             socket: path,
             mode: 0o660,
+            user: None,
+            group: None,
             level: h.stats_level.unwrap_or(Level::Admin),
             http: None,
         })

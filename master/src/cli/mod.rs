@@ -13,7 +13,9 @@
 
 pub mod commands;
 pub mod history;
+pub mod html;
 pub mod info;
+pub mod metrics;
 pub mod parse;
 pub mod servers;
 pub mod stat;
@@ -246,8 +248,39 @@ pub fn bind(stats: &Stats) -> io::Result<UnixListener> {
     }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(stats.mode))?;
+    if let Err(e) = set_owner(stats) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// Gives the socket file the owner and group of `[stats] user`/`group`
+/// (names looked up now: a missing one is an error, never ignored).
+pub fn set_owner(stats: &Stats) -> io::Result<()> {
+    if stats.user.is_none() && stats.group.is_none() {
+        return Ok(());
+    }
+    let uid = match &stats.user {
+        Some(name) => Some(
+            nix::unistd::User::from_name(name)
+                .map_err(io::Error::from)?
+                .ok_or_else(|| io::Error::other(format!("no such user '{name}'")))?
+                .uid,
+        ),
+        None => None,
+    };
+    let gid = match &stats.group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .map_err(io::Error::from)?
+                .ok_or_else(|| io::Error::other(format!("no such group '{name}'")))?
+                .gid,
+        ),
+        None => None,
+    };
+    nix::unistd::chown(&stats.socket, uid, gid).map_err(io::Error::from)
 }
 
 /// Re-creates a listener from an fd inherited across exec.
