@@ -371,7 +371,7 @@ impl Master {
             waiting: start.outcome.wait,
             log_poll: Default::default(),
             runnable: Vec::new(),
-            history: Default::default(),
+            history: std::cell::RefCell::new(cli::history::History::new(start.generation == 1)),
             web: start.web,
             web_clients: Slab::new(),
         };

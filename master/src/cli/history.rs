@@ -39,11 +39,15 @@ struct Tick {
     rows: HashMap<RowKey, [u64; 2]>,
     /// Connections and requests over all frontends.
     global: [u64; 2],
+    /// The start of a fresh instance: every count was 0 (rows absent from
+    /// `rows` count as 0).
+    zero: bool,
 }
 
-/// A per-second rate of two samples.
+/// A per-second rate of two samples: what happened over `dt`, per second;
+/// under a second, what happened (HAProxy's rate counts the last second).
 fn per_sec(now: u64, then: u64, dt: Duration) -> u64 {
-    let ms = dt.as_millis().max(1) as u64;
+    let ms = dt.as_millis().max(1000) as u64;
     now.wrapping_sub(then).min(u64::MAX / 1000) * 1000 / ms
 }
 
@@ -66,15 +70,25 @@ pub struct History {
 
 impl Default for History {
     fn default() -> History {
-        History::new()
+        History::new(false)
     }
 }
 
 impl History {
-    /// Nothing sampled yet.
-    pub fn new() -> History {
+    /// Nothing sampled yet; `fresh`: the instance starts now, from zero
+    /// counts (not an exec that inherited them), so rates count from now.
+    pub fn new(fresh: bool) -> History {
+        let mut ticks = VecDeque::new();
+        if fresh {
+            ticks.push_back(Tick {
+                at: Instant::now(),
+                rows: HashMap::new(),
+                global: [0, 0],
+                zero: true,
+            });
+        }
         History {
-            ticks: VecDeque::new(),
+            ticks,
             base: HashMap::new(),
             next_tick: Instant::now() + TICK,
             max_conn_rate: 0,
@@ -118,6 +132,7 @@ impl History {
             at: now,
             rows,
             global,
+            zero: false,
         });
         while self.ticks.len() > 3 {
             self.ticks.pop_front();
@@ -152,8 +167,10 @@ impl History {
         let Some(t) = self.base_tick(now) else {
             return (0, 0);
         };
-        let Some(then) = t.rows.get(key) else {
-            return (0, 0);
+        let then = match t.rows.get(key) {
+            Some(v) => *v,
+            None if t.zero => [0, 0],
+            None => return (0, 0),
         };
         let dt = now - t.at;
         if dt.is_zero() {
@@ -250,8 +267,9 @@ mod tests {
 
     #[test]
     fn rates_are_per_second() {
-        assert_eq!(per_sec(1500, 500, Duration::from_millis(500)), 2000);
+        assert_eq!(per_sec(3500, 500, Duration::from_secs(2)), 1500);
+        assert_eq!(per_sec(1500, 500, Duration::from_millis(500)), 1000);
         assert_eq!(per_sec(10, 10, Duration::from_secs(1)), 0);
-        assert_eq!(per_sec(5, 0, Duration::ZERO), 5000, "no division by zero");
+        assert_eq!(per_sec(5, 0, Duration::ZERO), 5, "no division by zero");
     }
 }
