@@ -32,7 +32,7 @@ fn have(bin: &str) -> bool {
 }
 
 struct Setup {
-    corral: Corral,
+    _corral: Corral,
     sock: PathBuf,
     page: SocketAddr,
     _servers: Vec<Origin>,
@@ -80,7 +80,7 @@ server.s1 = {{ addr = "{}" }}
         assert_eq!(c.response(false).unwrap().status, 200);
     }
     Setup {
-        corral,
+        _corral: corral,
         sock,
         page,
         _servers: vec![s0, s1],
