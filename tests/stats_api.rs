@@ -682,3 +682,109 @@ fn maxima_are_taken_from_the_sums() {
     assert_eq!(field(&fe, "smax"), "0", "clear counters resets maxima");
     assert_eq!(field(&fe, "stot"), "5", "but not the totals");
 }
+
+/// `show sess` lists every worker's connections (asked over the control
+/// sockets); `show errors` shows the last refused request of each worker
+/// with its bytes and the fault's position; a worker that cannot answer
+/// (stopped) does not hang the answer.
+#[test]
+fn sessions_and_errors_come_from_every_worker() {
+    let s0 = Origin::start("s0");
+    let (text, sock) = setup("admin", 2, &[s0.addr], "");
+    let c = Corral::start(&text);
+    // Connections in both workers: an idle worker may take them all, so
+    // the first one's taker is stopped while the others connect.
+    let mut held: Vec<std::net::TcpStream> = vec![c.connect()];
+    let first = c.owner_of(&held[0]).expect("an owner");
+    let stop = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), sig).unwrap();
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    held.extend((0..5).map(|_| c.connect()));
+    std::thread::sleep(Duration::from_millis(100));
+    stop(nix::sys::signal::Signal::SIGCONT);
+    let n = held.len().to_string();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    wait_for("the sessions", Duration::from_secs(5), || {
+        field(
+            &stat_row(&cmd(&sock, "show stat"), "web", "FRONTEND"),
+            "scur",
+        ) == n
+    });
+    let sess = cmd(&sock, "show sess");
+    for p in &ports {
+        let line = sess
+            .lines()
+            .find(|l| l.contains(&format!("src=127.0.0.1:{p} ")))
+            .unwrap_or_else(|| panic!("no session from port {p}:\n{sess}"));
+        assert!(
+            line.starts_with("0x") && line.contains(" fe=web "),
+            "{line}"
+        );
+    }
+    let workers: std::collections::HashSet<&str> = sess
+        .lines()
+        .filter_map(|l| l.split(" worker=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers answered: {sess}");
+    drop(held);
+    // Two malformed requests on their own connections.
+    for raw in [
+        &b"GET\x01 / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let r = common::http::request(c.addr(), raw).unwrap();
+        assert_eq!(r.status, 400);
+    }
+    let errors = cmd(&sock, "show errors");
+    assert!(errors.starts_with("Total events captured on ["), "{errors}");
+    let total: u64 = errors
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(total, 2, "{errors}");
+    assert!(errors.contains("frontend web"), "{errors}");
+    assert!(
+        errors.contains("  00000  GET\\x01 / HTTP/1.1\\r\\n"),
+        "{errors}"
+    );
+    assert!(errors.contains("error at position 3"), "{errors}");
+    assert!(errors.contains("Content-Length: 2\\r\\n"), "{errors}");
+    let only_resp = cmd(&sock, "show errors web response");
+    assert!(!only_resp.contains("GET"), "{only_resp}");
+    // Operator level at least.
+    let (user_text, user_sock) = setup("user", 1, &[s0.addr], "");
+    drop(c);
+    let u = Corral::start(&user_text);
+    assert_eq!(cmd(&user_sock, "show sess"), "Permission denied\n\n");
+    assert_eq!(cmd(&user_sock, "show errors"), "Permission denied\n\n");
+    // A stopped worker: the answer comes at the timeout, naming it.
+    let (t2, sock2) = setup("admin", 2, &[s0.addr], "");
+    drop(u);
+    let c2 = Corral::start(&t2);
+    let frozen = c2.worker_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(frozen),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let sess = cmd(&sock2, "show sess");
+    let took = t.elapsed();
+    let fast = Instant::now();
+    let info = cmd(&sock2, "show info");
+    assert!(info.contains("Name: corral") && fast.elapsed() < Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(frozen),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    assert!(sess.contains("did not answer in time"), "{sess}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}

@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         // Chunked decoding of arbitrary input, when the head was refused.
         Err(e) => {
             assert!(matches!(e.status, 400 | 414 | 431 | 501));
+            // `show errors` places the fault within the bytes.
+            assert!(corral_http::h1::locate::error_position(data, true) <= data.len());
             (Framing::Chunked, data)
         }
     };

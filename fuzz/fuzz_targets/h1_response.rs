@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(Parsed::Partial) => {}
-        Err(e) => assert_eq!(e.status, 502),
+        Err(e) => {
+            assert_eq!(e.status, 502);
+            assert!(corral_http::h1::locate::error_position(data, false) <= data.len());
+        }
     }
 });

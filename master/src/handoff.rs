@@ -452,7 +452,11 @@ mod tests {
     fn roundtrip() {
         let h = sample();
         assert_eq!(Handoff::decode(&h.encode()), h);
-        assert_eq!(h.fds().len(), 13, "with the worker's control socket");
+        assert_eq!(
+            h.fds().len(),
+            15,
+            "with the control socket and the stats page"
+        );
     }
 
     /// The record of the build before versions (issue 4's format) still

@@ -16,6 +16,7 @@ pub mod master;
 pub mod notify;
 pub mod privileges;
 pub mod proctitle;
+pub mod queries;
 pub mod reload;
 pub mod shared;
 pub mod start;

@@ -246,6 +246,10 @@ pub struct Master {
     /// The stats page's listener and its connections.
     pub(crate) web: Option<std::net::TcpListener>,
     web_clients: Slab<crate::web::WebClient>,
+    /// Queries to the workers in flight (`show sess`, `show errors`).
+    pub(crate) queries: Vec<crate::queries::Pending>,
+    /// The last query id.
+    pub(crate) next_query: u32,
 }
 
 fn client_token(key: usize) -> Token {
@@ -374,7 +378,19 @@ impl Master {
             history: std::cell::RefCell::new(cli::history::History::new(start.generation == 1)),
             web: start.web,
             web_clients: Slab::new(),
+            queries: Vec::new(),
+            next_query: 0,
         };
+        for s in &m.slots {
+            if let (Some(pid), Some(c)) = (s.pid, &s.control) {
+                m.watch_control(pid.as_raw(), c.as_ref());
+            }
+        }
+        for o in &m.old {
+            if let Some(c) = &o.control {
+                m.watch_control(o.pid.as_raw(), c.as_ref());
+            }
+        }
         if let Some(l) = &m.web {
             if let Err(e) =
                 m.poll
@@ -454,6 +470,9 @@ impl Master {
                     STATS => self.accept_clients(),
                     WEB => self.accept_web(),
                     Token(t) if t >= WEB_BASE => self.on_web(t - WEB_BASE),
+                    Token(t) if t >= crate::queries::CONTROL_BASE => {
+                        self.on_control_event((t - crate::queries::CONTROL_BASE) as i32)
+                    }
                     Token(t) => self.on_client(t - CLIENT_BASE),
                 }
             }
@@ -529,7 +548,7 @@ impl Master {
             .and_then(|s| s.leaving.as_ref())
             .map(|(_, until)| *until);
         let tick = (!self.waiting).then(|| self.history.borrow().next_deadline());
-        [stop, respawn, clients, leaving, tick]
+        [stop, respawn, clients, leaving, tick, self.query_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -594,6 +613,7 @@ impl Master {
         // held by another thread; the child only runs the worker and exits.
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Parent { child } => {
+                self.watch_control(child.as_raw(), &ours);
                 self.slots[i].control = Some(Arc::new(ours));
                 Ok(child)
             }
@@ -1021,6 +1041,10 @@ impl Master {
             let Some(c) = self.clients.get_mut(key) else {
                 return;
             };
+            if c.querying {
+                // Its answer is being gathered from the workers.
+                return;
+            }
             if c.dump.is_some() {
                 if c.pending() >= cli::LOW_WATER {
                     match c.flush() {
@@ -1111,6 +1135,14 @@ impl Master {
                         commands::Outcome::GetSocks => {
                             self.give_sockets(key);
                             return;
+                        }
+                        commands::Outcome::Query(what, arg) => {
+                            if !self.start_query(key, what, &arg) {
+                                // No worker to ask: an empty answer.
+                                let c = &mut self.clients[key];
+                                c.answer(&crate::queries::empty_answer(what));
+                            }
+                            continue;
                         }
                     }
                 }
@@ -1246,7 +1278,16 @@ impl Master {
         }
     }
 
+    /// Client `key` may go on with its queued commands (its query was
+    /// answered): on the next loop turn.
+    pub(crate) fn run_client_again(&mut self, key: usize) {
+        if !self.runnable.contains(&key) {
+            self.runnable.push(key);
+        }
+    }
+
     fn expire_clients(&mut self) {
+        self.finish_queries(true);
         let now = Instant::now();
         let idle_web: Vec<usize> = self
             .web_clients

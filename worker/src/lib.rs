@@ -25,6 +25,7 @@ pub mod lifeline;
 pub mod listeners;
 pub mod log_sink;
 pub mod process_log;
+pub mod query;
 pub mod rows;
 pub mod rules;
 pub mod server_conn;

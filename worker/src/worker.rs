@@ -139,6 +139,10 @@ pub struct Worker {
     accept_pending: Vec<usize>,
     /// Activity counters published for `show activity`.
     pub(crate) activity: crate::counters::Activity,
+    /// The last refused request per frontend and response per backend.
+    pub(crate) errors: crate::query::ErrorLog,
+    /// Answers to the master's queries, being sent.
+    pub(crate) answers: crate::query::Answers,
     /// Log fds registered for writability (access log, process log).
     log_polled: [crate::log_sink::BlockedPoll; 2],
     fd_pause_until: Option<Instant>,
@@ -188,10 +192,11 @@ impl Worker {
         )?;
         let handoff = crate::handoff::Handoff::new(setup.control);
         if let Some(fd) = handoff.control_fd() {
+            // Writable too: a long answer to a query waits for room.
             poll.registry().register(
                 &mut SourceFd(&fd),
                 crate::handoff::CONTROL,
-                Interest::READABLE,
+                Interest::READABLE | Interest::WRITABLE,
             )?;
         }
         let signals = register_signals()?;
@@ -252,6 +257,8 @@ impl Worker {
             max,
             accept_pending: Vec::new(),
             activity: Default::default(),
+            errors: Default::default(),
+            answers: Default::default(),
             log_polled: Default::default(),
             fd_pause_until: None,
             stop_deadline: None,
@@ -307,7 +314,10 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     MASTER => self.on_master_pipe(),
-                    crate::handoff::CONTROL => self.on_control(),
+                    crate::handoff::CONTROL => {
+                        self.on_control();
+                        self.flush_answers();
+                    }
                     SIGNALS => self.on_signal(),
                     ACCESS_LOG | PROCESS_LOG => {} // flushed below
                     Token(t) if t >= CHECK_BASE => self.checks.on_event(
@@ -349,6 +359,7 @@ impl Worker {
             }
             self.fire_timers();
             self.flush_handoffs();
+            self.flush_answers();
             self.sticky.maintain();
             self.flush_logs();
             self.publish_counters();

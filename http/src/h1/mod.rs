@@ -18,6 +18,7 @@ pub mod body;
 mod chars;
 pub mod encode;
 pub mod fields;
+pub mod locate;
 pub mod request;
 pub mod response;
 mod semantics;

@@ -30,6 +30,9 @@ pub enum Outcome {
     Silent,
     /// A dump streamed as the client reads (`show table NAME`).
     Dump(TableDump),
+    /// Ask the workers (`show sess`, `show errors`): a query kind of
+    /// `corral_worker::query` and its argument.
+    Query(u8, String),
 }
 
 /// One process row of `show proc`.
@@ -247,7 +250,7 @@ const HELP: &[(&str, &str, Level)] = &[
 fn level_needed(w: &[&str]) -> Level {
     match w {
         ["clear", "counters", "all", ..] => Level::Admin,
-        ["clear", "counters", ..] => Level::Operator,
+        ["clear", "counters", ..] | ["show", "sess" | "errors", ..] => Level::Operator,
         ["clear", "table", ..]
         | ["set", "table", ..]
         | ["disable" | "enable", "server", ..]
@@ -346,6 +349,10 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
         }
         ["show", "activity", ..] => Outcome::Text(show_activity(view)),
         ["show", "pools", ..] => Outcome::Text(show_pools(view)),
+        ["show", "sess", ..] => Outcome::Query(corral_worker::query::SHOW_SESS, String::new()),
+        ["show", "errors", rest @ ..] => {
+            Outcome::Query(corral_worker::query::SHOW_ERRORS, rest.join(" "))
+        }
         ["show", "table"] => Outcome::Text(table::table_summaries(view.tables)),
         ["show", "table", name, filter @ ..] => {
             match view.tables.iter().position(|t| t.name() == *name) {

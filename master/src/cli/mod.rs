@@ -84,6 +84,8 @@ pub struct Client {
     pub last: Instant,
     /// Privilege level.
     pub level: Level,
+    /// Waiting for the workers' answer to a query (its next commands wait).
+    pub querying: bool,
 }
 
 impl Client {
@@ -106,6 +108,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             last: Instant::now(),
             level,
+            querying: false,
         })
     }
 

@@ -139,7 +139,7 @@ impl Worker {
         let Some(fd) = self.handoff.control_fd() else {
             return;
         };
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 1024];
         loop {
             let got = match fdmsg::recv(fd, &mut buf) {
                 Ok(Some(g)) => g,
@@ -152,6 +152,10 @@ impl Worker {
                 }
             };
             let Some(sock) = got.fds.into_iter().next() else {
+                // No fd: a query (`show sess`, `show errors`).
+                if let Ok(Message::Query { id, what, arg }) = wire::decode(&buf[..got.len]) {
+                    self.on_query(id, what, &arg);
+                }
                 continue;
             };
             match wire::decode(&buf[..got.len]) {

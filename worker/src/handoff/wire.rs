@@ -7,6 +7,9 @@
 //!   took the connection.
 //! * A **channel** message from the master (`I` inbox, `O` outbox), with
 //!   one fd: the generation it belongs to.
+//! * A **query** from the master (`Q`): what only a worker knows (`show
+//!   sess`, `show errors`), with an id and an argument; the worker answers
+//!   with **replies** (`R`): the id, whether it is the last, and text.
 //!
 //! Integers are little-endian; strings and byte strings are prefixed with
 //! their length (u16 for names and keys, u32 for buffered bytes).
@@ -73,6 +76,10 @@ pub enum Message {
     Inbox { generation: u32 },
     /// From the master: the fd is where to send connections.
     Outbox { generation: u32 },
+    /// From the master: answer query `what` (see `crate::query`).
+    Query { id: u32, what: u8, arg: String },
+    /// To the master: part of the answer to query `id`.
+    Reply { id: u32, last: bool, text: Vec<u8> },
 }
 
 /// Why bytes are not a message.
@@ -186,6 +193,27 @@ pub fn channel(inbox: bool, generation: u32) -> Vec<u8> {
     out
 }
 
+/// Encodes a query from the master.
+pub fn query(id: u32, what: u8, arg: &str) -> Vec<u8> {
+    let mut out = vec![b'Q', VERSION];
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(what);
+    let arg = &arg.as_bytes()[..arg.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(arg.len() as u16).to_le_bytes());
+    out.extend_from_slice(arg);
+    out
+}
+
+/// Encodes a reply to the master (`text` at most 4 GiB).
+pub fn reply(id: u32, last: bool, text: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'R', VERSION];
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(u8::from(last));
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text);
+    out
+}
+
 /// Decodes a message (all of `b`: trailing bytes are an error).
 pub fn decode(b: &[u8]) -> Result<Message, Malformed> {
     let mut r = Reader { b };
@@ -251,6 +279,24 @@ pub fn decode(b: &[u8]) -> Result<Message, Malformed> {
         b'O' => Message::Outbox {
             generation: r.u32()?,
         },
+        b'Q' => {
+            let id = r.u32()?;
+            let what = r.u8()?;
+            let arg = String::from_utf8(r.bytes16()?.to_vec())
+                .map_err(|_| Malformed("a query argument not in UTF-8"))?;
+            Message::Query { id, what, arg }
+        }
+        b'R' => {
+            let id = r.u32()?;
+            let last = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Malformed("a bad last flag")),
+            };
+            let len = r.u32()? as usize;
+            let text = r.take(len)?.to_vec();
+            Message::Reply { id, last, text }
+        }
         _ => return Err(Malformed("unknown message kind")),
     };
     if !r.b.is_empty() {
@@ -262,6 +308,32 @@ pub fn decode(b: &[u8]) -> Result<Message, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_and_replies_round_trip() {
+        let q = query(7, 2, "web request");
+        assert_eq!(
+            decode(&q),
+            Ok(Message::Query {
+                id: 7,
+                what: 2,
+                arg: "web request".into()
+            })
+        );
+        let r = reply(7, true, b"line\n");
+        assert_eq!(
+            decode(&r),
+            Ok(Message::Reply {
+                id: 7,
+                last: true,
+                text: b"line\n".to_vec()
+            })
+        );
+        assert!(decode(&r[..r.len() - 1]).is_err(), "a cut reply");
+        let mut bad = r.clone();
+        bad[6] = 2;
+        assert!(decode(&bad).is_err(), "a bad flag");
+    }
 
     fn rec(i: u32) -> ConnRecord {
         ConnRecord {

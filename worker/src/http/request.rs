@@ -120,6 +120,9 @@ impl Worker {
         let Flow::Http(h) = &mut c.flow else { return };
         let (started, started_wall) = h.head_since.take().unwrap_or((now, SystemTime::now()));
         let mut bytes = 0;
+        if let Some(r) = &rej {
+            self.errors.request(fe, c.peer, r.reason, h.rx.as_slice());
+        }
         if let Some(r) = rej {
             let before = h.tx.len();
             errors::error_response(h.tx.tail(), r.status, true, Version::Http11, false);

@@ -231,6 +231,7 @@ impl Worker {
     /// a tunnel, the final one through the rules), then its body.
     pub(super) fn http_response(&mut self, key: usize) -> Sub {
         let limits = limits(self);
+        let (fe, peer) = (self.clients[key].frontend, self.clients[key].peer);
         let h = flow_of(&mut self.clients, key);
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
@@ -272,6 +273,11 @@ impl Worker {
             Ok(Parsed::Partial) => return Sub::Still,
             Err(rej) => {
                 log::debug!("invalid response refused: {rej}");
+                if let Some(be) = st.backend {
+                    let srv = st.attempt.as_ref().and_then(|a| a.server);
+                    self.errors
+                        .response(fe, be, srv, peer, rej.reason, s.rx.as_slice());
+                }
                 return self.http_bad_gateway(key, skey, rej.reason, *b"PH");
             }
             Ok(Parsed::Complete(mut resp, n)) => {
