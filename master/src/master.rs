@@ -379,7 +379,9 @@ impl Master {
             web: start.web,
             web_clients: Slab::new(),
             queries: Vec::new(),
-            next_query: 0,
+            // Ids of this image start apart from the previous one's (old
+            // workers may still be answering its queries).
+            next_query: start.generation.wrapping_mul(1 << 20),
         };
         for s in &m.slots {
             if let (Some(pid), Some(c)) = (s.pid, &s.control) {
@@ -535,7 +537,7 @@ impl Master {
         let clients = self
             .clients
             .iter()
-            .map(|(_, c)| c.last + c.timeout)
+            .filter_map(|(_, c)| c.last.checked_add(c.timeout))
             .chain(
                 self.web_clients
                     .iter()
@@ -654,6 +656,11 @@ impl Master {
                 libc::close(c.stream.as_raw_fd());
             }
         }
+        // The stats page's listener and connections are the master's: a
+        // worker holding them would keep an old port listening, or a
+        // connection the master closed open.
+        self.web = None;
+        self.web_clients.clear();
         // The master's ends of the other workers' control sockets.
         for s in &mut self.slots {
             s.control = None;
@@ -837,6 +844,7 @@ impl Master {
                 ),
                 _ => continue,
             };
+            self.query_worker_gone(pid.as_raw());
             if let Some(pos) = self.old.iter().position(|o| o.pid == pid) {
                 let o = self.old.remove(pos);
                 // A foreign worker's slot and records are in another segment.
@@ -903,14 +911,11 @@ impl Master {
     /// Keeps what a worker that is gone counted (its row is reused by the
     /// one that replaces it).
     fn carry_counts(&mut self, generation: u32, id: usize) {
-        use corral_worker::counters::{COUNTERS, CUM_CONNS};
+        use corral_worker::counters::CUM_CONNS;
         self.shared.worker_gone(generation, id);
-        if let Some(c) = self.shared.counters_of(generation) {
-            let base = (id.max(1) - 1) * COUNTERS;
-            let n = c.get(base + CUM_CONNS);
-            c.set(base + CUM_CONNS, 0);
-            self.shared.carry_conns(n);
-        }
+        let n = self.shared.worker_counter(generation, id, CUM_CONNS);
+        self.shared.set_worker_counter(generation, id, CUM_CONNS, 0);
+        self.shared.carry_conns(n);
     }
 
     fn signal_all(&self, sig: Signal) {
@@ -984,6 +989,14 @@ impl Master {
             };
             match accepted {
                 Ok((stream, _)) => {
+                    // A bound on what clients can make the master hold: a
+                    // new client beyond it is told and closed.
+                    if self.clients.len() >= cli::MAX_CLIENTS {
+                        let mut stream = stream;
+                        let _ = stream.set_nonblocking(true);
+                        let _ = std::io::Write::write(&mut stream, b"Too many clients.\n\n");
+                        continue;
+                    }
                     if let Ok(c) = Client::new(stream, self.level()) {
                         self.add_client(c);
                     }
@@ -999,6 +1012,8 @@ impl Master {
     }
 
     fn drop_client(&mut self, key: usize) {
+        // Its query's answer must not go to the next client of this key.
+        self.queries.retain(|q| q.client() != key);
         if let Some(c) = self.clients.try_remove(key) {
             let _ = self
                 .poll
@@ -1056,12 +1071,23 @@ impl Master {
                 // One step, then the others' turn: a client that reads as
                 // fast as we write must not hold the loop for the whole dump.
                 let mut dump = c.dump.take().expect("checked");
-                let done = dump.step(
-                    self.shared.tables(),
-                    self.shared.master_slot(),
-                    c.output_mut(),
-                    cli::LOW_WATER,
-                );
+                let mut out = std::mem::take(c.output_mut());
+                let done = {
+                    let view = view_of(
+                        &self.cfg,
+                        &self.shared,
+                        &self.slots,
+                        &self.old,
+                        self.generation,
+                        self.failed_reloads,
+                        self.started,
+                        self.stopping != Stopping::No,
+                        &self.history,
+                    );
+                    dump.step(&view, &mut out, cli::LOW_WATER)
+                };
+                let c = &mut self.clients[key];
+                *c.output_mut() = out;
                 if done {
                     c.answer("");
                     continue;
@@ -1168,22 +1194,20 @@ impl Master {
         if self.waiting || now < self.history.borrow().next_deadline() {
             return;
         }
-        use corral_worker::counters::{BUSY_US, COUNTERS};
+        use corral_worker::counters::BUSY_US;
         let stats = self.shared.all_stats();
         let totals = cli::totals::Totals::new(&stats);
         let keys = crate::shared::row_keys(&self.cfg);
-        let counters = self.shared.counters_of(self.generation);
         let live: Vec<usize> = self
             .slots
             .iter()
             .filter(|s| s.pid.is_some())
             .map(|s| s.id)
             .collect();
-        let busy: u64 = counters.map_or(0, |c| {
-            live.iter()
-                .map(|id| c.get((id.max(&1) - 1) * COUNTERS + BUSY_US))
-                .sum()
-        });
+        let busy: u64 = live
+            .iter()
+            .map(|&id| self.shared.worker_counter(self.generation, id, BUSY_US))
+            .sum();
         self.history
             .borrow_mut()
             .tick(&totals, &keys, (busy, live.len()), now);
@@ -1301,7 +1325,7 @@ impl Master {
         let idle: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| now >= c.last + c.timeout)
+            .filter(|(_, c)| c.last.checked_add(c.timeout).is_some_and(|t| now >= t))
             .map(|(k, _)| k)
             .collect();
         for key in idle {
@@ -1333,8 +1357,9 @@ fn view_of<'a>(
             return Vec::new();
         }
         shared.counters_of(generation).map_or_else(Vec::new, |c| {
-            let base = (id.max(1) - 1) * n;
-            (0..n).map(|k| c.get(base + k)).collect()
+            (0..n)
+                .map(|k| crate::shared::worker_word(&c, id, k))
+                .collect()
         })
     };
     let mut workers: Vec<commands::ProcRow> = slots

@@ -23,6 +23,8 @@ pub const CONTROL_BASE: usize = 1 << 36;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most text gathered from one worker.
 const PART_MAX: usize = 16 << 20;
+/// Said where a worker's answer was cut.
+const CUT: &[u8] = b"\n# cut: this worker's answer was too long\n";
 
 /// One worker's part of an answer.
 struct Part {
@@ -42,7 +44,29 @@ pub struct Pending {
     deadline: Instant,
 }
 
+impl Pending {
+    /// The client waiting for it.
+    pub fn client(&self) -> usize {
+        self.client
+    }
+}
+
+/// Longest query argument sent to workers.
+const ARG_MAX: usize = 512;
+
 impl Master {
+    /// Worker `pid` is gone: its part of every query is done (with a note).
+    pub(crate) fn query_worker_gone(&mut self, pid: i32) {
+        for q in &mut self.queries {
+            for p in q.parts.iter_mut().filter(|p| p.pid == pid && !p.done) {
+                p.text
+                    .extend_from_slice(b"# this worker exited before answering in full\n");
+                p.done = true;
+            }
+        }
+        self.finish_queries(false);
+    }
+
     /// Watches worker `pid`'s control socket for replies.
     pub(crate) fn watch_control(&self, pid: i32, fd: &impl AsRawFd) {
         let _ = self.poll.registry().register(
@@ -57,7 +81,11 @@ impl Master {
     pub(crate) fn start_query(&mut self, key: usize, what: u8, arg: &str) -> bool {
         self.next_query = self.next_query.wrapping_add(1);
         let id = self.next_query;
-        let msg = wire::query(id, what, arg);
+        let mut cut = arg.len().min(ARG_MAX);
+        while !arg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let msg = wire::query(id, what, &arg[..cut]);
         let mut parts = Vec::new();
         let targets = self
             .slots
@@ -131,6 +159,8 @@ impl Master {
             if let Some(p) = q.parts.iter_mut().find(|p| p.pid == pid && !p.done) {
                 if p.text.len() + text.len() <= PART_MAX {
                     p.text.extend_from_slice(&text);
+                } else if !p.text.ends_with(CUT) {
+                    p.text.extend_from_slice(CUT);
                 }
                 p.done |= last;
             }

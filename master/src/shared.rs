@@ -150,11 +150,12 @@ impl GenRegions {
             stats: StatsRegion::create(seg, generation, &keys, &ids, cfg.global.workers)?,
             tracks: Tracks::create(seg, generation, workers, per_worker(cfg))?,
             health: SharedFlags::create(seg, RegionKind::Health, generation, servers)?,
-            counters: SharedFlags::create(
+            counters: SharedFlags::create_strided(
                 seg,
                 RegionKind::Counters,
                 generation,
                 cfg.global.workers * corral_worker::worker::COUNTERS,
+                corral_worker::worker::COUNTERS,
             )?,
         })
     }
@@ -251,9 +252,12 @@ fn fold_workers(from: &StatsRegion, to: &StatsRegion) {
                 dst.add_word(i, *v);
             }
         }
-        // Maxima are kept as the largest, never added.
+        // Maxima and times are kept as the largest, never added.
         for s in corral_shm::stats::ALL {
-            if s.kind() == corral_shm::stats::Kind::Max {
+            if matches!(
+                s.kind(),
+                corral_shm::stats::Kind::Max | corral_shm::stats::Kind::Latest
+            ) {
                 let m = (1..from.columns())
                     .filter_map(|c| from.cell(row, c).map(|c| c.get(s)))
                     .max()
@@ -270,6 +274,19 @@ fn is_carried(i: usize) -> bool {
     corral_shm::stats::ALL
         .get(i)
         .is_some_and(|s| s.kind() == corral_shm::stats::Kind::Counter)
+}
+
+/// Words per worker in counter regions made before the row size was
+/// recorded.
+const OLD_COUNTERS: usize = 12;
+
+/// Counter `k` of worker `id` in `c`, by the region's row size.
+pub fn worker_word(c: &SharedFlags, id: usize, k: usize) -> u64 {
+    let stride = c.stride().unwrap_or(OLD_COUNTERS);
+    if k >= stride {
+        return 0;
+    }
+    c.get((id.max(1) - 1) * stride + k)
 }
 
 /// Records each worker may hold: three trackings per connection (sc0-sc2).
@@ -615,6 +632,24 @@ impl SharedSegment {
             .iter()
             .find(|(r, _)| r.kind() == RegionKind::Counters && r.tag() == generation)
             .map(|(r, _)| SharedFlags::open(r.clone()))
+    }
+
+    /// Counter `k` of worker `id` of `generation` (0 if unknown): rows as
+    /// the region's creator laid them out (a binary upgrade may have
+    /// changed the row size; a word the creator did not have reads 0).
+    pub fn worker_counter(&self, generation: u32, id: usize, k: usize) -> u64 {
+        self.counters_of(generation)
+            .map_or(0, |c| worker_word(&c, id, k))
+    }
+
+    /// Sets counter `k` of worker `id` of `generation`.
+    pub fn set_worker_counter(&self, generation: u32, id: usize, k: usize, v: u64) {
+        if let Some(c) = self.counters_of(generation) {
+            let stride = c.stride().unwrap_or(OLD_COUNTERS);
+            if k < stride {
+                c.set((id.max(1) - 1) * stride + k, v);
+            }
+        }
     }
 
     /// This generation's counters region.

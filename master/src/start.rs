@@ -182,6 +182,15 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
         }
     };
     let listeners = bind::bind_all(cfg, inherited, &mut messages).map_err(|e| e.to_string())?;
+    // The stats page before the socket: a failure here must leave a
+    // running instance's socket (a takeover's victim) in place. Its
+    // listener has SO_REUSEPORT, so a takeover binds beside the victim's.
+    let web = match cfg.stats.as_ref().and_then(|s| s.http) {
+        Some(a) => Some(
+            crate::web::bind(a).map_err(|e| format!("cannot bind the stats page to {a}: {e}"))?,
+        ),
+        None => None,
+    };
     let stats =
         match &cfg.stats {
             Some(s) => {
@@ -196,12 +205,6 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
             }
             None => None,
         };
-    let web = match cfg.stats.as_ref().and_then(|s| s.http) {
-        Some(a) => Some(
-            crate::web::bind(a).map_err(|e| format!("cannot bind the stats page to {a}: {e}"))?,
-        ),
-        None => None,
-    };
     if opts.daemon {
         crate::daemonize().map_err(|e| format!("cannot daemonize: {e}"))?;
     }

@@ -19,7 +19,10 @@ pub const MAX_CLIENTS: usize = 64;
 /// Idle timeout of a connection.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the page's listener (non-blocking, close-on-exec, SO_REUSEADDR).
+/// Binds the page's listener (non-blocking, close-on-exec, SO_REUSEADDR,
+/// and SO_REUSEPORT so that `--takeover` binds beside the instance it
+/// replaces; a second instance is kept out by the stats socket, bound
+/// first).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -27,6 +30,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         None,
     )?;
     s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
     s.listen(64)?;
     Ok(s.into())
@@ -102,7 +106,7 @@ pub fn answer(head: &[u8], view: &crate::cli::commands::View<'_>) -> Vec<u8> {
                     "text/plain; version=0.0.4; charset=utf-8",
                     metrics::render(&rows, &info::fields(view)),
                 ),
-                Page::Csv => ("text/plain", stat::csv(&rows, &stat::Filter::default())),
+                Page::Csv => ("text/plain", stat::csv(&rows)),
             };
             response(200, "OK", ctype, body.as_bytes(), head_only)
         }

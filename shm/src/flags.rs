@@ -19,6 +19,9 @@ use crate::primitive::{AtomicU64, Ordering};
 use crate::region::{Region, RegionKind};
 use crate::segment::Segment;
 
+/// Where the row size sits in a region's fingerprint (above the length).
+const STRIDE_SHIFT: u32 = 48;
+
 /// Words shared by one generation.
 #[derive(Clone, Debug)]
 pub struct SharedFlags {
@@ -45,10 +48,41 @@ impl SharedFlags {
         Ok(SharedFlags { region, len })
     }
 
+    /// Creates `len` zeroed words in rows of `stride` words (one row per
+    /// worker), the stride recorded in the region so that a build with
+    /// another row size reads it right ([`SharedFlags::stride`]).
+    pub fn create_strided(
+        seg: &Segment,
+        kind: RegionKind,
+        generation: u32,
+        len: usize,
+        stride: usize,
+    ) -> io::Result<SharedFlags> {
+        let region = Region::create(
+            seg,
+            kind,
+            kind.as_str(),
+            (len.max(1) * 8) as u64,
+            len as u64 | (stride as u64) << STRIDE_SHIFT,
+            generation,
+        )?;
+        Ok(SharedFlags { region, len })
+    }
+
     /// The words of an inherited region.
     pub fn open(region: Arc<Region>) -> SharedFlags {
-        let len = (region.len() / 8).min(region.fingerprint()) as usize;
+        let words = region.fingerprint() & ((1 << STRIDE_SHIFT) - 1);
+        let len = (region.len() / 8).min(words) as usize;
         SharedFlags { region, len }
+    }
+
+    /// Words per row, if the creator recorded it (builds before it did
+    /// used rows of 12 words for the worker counters).
+    pub fn stride(&self) -> Option<usize> {
+        match (self.region.fingerprint() >> STRIDE_SHIFT) as usize {
+            0 => None,
+            n => Some(n),
+        }
     }
 
     /// The region holding the words.

@@ -181,8 +181,11 @@ pub enum Kind {
     Counter,
     /// Summed over live workers only.
     Gauge,
-    /// The latest value any worker wrote (the largest, as they grow).
+    /// The check results: the current generation's checking worker's.
     Last,
+    /// A time (Unix seconds): the latest anyone wrote, in any generation,
+    /// kept in column 0 when a generation goes.
+    Latest,
     /// Raised by workers, harvested by the master into column 0; the
     /// largest is the answer.
     Max,
@@ -267,7 +270,8 @@ impl Stat {
         use Stat::*;
         match self {
             Scur | Qcur => Kind::Gauge,
-            LastChange | CheckStatus | CheckDuration | CheckCode | LastSess => Kind::Last,
+            CheckStatus | CheckDuration | CheckCode => Kind::Last,
+            LastChange | LastSess => Kind::Latest,
             QtimeMax | CtimeMax | RtimeMax | TtimeMax => Kind::Max,
             Smax | Qmax | RateMax | ReqRateMax | ConnRateMax | QtimeAvg | CtimeAvg | RtimeAvg
             | TtimeAvg | AdminState | AdminWeight | AddrSeq | AddrHi | AddrLo | AddrPort => {
@@ -283,9 +287,9 @@ impl Stat {
         self.kind() == Kind::Gauge
     }
 
-    /// Whether this is a last-value field (check results), not summed.
+    /// Whether this is a last-value field (check results, times), not summed.
     pub fn is_last_value(self) -> bool {
-        self.kind() == Kind::Last
+        matches!(self.kind(), Kind::Last | Kind::Latest)
     }
 
     /// Whether this is a server's runtime state, kept across

@@ -129,6 +129,20 @@ impl Checks {
         }
     }
 
+    /// Takes over the state the shared health words hold (`word(k)` for
+    /// server number `k`): a worker respawned in place of the checking one
+    /// goes on from DOWN, not from a fresh UP that would send traffic to a
+    /// dead server until `fall` checks fail again.
+    pub fn resume(&mut self, cfg: &Config, word: impl Fn(usize) -> u64) {
+        for t in &mut self.targets {
+            let (up, successes, failures) =
+                decode_health(word(server_number(cfg, t.backend, t.server)));
+            t.up = up;
+            t.successes = successes;
+            t.failures = failures;
+        }
+    }
+
     /// Server `s` of backend `b`'s health word, if this worker checks it.
     pub fn health_word(&self, b: usize, s: usize) -> Option<u64> {
         self.targets

@@ -273,6 +273,8 @@ impl Worker {
             counters: setup.counters,
             id: setup.id,
         };
+        let health = w.health.clone();
+        w.checks.resume(&w.cfg, |k| health.get(k));
         w.resume_listeners();
         Ok(w)
     }

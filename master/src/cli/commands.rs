@@ -11,9 +11,29 @@ use corral_shm::StickTable;
 
 use super::history::History;
 use super::stat::{self, StatCtx};
+use super::stat_dump::{self, StatDump};
 use super::table::{self, TableDump};
 use super::totals::Totals;
 use super::{info, servers, typed, Client};
+
+/// An answer streamed as the client reads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dump {
+    /// `show table NAME`.
+    Table(TableDump),
+    /// `show stat`.
+    Stat(StatDump),
+}
+
+impl Dump {
+    /// Appends about `want` more bytes; true when complete.
+    pub fn step(&mut self, view: &View<'_>, out: &mut Vec<u8>, want: usize) -> bool {
+        match self {
+            Dump::Table(d) => d.step(view.tables, view.slot, out, want),
+            Dump::Stat(d) => d.step(view, out, want),
+        }
+    }
+}
 
 /// What the master must do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,8 +48,8 @@ pub enum Outcome {
     Quit,
     /// Nothing to send (e.g. `set timeout cli`, `prompt`).
     Silent,
-    /// A dump streamed as the client reads (`show table NAME`).
-    Dump(TableDump),
+    /// A dump streamed as the client reads (`show table NAME`, `show stat`).
+    Dump(Dump),
     /// Ask the workers (`show sess`, `show errors`): a query kind of
     /// `corral_worker::query` and its argument.
     Query(u8, String),
@@ -106,13 +126,18 @@ impl View<'_> {
             .observe(totals, &keys, Instant::now());
     }
 
-    /// `show stat`'s rows.
+    /// `show stat`'s rows (all of them: the page and `/metrics`).
     pub fn stat_rows(&self) -> Vec<stat::StatRow> {
+        self.observe(&self.totals());
+        self.with_stat_ctx(stat::rows)
+    }
+
+    /// Runs `f` with what `show stat`'s rows are made from.
+    pub fn with_stat_ctx<R>(&self, f: impl FnOnce(&StatCtx<'_>) -> R) -> R {
         let totals = self.totals();
-        self.observe(&totals);
         let history = self.history.borrow();
         let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        stat::rows(&StatCtx {
+        f(&StatCtx {
             cfg: self.cfg,
             totals: &totals,
             health: &self.health,
@@ -310,7 +335,8 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
         }
         ["set", "timeout", "cli", secs] => match secs.parse::<u64>() {
             Ok(n) if n > 0 => {
-                client.timeout = Duration::from_secs(n);
+                // At most a year: an Instant plus any larger could overflow.
+                client.timeout = Duration::from_secs(n.min(365 * 86400));
                 Outcome::Silent
             }
             _ => Outcome::Text("Expects an integer value.\n".into()),
@@ -326,25 +352,26 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
             })
         }
         ["show", "proc", ..] => Outcome::Text(show_proc(view)),
-        ["show", "stat", rest @ ..] => match stat::parse_args(rest) {
+        ["show", "stat", rest @ ..] => match stat_dump::parse_args(rest) {
             Err(e) => Outcome::Text(format!("{e}\n")),
             Ok((filter, fmt)) => {
-                let rows = view.stat_rows();
-                let kept = rows.iter().filter(|r| filter.keeps(r));
-                Outcome::Text(match fmt {
-                    stat::Format::Csv => stat::csv(&rows, &filter),
-                    stat::Format::Typed => typed::stat_typed(kept),
-                    stat::Format::Json => typed::stat_json(kept),
-                })
+                view.observe(&view.totals());
+                Outcome::Dump(Dump::Stat(StatDump::new(filter, fmt)))
             }
         },
         ["show", "servers", "state", rest @ ..] => {
             let totals = view.totals();
+            let started = view
+                .master
+                .started
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             text(servers::show_state(
                 view.cfg,
                 &totals,
                 &view.health,
                 rest.first().copied(),
+                started,
             ))
         }
         ["show", "activity", ..] => Outcome::Text(show_activity(view)),
@@ -362,7 +389,7 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
                     table::table_summary(&view.tables[i])
                 )),
                 Some(i) => match table::Filter::parse(&view.tables[i], filter) {
-                    Ok(f) => Outcome::Dump(TableDump::new(i, f)),
+                    Ok(f) => Outcome::Dump(Dump::Table(TableDump::new(i, f))),
                     Err(e) => Outcome::Text(format!("{e}\n")),
                 },
             }

@@ -116,12 +116,22 @@ impl History {
     /// rows, `frontends` its frontend rows, `busy` the current workers'
     /// summed busy µs and their number.
     pub fn tick(&mut self, t: &Totals<'_>, keys: &[RowKey], busy: (u64, usize), now: Instant) {
-        self.observe(t, keys, now);
+        self.next_tick = now + TICK;
+        // Nothing ran since the last tick (no loop turn in any worker):
+        // nothing to sample, and an idle master stays idle.
+        if self
+            .busy
+            .is_some_and(|(_, b, n)| b == busy.0 && n == busy.1)
+        {
+            self.idle_pct = 100;
+            self.busy = Some((now, busy.0, busy.1));
+            return;
+        }
+        self.sample(t, keys, now, false);
         let mut rows = HashMap::with_capacity(keys.len());
         let mut global = [0u64; 2];
         for k in keys {
-            let s = t.of(k);
-            let v = [s.get(Stat::Stot), s.get(Stat::ReqTot)];
+            let v = t.words(k, [Stat::Stot, Stat::ReqTot]);
             if k.kind == corral_shm::stats::RowKind::Frontend {
                 global[0] = global[0].wrapping_add(v[0]);
                 global[1] = global[1].wrapping_add(v[1]);
@@ -148,7 +158,6 @@ impl History {
         let (c, _) = self.global_rates(global, now);
         self.max_conn_rate = self.max_conn_rate.max(c);
         self.max_sess_rate = self.max_sess_rate.max(c);
-        self.next_tick = now + TICK;
     }
 
     /// The sample a rate is taken against: the newest at least a second
@@ -194,12 +203,18 @@ impl History {
         )
     }
 
-    /// Folds what happened since the last look into the master words:
-    /// per-request maxima raised by workers, the maxima of the summed
-    /// gauges and rates, and the time averages.
+    /// Folds what happened since the last look into the master words (at
+    /// a query): per-request maxima raised by workers, the maxima of the
+    /// summed gauges and rates, and the time averages.
     pub fn observe(&mut self, t: &Totals<'_>, keys: &[RowKey], now: Instant) {
+        self.sample(t, keys, now, true);
+    }
+
+    /// [`History::observe`]; `harvest`: also take the workers' maxima
+    /// (queries do; ticks leave them in the cells, where they keep).
+    fn sample(&mut self, t: &Totals<'_>, keys: &[RowKey], now: Instant, harvest: bool) {
         // Harvest the workers' per-request maxima (every generation).
-        for s in t.regions() {
+        for s in t.regions().iter().filter(|_| harvest) {
             for row in 0..s.rows() {
                 let Some(key) = s.key(row) else { continue };
                 let dst = t.master_cell(&key);
@@ -216,22 +231,29 @@ impl History {
         }
         for k in keys {
             let Some(m) = t.master_cell(k) else { continue };
-            let s = t.of(k);
-            m.raise(Stat::Smax, s.get(Stat::Scur));
-            m.raise(Stat::Qmax, s.get(Stat::Qcur));
-            let (rate, req) = self.rates(k, s.get(Stat::Stot), s.get(Stat::ReqTot), now);
+            let [scur, qcur, stot, reqtot, timed, qs, cs, rs, ts] = t.words(
+                k,
+                [
+                    Stat::Scur,
+                    Stat::Qcur,
+                    Stat::Stot,
+                    Stat::ReqTot,
+                    Stat::Timed,
+                    Stat::QtimeSum,
+                    Stat::CtimeSum,
+                    Stat::RtimeSum,
+                    Stat::TtimeSum,
+                ],
+            );
+            m.raise(Stat::Smax, scur);
+            m.raise(Stat::Qmax, qcur);
+            let (rate, req) = self.rates(k, stot, reqtot, now);
             m.raise(Stat::RateMax, rate);
             m.raise(Stat::ReqRateMax, req);
             if k.kind == corral_shm::stats::RowKind::Frontend {
                 m.raise(Stat::ConnRateMax, rate);
             }
-            let cur = [
-                s.get(Stat::Timed),
-                s.get(Stat::QtimeSum),
-                s.get(Stat::CtimeSum),
-                s.get(Stat::RtimeSum),
-                s.get(Stat::TtimeSum),
-            ];
+            let cur = [timed, qs, cs, rs, ts];
             let base = match self.base.insert(k.clone(), cur) {
                 Some(b) => b,
                 // First look since this master started: an average kept

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod parse;
 pub mod servers;
 pub mod stat;
+pub mod stat_dump;
 pub mod table;
 pub mod totals;
 pub mod typed;
@@ -33,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use corral_config::{Level, Stats};
 
+/// Clients served at once (each may hold up to [`MAX_PENDING`] of output).
+pub const MAX_CLIENTS: usize = 64;
 /// Output a client may leave unread before it is dropped.
 const MAX_PENDING: usize = 4 << 20;
 /// A dump produces more only while less than this is waiting to be sent.
@@ -64,7 +67,7 @@ pub struct Client {
     /// Commands read and not yet run (a dump in progress holds them back).
     pub queue: VecDeque<Item>,
     /// A dump being streamed to this client.
-    pub dump: Option<table::TableDump>,
+    pub dump: Option<commands::Dump>,
     /// Whether the line being run started in interactive mode.
     pub line_was_interactive: bool,
     /// `prompt` mode: keep the connection, print `> ` after each answer.
@@ -174,15 +177,19 @@ impl Client {
 
     /// Queues an answer, followed by the empty line (or the prompt).
     pub fn answer(&mut self, text: &str) {
+        // A client that left this much unread is not reading: drop it.
+        // One answer may be larger (a big `show stat json`): it is sent
+        // as the client reads.
+        if self.pending() > MAX_PENDING {
+            self.closing = true;
+            return;
+        }
         self.output.extend_from_slice(text.as_bytes());
         if !text.is_empty() && !text.ends_with('\n') {
             self.output.push(b'\n');
         }
         self.output
             .extend_from_slice(if self.prompt { b"\n> " } else { b"\n" });
-        if self.pending() > MAX_PENDING {
-            self.closing = true;
-        }
     }
 
     /// The output buffer, for a dump to append to.

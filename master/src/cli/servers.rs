@@ -50,21 +50,37 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The master words of a server (its column-0 cell).
-fn cell<'a>(totals: &Totals<'a>, be: &Backend, srv: &Server) -> Result<Cell<'a>, String> {
-    totals
-        .master_cell(&RowKey::server(&be.name, &srv.name))
-        .ok_or_else(|| "No such server.".into())
+/// The master words of a server: its column-0 cell in every generation
+/// still running, the current one first.
+#[derive(Clone)]
+struct Cells<'a>(Vec<Cell<'a>>);
+
+impl<'a> Cells<'a> {
+    fn current(&self) -> Cell<'a> {
+        self.0[0]
+    }
+
+    fn each(&self, f: impl Fn(Cell<'a>)) {
+        for c in &self.0 {
+            f(*c);
+        }
+    }
+}
+
+fn cell<'a>(totals: &Totals<'a>, be: &Backend, srv: &Server) -> Result<Cells<'a>, String> {
+    let key = RowKey::server(&be.name, &srv.name);
+    totals.master_cell(&key).ok_or("No such server.")?;
+    Ok(Cells(totals.master_cells(&key)))
 }
 
 /// Sets the admin state; logs the change as HAProxy does.
-fn set_state(c: Cell<'_>, be: &Backend, srv: &Server, maint: bool, drain: bool) {
-    let before = server_state::read(c);
+fn set_state(c: &Cells<'_>, be: &Backend, srv: &Server, maint: bool, drain: bool) {
+    let before = server_state::read(c.current());
     if before.maint == maint && before.drain == drain {
         return;
     }
-    server_state::set_admin(c, maint, drain);
-    c.set(Stat::LastChange, now_unix());
+    c.each(|c| server_state::set_admin(c, maint, drain));
+    c.current().set(Stat::LastChange, now_unix());
     let name = format!("{}/{}", be.name, srv.name);
     match (maint, drain) {
         (true, _) => log::warn!("Server {name} is going DOWN for maintenance."),
@@ -98,32 +114,32 @@ pub fn execute(w: &[&str], cfg: &Config, totals: &Totals<'_>) -> Option<Result<S
         |arg: &str| find(cfg, totals, arg).and_then(|(b, s)| Ok((b, s, cell(totals, b, s)?)));
     Some(match w {
         ["disable", "server", arg] => found(arg).map(|(b, s, c)| {
-            set_state(c, b, s, true, server_state::read(c).drain);
+            set_state(&c, b, s, true, server_state::read(c.current()).drain);
             String::new()
         }),
         ["enable", "server", arg] => found(arg).map(|(b, s, c)| {
-            set_state(c, b, s, false, false);
+            set_state(&c, b, s, false, false);
             String::new()
         }),
         ["disable" | "enable", "server", ..] => Err("Require 'backend/server'.".into()),
         ["get", "weight", arg] => found(arg).map(|(_, s, c)| {
-            let w = server_state::read(c).weight.unwrap_or(s.weight);
+            let w = server_state::read(c.current()).weight.unwrap_or(s.weight);
             format!("{w} (initial {})\n", s.weight)
         }),
         ["get", "weight", ..] => Err("Require 'backend/server'.".into()),
         ["set", "weight", arg, weight] | ["set", "server", arg, "weight", weight] => {
             found(arg).and_then(|(_, s, c)| {
                 let w = parse_weight(weight, s.weight)?;
-                server_state::set_weight(c, (w != s.weight).then_some(w));
+                c.each(|c| server_state::set_weight(c, (w != s.weight).then_some(w)));
                 Ok(String::new())
             })
         }
         ["set", "weight", ..] => Err("Require 'backend/server' and 'weight' or 'weight%'.".into()),
         ["set", "server", arg, "state", st] => found(arg).and_then(|(b, s, c)| {
             match *st {
-                "ready" => set_state(c, b, s, false, false),
-                "drain" => set_state(c, b, s, false, true),
-                "maint" => set_state(c, b, s, true, false),
+                "ready" => set_state(&c, b, s, false, false),
+                "drain" => set_state(&c, b, s, false, true),
+                "maint" => set_state(&c, b, s, true, false),
                 _ => return Err("'set server <srv> state' expects 'ready', 'drain' and 'maint'.".into()),
             }
             Ok(String::new())
@@ -132,7 +148,10 @@ pub fn execute(w: &[&str], cfg: &Config, totals: &Totals<'_>) -> Option<Result<S
             let ip: IpAddr = ip
                 .parse()
                 .map_err(|_| format!("Invalid addr '{ip}': expects an IPv4 or IPv6 address."))?;
-            let cur = server_state::read_addr(c).ok().flatten().unwrap_or(s.addr);
+            let cur = server_state::read_addr(c.current())
+                .ok()
+                .flatten()
+                .unwrap_or(s.addr);
             let port = match rest {
                 [] => None,
                 ["port", p] => Some(
@@ -142,13 +161,14 @@ pub fn execute(w: &[&str], cfg: &Config, totals: &Totals<'_>) -> Option<Result<S
                 _ => return Err("usage: set server <backend>/<server> addr <ip> [port <port>]".into()),
             };
             let new = SocketAddr::new(ip, port.unwrap_or(cur.port()));
-            server_state::set_addr(c, (new != s.addr).then_some(new));
+            c.each(|c| server_state::set_addr(c, (new != s.addr).then_some(new)));
             let mut msg = format!("IP changed from '{}' to '{ip}'", cur.ip());
             match port {
                 Some(p) if p != cur.port() => {
                     let _ = write!(msg, ", port changed from '{}' to '{p}'", cur.port());
                 }
-                _ => {}
+                Some(_) => msg.push_str(", no need to change the port"),
+                None => {}
             }
             msg.push_str(" by 'stats socket command'\n");
             Ok(msg)
@@ -181,6 +201,7 @@ pub fn show_state(
     totals: &Totals<'_>,
     health: &corral_shm::flags::SharedFlags,
     only: Option<&str>,
+    started_unix: u64,
 ) -> Result<String, String> {
     if let Some(b) = only {
         if !cfg.backends.iter().any(|be| be.name == b) {
@@ -212,10 +233,10 @@ pub fn show_state(
             let op_state = if rt.maint || (checked && !up) { 0 } else { 2 };
             let admin = u32::from(rt.maint) | (u32::from(rt.drain) << 3);
             let weight = rt.weight.unwrap_or(srv.weight);
-            let since = match sum.get(Stat::LastChange) {
-                0 => 0,
-                t => now.saturating_sub(t),
-            };
+            let since = now.saturating_sub(match sum.get(Stat::LastChange) {
+                0 => started_unix,
+                t => t,
+            });
             let (status, result, chk_health, chk_state) = match &be.check {
                 Some(ch) if checked => {
                     let st = sum.get(Stat::CheckStatus);
@@ -228,7 +249,11 @@ pub fn show_state(
                     (
                         check_status_number(st, ch.http.is_some()),
                         result,
-                        if up { ch.rise + ch.fall - 1 } else { 0 },
+                        if up && !rt.maint {
+                            ch.rise + ch.fall - 1
+                        } else {
+                            0
+                        },
                         0x02 | 0x04 | paused,
                     )
                 }

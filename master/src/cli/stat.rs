@@ -334,259 +334,217 @@ pub fn server_status(
     }
 }
 
-/// Every row, in HAProxy's order: each frontend, then per backend its
+/// One object of `show stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Obj {
+    /// Frontend `i`.
+    Frontend(usize),
+    /// Server `s` of backend `b`; `k` is its number across backends (its
+    /// health word).
+    Server(usize, usize, usize),
+    /// Backend `b`'s BACKEND row.
+    Backend(usize),
+}
+
+/// Every object, in HAProxy's order: each frontend, then per backend its
 /// servers and its BACKEND row.
+pub fn objects(cfg: &Config) -> Vec<Obj> {
+    let mut v: Vec<Obj> = (0..cfg.frontends.len()).map(Obj::Frontend).collect();
+    let mut k = 0;
+    for (b, be) in cfg.backends.iter().enumerate() {
+        for s in 0..be.servers.len() {
+            v.push(Obj::Server(b, s, k));
+            k += 1;
+        }
+        v.push(Obj::Backend(b));
+    }
+    v
+}
+
+/// Every row, in HAProxy's order.
 pub fn rows(ctx: &StatCtx<'_>) -> Vec<StatRow> {
-    let (cfg, t) = (ctx.cfg, ctx.totals);
-    let mut out = Vec::new();
-    let lastchg = |s: &Sum| {
-        ctx.now_unix.saturating_sub(match s.get(Stat::LastChange) {
-            0 => ctx.started_unix,
-            t => t,
-        })
-    };
-    for f in &cfg.frontends {
-        let key = RowKey::frontend(&f.name);
-        let s = t.of(&key);
-        let mut r = StatRow::new(ObjType::Frontend, t.id(&key), 0);
-        let http = f.mode == Mode::Http;
-        r.set("pxname", &f.name);
-        r.set("svname", "FRONTEND");
-        r.counters(&s, http);
-        r.set("slim", f.maxconn);
-        r.set("dreq", s.get(Stat::Dreq));
-        r.set("ereq", s.get(Stat::Ereq));
-        r.set("status", "OPEN");
-        let (rate, req_rate) =
-            ctx.history
-                .rates(&key, s.get(Stat::Stot), s.get(Stat::ReqTot), ctx.now);
-        r.set("rate", rate);
-        r.set("rate_lim", 0);
-        if http {
-            r.set("req_rate", req_rate);
-            r.set("req_rate_max", s.get(Stat::ReqRateMax));
-            r.set("req_tot", s.get(Stat::ReqTot));
-        }
-        r.set("mode", mode(f.mode));
-        r.set("conn_rate", rate);
-        r.set("conn_rate_max", s.get(Stat::ConnRateMax));
-        r.set("conn_tot", s.get(Stat::Stot));
-        r.set("intercepted", s.get(Stat::Intercepted));
-        r.set("dcon", s.get(Stat::Dcon));
-        r.set("dses", s.get(Stat::Dses));
-        r.set("wrew", 0);
-        out.push(r);
+    objects(ctx.cfg).into_iter().map(|o| row(ctx, o)).collect()
+}
+
+/// Seconds since the last change of a row (since the start if none).
+fn lastchg(ctx: &StatCtx<'_>, s: &Sum) -> u64 {
+    ctx.now_unix.saturating_sub(match s.get(Stat::LastChange) {
+        0 => ctx.started_unix,
+        t => t,
+    })
+}
+
+/// A server's runtime state, address and weight, as the master set them.
+fn server_runtime(
+    ctx: &StatCtx<'_>,
+    key: &RowKey,
+    srv: &corral_config::Server,
+) -> (ServerRuntime, std::net::SocketAddr, u32) {
+    let cell = ctx.totals.master_cell(key);
+    let rt = cell.map(server_state::read).unwrap_or_default();
+    let addr = cell
+        .and_then(|c| server_state::read_addr(c).ok().flatten())
+        .unwrap_or(srv.addr);
+    (rt, addr, rt.weight.unwrap_or(srv.weight))
+}
+
+/// The row of `obj`.
+pub fn row(ctx: &StatCtx<'_>, obj: Obj) -> StatRow {
+    match obj {
+        Obj::Frontend(i) => frontend_row(ctx, i),
+        Obj::Server(b, s, k) => server_row(ctx, b, s, k),
+        Obj::Backend(b) => backend_row(ctx, b),
     }
-    let mut flag = 0;
-    for b in &cfg.backends {
-        let bkey = RowKey::backend(&b.name);
-        let iid = t.id(&bkey);
-        let http = b.mode == Mode::Http;
-        let (mut weight, mut act, mut bck, mut usable) = (0, 0, 0, 0);
-        for srv in &b.servers {
-            let key = RowKey::server(&b.name, &srv.name);
-            let s = t.of(&key);
-            let checked = b.check.is_some() && srv.check;
-            let health = ctx.health.get(flag);
-            flag += 1;
-            let rt = t
-                .master_cell(&key)
-                .map(server_state::read)
-                .unwrap_or_default();
-            let addr = t
-                .master_cell(&key)
-                .and_then(|c| server_state::read_addr(c).ok().flatten())
-                .unwrap_or(srv.addr);
-            let cur_weight = rt.weight.unwrap_or(srv.weight);
-            let (up, _, _) = corral_worker::health::decode_health(health);
-            let mut r = StatRow::new(ObjType::Server, iid, t.id(&key));
-            r.set("pxname", &b.name);
-            r.set("svname", &srv.name);
-            r.counters(&s, http);
-            if let Some(m) = srv.maxconn {
-                r.set("slim", m);
-            }
-            let (rise, fall) = b.check.as_ref().map_or((2, 3), |c| (c.rise, c.fall));
+}
+
+fn frontend_row(ctx: &StatCtx<'_>, i: usize) -> StatRow {
+    let (f, t) = (&ctx.cfg.frontends[i], ctx.totals);
+    let key = RowKey::frontend(&f.name);
+    let s = t.of(&key);
+    let mut r = StatRow::new(ObjType::Frontend, t.id(&key), 0);
+    let http = f.mode == Mode::Http;
+    r.set("pxname", &f.name);
+    r.set("svname", "FRONTEND");
+    r.counters(&s, http);
+    r.set("slim", f.maxconn);
+    r.set("dreq", s.get(Stat::Dreq));
+    r.set("ereq", s.get(Stat::Ereq));
+    r.set("status", "OPEN");
+    let (rate, req_rate) = ctx
+        .history
+        .rates(&key, s.get(Stat::Stot), s.get(Stat::ReqTot), ctx.now);
+    r.set("rate", rate);
+    r.set("rate_lim", 0);
+    if http {
+        r.set("req_rate", req_rate);
+        r.set("req_rate_max", s.get(Stat::ReqRateMax));
+        r.set("req_tot", s.get(Stat::ReqTot));
+    }
+    r.set("mode", mode(f.mode));
+    r.set("conn_rate", rate);
+    r.set("conn_rate_max", s.get(Stat::ConnRateMax));
+    r.set("conn_tot", s.get(Stat::Stot));
+    r.set("intercepted", s.get(Stat::Intercepted));
+    r.set("dcon", s.get(Stat::Dcon));
+    r.set("dses", s.get(Stat::Dses));
+    r.set("wrew", 0);
+    r
+}
+
+fn server_row(ctx: &StatCtx<'_>, b: usize, i: usize, k: usize) -> StatRow {
+    let t = ctx.totals;
+    let be = &ctx.cfg.backends[b];
+    let srv = &be.servers[i];
+    let iid = t.id(&RowKey::backend(&be.name));
+    let http = be.mode == Mode::Http;
+    let key = RowKey::server(&be.name, &srv.name);
+    let s = t.of(&key);
+    let checked = be.check.is_some() && srv.check;
+    let health = ctx.health.get(k);
+    let (rt, addr, cur_weight) = server_runtime(ctx, &key, srv);
+    let (up, _, _) = corral_worker::health::decode_health(health);
+    let mut r = StatRow::new(ObjType::Server, iid, t.id(&key));
+    r.set("pxname", &be.name);
+    r.set("svname", &srv.name);
+    r.counters(&s, http);
+    if let Some(m) = srv.maxconn {
+        r.set("slim", m);
+    }
+    let (rise, fall) = be.check.as_ref().map_or((2, 3), |c| (c.rise, c.fall));
+    r.set(
+        "status",
+        server_status(checked, health, rt, cur_weight, rise, fall),
+    );
+    r.set("weight", cur_weight);
+    r.set("act", u8::from(!srv.backup));
+    r.set("bck", u8::from(srv.backup));
+    if checked {
+        r.set("chkfail", s.get(Stat::Chkfail));
+        r.set("chkdown", s.get(Stat::Chkdown));
+        let status = match (
+            s.get(Stat::CheckStatus),
+            be.check.as_ref().and_then(|c| c.http.as_ref()),
+        ) {
+            _ if rt.maint => "",
+            (2, Some(_)) => "L7OK",
+            (2, None) => "L4OK",
+            (1, Some(_)) => "L7STS",
+            (1, None) => "L4CON",
+            _ => "INI",
+        };
+        r.set("check_status", status);
+        r.set("check_duration", s.get(Stat::CheckDuration));
+        if let Some(c) = &be.check {
+            r.set("check_rise", c.rise);
+            r.set("check_fall", c.fall);
             r.set(
-                "status",
-                server_status(checked, health, rt, cur_weight, rise, fall),
+                "check_health",
+                if up && !rt.maint {
+                    c.rise + c.fall - 1
+                } else {
+                    0
+                },
             );
-            r.set("weight", cur_weight);
-            r.set("act", u8::from(!srv.backup));
-            r.set("bck", u8::from(srv.backup));
-            if checked {
-                r.set("chkfail", s.get(Stat::Chkfail));
-                r.set("chkdown", s.get(Stat::Chkdown));
-                let status = match (
-                    s.get(Stat::CheckStatus),
-                    b.check.as_ref().and_then(|c| c.http.as_ref()),
-                ) {
-                    _ if rt.maint => "",
-                    (2, Some(_)) => "L7OK",
-                    (2, None) => "L4OK",
-                    (1, Some(_)) => "L7STS",
-                    (1, None) => "L4CON",
-                    _ => "INI",
-                };
-                r.set("check_status", status);
-                r.set("check_duration", s.get(Stat::CheckDuration));
-                if let Some(c) = &b.check {
-                    r.set("check_rise", c.rise);
-                    r.set("check_fall", c.fall);
-                    r.set("check_health", if up { c.rise + c.fall - 1 } else { 0 });
-                }
-            }
-            r.set("lastchg", lastchg(&s));
-            r.set("downtime", 0);
-            let (rate, _) = ctx.history.rates(&key, s.get(Stat::Stot), 0, ctx.now);
-            r.set("rate", rate);
-            r.balanced(&s, http, ctx.now_unix);
-            r.set("addr", addr);
-            r.set("mode", mode(b.mode));
-            r.set("uweight", cur_weight);
-            r.set("agg_server_status", 0);
-            out.push(r);
-            let in_service = (!checked || up) && !rt.maint;
-            if in_service {
-                usable += 1;
-                if !rt.drain {
-                    if srv.backup {
-                        bck += 1;
-                    } else {
-                        act += 1;
-                        weight += cur_weight;
-                    }
+        }
+    }
+    r.set("lastchg", lastchg(ctx, &s));
+    r.set("downtime", 0);
+    let (rate, _) = ctx.history.rates(&key, s.get(Stat::Stot), 0, ctx.now);
+    r.set("rate", rate);
+    r.balanced(&s, http, ctx.now_unix);
+    r.set("addr", addr);
+    r.set("mode", mode(be.mode));
+    r.set("uweight", cur_weight);
+    r
+}
+
+fn backend_row(ctx: &StatCtx<'_>, b: usize) -> StatRow {
+    let t = ctx.totals;
+    let be = &ctx.cfg.backends[b];
+    let http = be.mode == Mode::Http;
+    let first = ctx.cfg.backends[..b]
+        .iter()
+        .map(|x| x.servers.len())
+        .sum::<usize>();
+    let (mut weight, mut act, mut bck, mut usable) = (0, 0, 0, 0);
+    for (i, srv) in be.servers.iter().enumerate() {
+        let key = RowKey::server(&be.name, &srv.name);
+        let checked = be.check.is_some() && srv.check;
+        let (up, _, _) = corral_worker::health::decode_health(ctx.health.get(first + i));
+        let (rt, _, cur_weight) = server_runtime(ctx, &key, srv);
+        if (!checked || up) && !rt.maint {
+            usable += 1;
+            if !rt.drain {
+                if srv.backup {
+                    bck += 1;
+                } else {
+                    act += 1;
+                    weight += cur_weight;
                 }
             }
         }
-        let s = t.of(&bkey);
-        let mut r = StatRow::new(ObjType::Backend, iid, 0);
-        r.set("pxname", &b.name);
-        r.set("svname", "BACKEND");
-        r.counters(&s, http);
-        r.set("dreq", s.get(Stat::Dreq));
-        r.set("status", if usable > 0 { "UP" } else { "DOWN" });
-        r.set("weight", weight);
-        r.set("act", act);
-        r.set("bck", bck);
-        r.set("lastchg", lastchg(&s));
-        r.set("downtime", 0);
-        let (rate, _) = ctx.history.rates(&bkey, s.get(Stat::Stot), 0, ctx.now);
-        r.set("rate", rate);
-        r.balanced(&s, http, ctx.now_unix);
-        r.set("mode", mode(b.mode));
-        r.set("algo", algo(b.balance));
-        r.set("uweight", weight);
-        out.push(r);
     }
-    out
-}
-
-/// `show stat`'s optional filter: `<iid|proxy> <type> <sid>`, with -1 for
-/// "all" (HAProxy's syntax; type is a mask: 1 frontends, 2 backends, 4
-/// servers).
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    /// Only this proxy (by id or name).
-    pub proxy: Option<ProxySel>,
-    /// Kinds of rows to keep (bits of [`ObjType::bit`]); 0 keeps all.
-    pub types: u32,
-    /// Only this server id.
-    pub sid: Option<u32>,
-    /// `up`: only servers that are up (and proxies).
-    pub up_only: bool,
-    /// `no-maint`: drop servers in maintenance.
-    pub no_maint: bool,
-}
-
-/// A proxy named by id or name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProxySel {
-    /// `iid`.
-    Id(u32),
-    /// `pxname`.
-    Name(String),
-}
-
-/// How `show stat` prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Format {
-    /// HAProxy's CSV.
-    #[default]
-    Csv,
-    /// `typed`: one field per line.
-    Typed,
-    /// `json`.
-    Json,
-}
-
-/// Parses `show stat`'s arguments (after `show stat`).
-pub fn parse_args(args: &[&str]) -> Result<(Filter, Format), String> {
-    let mut f = Filter::default();
-    let mut fmt = Format::Csv;
-    let mut rest = args;
-    if rest.len() >= 3 && !matches!(rest[0], "typed" | "json" | "up" | "no-maint" | "desc") {
-        f.proxy = match rest[0] {
-            "-1" => None,
-            p => Some(match p.parse::<u32>() {
-                Ok(n) => ProxySel::Id(n),
-                Err(_) => ProxySel::Name(p.to_string()),
-            }),
-        };
-        f.types = match rest[1].parse::<i64>() {
-            Ok(-1) => 0,
-            Ok(n) if (0..=7).contains(&n) => n as u32,
-            _ => return Err("Invalid type: expects a bit mask of 1, 2 and 4, or -1.".into()),
-        };
-        f.sid = match rest[2].parse::<i64>() {
-            Ok(-1) => None,
-            Ok(n) if n >= 0 => Some(n as u32),
-            _ => return Err("Invalid server id: expects a number or -1.".into()),
-        };
-        rest = &rest[3..];
-    }
-    for a in rest {
-        match *a {
-            "typed" => fmt = Format::Typed,
-            "json" => fmt = Format::Json,
-            "up" => f.up_only = true,
-            "no-maint" => f.no_maint = true,
-            "desc" => {}
-            other => return Err(format!("Unknown argument '{other}': expects [{{<iid>|<proxy>}} <type> <sid>] [typed|json] [up|no-maint]")),
-        }
-    }
-    Ok((f, fmt))
-}
-
-impl Filter {
-    /// Whether `r` passes.
-    pub fn keeps(&self, r: &StatRow) -> bool {
-        if let Some(p) = &self.proxy {
-            let ok = match p {
-                ProxySel::Id(n) => r.iid == *n,
-                ProxySel::Name(n) => r.get("pxname") == n,
-            };
-            if !ok {
-                return false;
-            }
-        }
-        if self.types != 0 && self.types & r.obj.bit() == 0 {
-            return false;
-        }
-        if r.obj == ObjType::Server {
-            if self.sid.is_some_and(|s| s != r.sid) {
-                return false;
-            }
-            let status = r.get("status");
-            if self.no_maint && status == "MAINT" {
-                return false;
-            }
-            if self.up_only && !(status.starts_with("UP") || status == "no check") {
-                return false;
-            }
-        }
-        true
-    }
+    let bkey = RowKey::backend(&be.name);
+    let s = t.of(&bkey);
+    let mut r = StatRow::new(ObjType::Backend, t.id(&bkey), 0);
+    r.set("pxname", &be.name);
+    r.set("svname", "BACKEND");
+    r.counters(&s, http);
+    r.set("dreq", s.get(Stat::Dreq));
+    r.set("status", if usable > 0 { "UP" } else { "DOWN" });
+    r.set("weight", weight);
+    r.set("act", act);
+    r.set("bck", bck);
+    r.set("lastchg", lastchg(ctx, &s));
+    r.set("downtime", 0);
+    let (rate, _) = ctx.history.rates(&bkey, s.get(Stat::Stot), 0, ctx.now);
+    r.set("rate", rate);
+    r.balanced(&s, http, ctx.now_unix);
+    r.set("mode", mode(be.mode));
+    r.set("algo", algo(be.balance));
+    r.set("uweight", weight);
+    r.set("agg_server_status", 0);
+    r
 }
 
 /// The CSV header line.
@@ -601,9 +559,9 @@ pub fn csv_header() -> String {
 }
 
 /// The whole CSV, header first.
-pub fn csv(rows: &[StatRow], filter: &Filter) -> String {
+pub fn csv(rows: &[StatRow]) -> String {
     let mut out = csv_header();
-    for r in rows.iter().filter(|r| filter.keeps(r)) {
+    for r in rows {
         r.csv(&mut out);
     }
     out

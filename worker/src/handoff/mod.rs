@@ -139,7 +139,8 @@ impl Worker {
         let Some(fd) = self.handoff.control_fd() else {
             return;
         };
-        let mut buf = [0u8; 1024];
+        // Channel messages are a few bytes, queries at most ~600.
+        let mut buf = [0u8; 4096];
         loop {
             let got = match fdmsg::recv(fd, &mut buf) {
                 Ok(Some(g)) => g,
