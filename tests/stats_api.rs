@@ -426,7 +426,15 @@ fn counters_stay_exact_across_a_killed_worker_and_a_reload() {
         get_one(c.addr());
     }
     let check = |n: &str, when: &str| {
-        let csv = cmd(&sock, "show stat");
+        // A worker counts a request once its response is written: the
+        // last one may be counted a moment after the client has it.
+        let settled = Instant::now() + Duration::from_secs(2);
+        let mut csv = cmd(&sock, "show stat");
+        while field(&stat_row(&csv, "app", "BACKEND"), "hrsp_2xx") != n && Instant::now() < settled
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            csv = cmd(&sock, "show stat");
+        }
         let be = stat_row(&csv, "app", "BACKEND");
         assert_eq!(field(&be, "stot"), n, "backend stot {when}");
         assert_eq!(field(&be, "hrsp_2xx"), n, "backend hrsp_2xx {when}");
