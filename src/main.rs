@@ -32,6 +32,11 @@ struct Cli {
     /// Take the listeners over from a running instance through its stats socket.
     #[arg(long = "takeover", value_name = "SOCKET")]
     takeover: Option<PathBuf>,
+    /// Ask the running instance to reload, through the stats socket the
+    /// configuration names, and wait for the outcome: its answer is
+    /// printed; exit 0 on `Success=1`, 1 otherwise (for `systemctl reload`).
+    #[arg(long = "reload")]
+    reload: bool,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     version: bool,
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
                 daemon: false,
                 pidfile: None,
                 takeover: None,
+                reload: false,
                 version: false,
             }
         })
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
     };
     if cli.version {
         println!("corral version {}", corral_master::version());
+        println!("{}", corral_master::build_info());
         return ExitCode::SUCCESS;
     }
     corral_master::init_logging();
@@ -135,6 +142,11 @@ fn main() -> ExitCode {
             println!("Configuration file is valid");
         }
         return ExitCode::SUCCESS;
+    }
+    if cli.reload {
+        let (ok, answer) = corral_master::reload_client(&cfg);
+        print!("{answer}");
+        return ExitCode::from(if ok { 0 } else { 1 });
     }
     let code = corral_master::run(cfg, text, opts(path));
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -1007,3 +1007,56 @@ fn a_takeover_keeps_the_stats_page() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("corral_process_workers 2"));
 }
+
+/// `corral --reload -f FILE` (what the packaged unit's ExecReload runs):
+/// waits for the outcome, exit 0 on success; a reload the running
+/// instance refuses (a port taken) exits 1 with the reason, and the
+/// instance goes on serving; a config this binary refuses exits 1 before
+/// asking.
+#[test]
+fn the_reload_client_reports_the_outcome() {
+    let s0 = Origin::start("s0");
+    let (text, sock) = setup("admin", 1, &[s0.addr], "");
+    let c = Corral::start(&text);
+    let path = c.config_path.clone();
+    let run = |p: &Path| {
+        std::process::Command::new(corral_bin())
+            .args(["--reload", "-f"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&path);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.starts_with("Success=1"), "{out}");
+    assert!(cmd(&sock, "show info").contains("Generation: 2"));
+    // A port another process holds: the running instance refuses.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = text.replace(
+        "default_backend = \"app\"",
+        &format!(
+            "default_backend = \"app\"\n\n[frontend.extra]\nbind = \"{}\"\ndefault_backend = \"app\"",
+            taken.local_addr().unwrap()
+        ),
+    );
+    std::fs::write(&path, &busy).unwrap();
+    let bad = run(&path);
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.starts_with("Success=0") && out.contains("cannot bind"),
+        "{out}"
+    );
+    assert_eq!(get_one(c.addr()), "s0", "still serving");
+    // A config this binary refuses: no question asked.
+    std::fs::write(&path, "[global]\nworkers = 0\n").unwrap();
+    let refused = run(&path);
+    assert_eq!(refused.status.code(), Some(1));
+    let info = cmd(&sock, "show info");
+    assert!(
+        info.contains("Generation: 2") && info.contains("FailedReloads: 1\n"),
+        "no reload was tried: {info}"
+    );
+    drop(taken);
+}

@@ -33,6 +33,72 @@ use corral_config::Config;
 use crate::handoff::{Handoff, ENV};
 use crate::master::{Master, Start};
 
+/// How long `corral --reload` waits for the outcome.
+pub const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `corral --reload`: sends `reload` on the stats socket `cfg` names and
+/// waits for the answer (the new generation's `Success=1` or `0` and its
+/// messages). Returns whether it succeeded, and the text to print.
+pub fn reload_client(cfg: &Config) -> (bool, String) {
+    use std::io::{Read, Write};
+    let Some(stats) = &cfg.stats else {
+        return (
+            false,
+            "corral: the configuration has no [stats] socket: a reload cannot be asked and waited for (use kill -USR2)\n".into(),
+        );
+    };
+    let path = &stats.socket;
+    let mut s = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                false,
+                format!(
+                    "corral: cannot reach the running instance at {}: {e}\n",
+                    path.display()
+                ),
+            )
+        }
+    };
+    let _ = s.set_read_timeout(Some(RELOAD_WAIT));
+    if let Err(e) = s
+        .write_all(b"reload\n")
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+    {
+        return (false, format!("corral: cannot ask for a reload: {e}\n"));
+    }
+    let mut answer = String::new();
+    if let Err(e) = s.read_to_string(&mut answer) {
+        return (
+            false,
+            format!("{answer}corral: no outcome from the running instance: {e}\n"),
+        );
+    }
+    let ok = answer.lines().next() == Some("Success=1");
+    if answer.trim().is_empty() {
+        return (
+            false,
+            "corral: the running instance closed without an answer\n".into(),
+        );
+    }
+    (ok, answer)
+}
+
+/// `corral -v`'s second line: how this binary was built.
+pub fn build_info() -> String {
+    format!(
+        "Build info: {} {} ({}), profile {}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
 /// Release date shown by `show info` (HAProxy's Release_date).
 pub const RELEASE_DATE: &str = "2026/11/23";
 
