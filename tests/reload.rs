@@ -685,7 +685,9 @@ fn version_of(bin: &Path) -> String {
         .output()
         .unwrap_or_else(|e| panic!("{} -v: {e}", bin.display()));
     assert!(out.status.success(), "{} -v: {:?}", bin.display(), out);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    // The first line; the second is the build info.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().unwrap_or("").trim().to_owned()
 }
 
 /// A copy of corral runs; a build with another version string (`9.9.9`

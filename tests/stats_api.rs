@@ -865,17 +865,32 @@ fn bounds_hold_against_hostile_clients() {
         rss1 < rss0 + 20 * 1024 * 2,
         "20 silent readers of a {json_len}-byte answer: master RSS {rss0} -> {rss1} KiB"
     );
-    // Beyond the client bound, a new client is refused, not queued.
-    let more: Vec<UnixStream> = (0..60)
+    // Beyond the client bound, the least recently active client goes: a
+    // crowd of idle sessions (even with a year's timeout) cannot lock an
+    // operator out.
+    let mut first = UnixStream::connect(&sock).unwrap();
+    first
+        .write_all(b"prompt\nset timeout cli 31536000\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let more: Vec<UnixStream> = (0..80)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
-    let mut extra = UnixStream::connect(&sock).unwrap();
-    extra
+    let t = Instant::now();
+    assert!(
+        cmd(&sock, "show info").contains("Pid: "),
+        "an operator is locked out"
+    );
+    assert!(t.elapsed() < Duration::from_millis(1000));
+    first
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let mut got = String::new();
-    let _ = extra.read_to_string(&mut got);
-    assert!(got.contains("Too many clients"), "{got:?}");
+    let mut got = Vec::new();
+    let _ = first.read_to_end(&mut got);
+    assert!(
+        got.ends_with(b"> "),
+        "the oldest idle client was closed after its prompt"
+    );
     drop(more);
     drop(hogs);
     std::thread::sleep(Duration::from_millis(300));
@@ -1059,4 +1074,24 @@ fn the_reload_client_reports_the_outcome() {
         "no reload was tried: {info}"
     );
     drop(taken);
+}
+
+/// A burst after an idle spell is rated over its own second, not over the
+/// spell (the master samples nothing while idle).
+#[test]
+fn a_burst_after_idle_is_rated_over_its_second() {
+    let s0 = Origin::start("s0");
+    let (text, sock) = setup("admin", 2, &[s0.addr], "");
+    let c = Corral::start(&text);
+    std::thread::sleep(Duration::from_millis(3500));
+    for _ in 0..40 {
+        get_one(c.addr());
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let fe = stat_row(&cmd(&sock, "show stat"), "web", "FRONTEND");
+    let max: u64 = field(&fe, "rate_max").parse().unwrap();
+    assert!(
+        max >= 30,
+        "40 requests in well under a second after 3.5 s idle: rate_max {max}"
+    );
 }

@@ -844,6 +844,8 @@ impl Master {
                 ),
                 _ => continue,
             };
+            // What it sent before exiting is read first.
+            self.on_control_event(pid.as_raw());
             self.query_worker_gone(pid.as_raw());
             if let Some(pos) = self.old.iter().position(|o| o.pid == pid) {
                 let o = self.old.remove(pos);
@@ -992,10 +994,26 @@ impl Master {
                     // A bound on what clients can make the master hold: a
                     // new client beyond it is told and closed.
                     if self.clients.len() >= cli::MAX_CLIENTS {
-                        let mut stream = stream;
-                        let _ = stream.set_nonblocking(true);
-                        let _ = std::io::Write::write(&mut stream, b"Too many clients.\n\n");
-                        continue;
+                        // Full: the least recently active client goes (so
+                        // idle sessions cannot lock an operator out), but
+                        // never one waiting for its reload's outcome.
+                        let reply = self.switch.as_ref().and_then(|s| s.reply);
+                        let oldest = self
+                            .clients
+                            .iter()
+                            .filter(|(k, _)| Some(*k) != reply)
+                            .min_by_key(|(_, c)| c.last)
+                            .map(|(k, _)| k);
+                        match oldest {
+                            Some(k) => self.drop_client(k),
+                            None => {
+                                let mut stream = stream;
+                                let _ = stream.set_nonblocking(true);
+                                let _ =
+                                    std::io::Write::write(&mut stream, b"Too many clients.\n\n");
+                                continue;
+                            }
+                        }
                     }
                     if let Ok(c) = Client::new(stream, self.level()) {
                         self.add_client(c);
@@ -1194,7 +1212,7 @@ impl Master {
         if self.waiting || now < self.history.borrow().next_deadline() {
             return;
         }
-        use corral_worker::counters::BUSY_US;
+        use corral_worker::counters::{BUSY_US, LOOPS};
         let stats = self.shared.all_stats();
         let totals = cli::totals::Totals::new(&stats);
         let keys = crate::shared::row_keys(&self.cfg);
@@ -1208,9 +1226,22 @@ impl Master {
             .iter()
             .map(|&id| self.shared.worker_counter(self.generation, id, BUSY_US))
             .sum();
+        let loops: u64 = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_some())
+            .map(|s| (self.generation, s.id))
+            .chain(
+                self.old
+                    .iter()
+                    .filter(|o| !o.foreign)
+                    .map(|o| (o.generation, o.id)),
+            )
+            .map(|(g, id)| self.shared.worker_counter(g, id, LOOPS))
+            .fold(0u64, u64::wrapping_add);
         self.history
             .borrow_mut()
-            .tick(&totals, &keys, (busy, live.len()), now);
+            .tick(&totals, &keys, (busy, live.len()), loops, now);
     }
 
     // ---- stats page ---------------------------------------------------
@@ -1356,11 +1387,7 @@ fn view_of<'a>(
         if foreign {
             return Vec::new();
         }
-        shared.counters_of(generation).map_or_else(Vec::new, |c| {
-            (0..n)
-                .map(|k| crate::shared::worker_word(&c, id, k))
-                .collect()
-        })
+        shared.worker_counters(generation, id, n)
     };
     let mut workers: Vec<commands::ProcRow> = slots
         .iter()

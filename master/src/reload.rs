@@ -585,6 +585,12 @@ impl Master {
             text.push_str(&format!("region {}\n", t.name()));
             fds.push(t.region().fd());
         }
+        if let Some(l) = &self.web {
+            if let Ok(addr) = l.local_addr() {
+                text.push_str(&format!("page {addr}\n"));
+                fds.push(l.as_raw_fd());
+            }
+        }
         text.push_str("end\n");
         let Some(c) = self.clients.get_mut(key) else {
             return;

@@ -280,15 +280,6 @@ fn is_carried(i: usize) -> bool {
 /// recorded.
 const OLD_COUNTERS: usize = 12;
 
-/// Counter `k` of worker `id` in `c`, by the region's row size.
-pub fn worker_word(c: &SharedFlags, id: usize, k: usize) -> u64 {
-    let stride = c.stride().unwrap_or(OLD_COUNTERS);
-    if k >= stride {
-        return 0;
-    }
-    c.get((id.max(1) - 1) * stride + k)
-}
-
 /// Records each worker may hold: three trackings per connection (sc0-sc2).
 fn per_worker(cfg: &Config) -> u32 {
     let per_worker = cfg
@@ -638,18 +629,52 @@ impl SharedSegment {
     /// the region's creator laid them out (a binary upgrade may have
     /// changed the row size; a word the creator did not have reads 0).
     pub fn worker_counter(&self, generation: u32, id: usize, k: usize) -> u64 {
-        self.counters_of(generation)
-            .map_or(0, |c| worker_word(&c, id, k))
+        let Some(c) = self.counters_of(generation) else {
+            return 0;
+        };
+        let stride = self.stride_of(generation, &c);
+        if k >= stride {
+            return 0;
+        }
+        c.get((id.max(1) - 1) * stride + k)
+    }
+
+    /// Counters `0..n` of worker `id` of `generation` (empty if unknown).
+    pub fn worker_counters(&self, generation: u32, id: usize, n: usize) -> Vec<u64> {
+        let Some(c) = self.counters_of(generation) else {
+            return Vec::new();
+        };
+        let stride = self.stride_of(generation, &c);
+        let base = (id.max(1) - 1) * stride;
+        (0..n)
+            .map(|k| if k < stride { c.get(base + k) } else { 0 })
+            .collect()
     }
 
     /// Sets counter `k` of worker `id` of `generation`.
     pub fn set_worker_counter(&self, generation: u32, id: usize, k: usize, v: u64) {
         if let Some(c) = self.counters_of(generation) {
-            let stride = c.stride().unwrap_or(OLD_COUNTERS);
+            let stride = self.stride_of(generation, &c);
             if k < stride {
                 c.set((id.max(1) - 1) * stride + k, v);
             }
         }
+    }
+
+    /// Words per worker in `generation`'s counters: as recorded, else its
+    /// length over that generation's worker count (its counter rows have
+    /// a column per worker), else the first builds' 12.
+    fn stride_of(&self, generation: u32, c: &SharedFlags) -> usize {
+        c.stride()
+            .or_else(|| {
+                let s = self
+                    .all_stats()
+                    .into_iter()
+                    .find(|s| s.generation() == generation)?;
+                let workers = s.columns().checked_sub(1).filter(|&w| w > 0)?;
+                Some(c.len() / workers)
+            })
+            .unwrap_or(OLD_COUNTERS)
     }
 
     /// This generation's counters region.

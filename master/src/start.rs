@@ -146,6 +146,7 @@ fn at(ms: u64) -> SystemTime {
 /// instance behind `opts.takeover`. Errors end the process (nothing serves yet).
 pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String> {
     let mut messages = Vec::new();
+    let mut taken_web = None;
     let (inherited, shared, victim) = match &opts.takeover {
         Some(sock) => {
             let taken = takeover::fetch(sock).map_err(|e| format!("takeover failed: {e}"))?;
@@ -173,6 +174,7 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
                     .map_err(|e| format!("cannot use the inherited segment: {e}"))?;
             // The other instance's workers are not ours: nothing of its to keep.
             shared.free_unused(None);
+            taken_web = taken.web;
             (taken.listeners, shared, Some(taken.pid))
         }
         None => {
@@ -183,12 +185,16 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
     };
     let listeners = bind::bind_all(cfg, inherited, &mut messages).map_err(|e| e.to_string())?;
     // The stats page before the socket: a failure here must leave a
-    // running instance's socket (a takeover's victim) in place. Its
-    // listener has SO_REUSEPORT, so a takeover binds beside the victim's.
+    // running instance's socket (a takeover's victim) in place. A
+    // takeover's victim hands its page listener over with the others.
     let web = match cfg.stats.as_ref().and_then(|s| s.http) {
-        Some(a) => Some(
-            crate::web::bind(a).map_err(|e| format!("cannot bind the stats page to {a}: {e}"))?,
-        ),
+        Some(a) => match taken_web.take() {
+            Some((l, at)) if at == a => Some(l),
+            _ => Some(
+                crate::web::bind(a)
+                    .map_err(|e| format!("cannot bind the stats page to {a}: {e}"))?,
+            ),
+        },
         None => None,
     };
     let stats =

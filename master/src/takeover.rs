@@ -3,7 +3,7 @@
 //! (`_getsocks`, admin level), as HAProxy's `-x` does.
 //!
 //! The answer is text lines naming each fd (`listener ADDR`, `segment`,
-//! `region NAME`, `end`), then the fds in SCM_RIGHTS batches. The text is read one byte at a
+//! `region NAME`, `page ADDR`, `end`), then the fds in SCM_RIGHTS batches. The text is read one byte at a
 //! time: a buffered read could swallow the first byte that carries fds, and
 //! the kernel would close them.
 
@@ -26,6 +26,8 @@ pub struct Taken {
     pub segment: OwnedFd,
     /// Its stick tables' regions (an older instance sends none).
     pub regions: Vec<OwnedFd>,
+    /// Its stats page's listener, if it has one.
+    pub web: Option<(TcpListener, SocketAddr)>,
     /// The previous instance's master, soft-stopped once we accept.
     pub pid: Pid,
 }
@@ -85,7 +87,14 @@ pub fn fetch(socket: &Path) -> io::Result<Taken> {
     let mut listeners = Vec::new();
     let mut segment = None;
     let mut regions = Vec::new();
+    let mut web = None;
     for (kind, fd) in kinds.iter().zip(fds) {
+        if let Some(addr) = kind.strip_prefix("page ") {
+            if let Ok(addr) = addr.parse::<SocketAddr>() {
+                web = Some((TcpListener::from(fd), addr));
+            }
+            continue;
+        }
         if let Some(addr) = kind.strip_prefix("listener ") {
             let addr: SocketAddr = addr.parse().map_err(|_| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("bad address '{addr}'"))
@@ -103,6 +112,7 @@ pub fn fetch(socket: &Path) -> io::Result<Taken> {
         listeners,
         segment,
         regions,
+        web,
         pid: Pid::from_raw(pid),
     })
 }

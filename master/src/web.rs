@@ -19,10 +19,8 @@ pub const MAX_CLIENTS: usize = 64;
 /// Idle timeout of a connection.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the page's listener (non-blocking, close-on-exec, SO_REUSEADDR,
-/// and SO_REUSEPORT so that `--takeover` binds beside the instance it
-/// replaces; a second instance is kept out by the stats socket, bound
-/// first).
+/// Binds the page's listener (non-blocking, close-on-exec, SO_REUSEADDR;
+/// a takeover is handed the running instance's listener instead).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -30,7 +28,6 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         None,
     )?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
     s.listen(64)?;
     Ok(s.into())

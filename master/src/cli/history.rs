@@ -66,6 +66,8 @@ pub struct History {
     busy: Option<(Instant, u64, usize)>,
     /// Percentage of the last second the workers spent waiting.
     pub idle_pct: u64,
+    /// The workers' summed loop turns at the last tick.
+    loops: Option<u64>,
 }
 
 impl Default for History {
@@ -95,6 +97,7 @@ impl History {
             max_sess_rate: 0,
             busy: None,
             idle_pct: 100,
+            loops: None,
         }
     }
 
@@ -113,20 +116,39 @@ impl History {
     }
 
     /// Takes the per-second sample: `keys` are the current configuration's
-    /// rows, `frontends` its frontend rows, `busy` the current workers'
-    /// summed busy µs and their number.
-    pub fn tick(&mut self, t: &Totals<'_>, keys: &[RowKey], busy: (u64, usize), now: Instant) {
+    /// rows, `busy` the current workers' summed busy µs and their number,
+    /// `loops` every live worker's loop turns, summed.
+    pub fn tick(
+        &mut self,
+        t: &Totals<'_>,
+        keys: &[RowKey],
+        busy: (u64, usize),
+        loops: u64,
+        now: Instant,
+    ) {
         self.next_tick = now + TICK;
-        // Nothing ran since the last tick (no loop turn in any worker):
-        // nothing to sample, and an idle master stays idle.
-        if self
-            .busy
-            .is_some_and(|(_, b, n)| b == busy.0 && n == busy.1)
-        {
+        // Nothing ran since the last tick (no loop turn in any worker, old
+        // ones included): the counts are as they were; the last sample is
+        // kept, stamped now (a rate after an idle spell counts its own
+        // second, not the whole spell), and an idle master stays idle.
+        if self.loops == Some(loops) {
             self.idle_pct = 100;
             self.busy = Some((now, busy.0, busy.1));
+            if let Some(last) = self.ticks.back() {
+                let copy = Tick {
+                    at: now,
+                    rows: last.rows.clone(),
+                    global: last.global,
+                    zero: last.zero,
+                };
+                self.ticks.push_back(copy);
+                while self.ticks.len() > 3 {
+                    self.ticks.pop_front();
+                }
+            }
             return;
         }
+        self.loops = Some(loops);
         self.sample(t, keys, now, false);
         let mut rows = HashMap::with_capacity(keys.len());
         let mut global = [0u64; 2];

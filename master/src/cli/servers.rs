@@ -65,6 +65,14 @@ impl<'a> Cells<'a> {
             f(*c);
         }
     }
+
+    /// Sets a value that is `None` when it equals the current config's:
+    /// older generations (whose config may differ) get it as `Some`.
+    fn each_value<T: Copy>(&self, v: T, configured: bool, f: impl Fn(Cell<'a>, Option<T>)) {
+        for (i, c) in self.0.iter().enumerate() {
+            f(*c, (i > 0 || !configured).then_some(v));
+        }
+    }
 }
 
 fn cell<'a>(totals: &Totals<'a>, be: &Backend, srv: &Server) -> Result<Cells<'a>, String> {
@@ -130,7 +138,7 @@ pub fn execute(w: &[&str], cfg: &Config, totals: &Totals<'_>) -> Option<Result<S
         ["set", "weight", arg, weight] | ["set", "server", arg, "weight", weight] => {
             found(arg).and_then(|(_, s, c)| {
                 let w = parse_weight(weight, s.weight)?;
-                c.each(|c| server_state::set_weight(c, (w != s.weight).then_some(w)));
+                c.each_value(w, w == s.weight, server_state::set_weight);
                 Ok(String::new())
             })
         }
@@ -161,7 +169,7 @@ pub fn execute(w: &[&str], cfg: &Config, totals: &Totals<'_>) -> Option<Result<S
                 _ => return Err("usage: set server <backend>/<server> addr <ip> [port <port>]".into()),
             };
             let new = SocketAddr::new(ip, port.unwrap_or(cur.port()));
-            c.each(|c| server_state::set_addr(c, (new != s.addr).then_some(new)));
+            c.each_value(new, new == s.addr, server_state::set_addr);
             let mut msg = format!("IP changed from '{}' to '{ip}'", cur.ip());
             match port {
                 Some(p) if p != cur.port() => {

@@ -84,6 +84,20 @@ pub fn parse_args(args: &[&str]) -> Result<(Filter, Format), String> {
 }
 
 impl Filter {
+    /// Whether object `o` may pass (what is known before its row is made:
+    /// its kind and its proxy's name), so filtered rows cost nothing.
+    pub fn may_keep(&self, cfg: &corral_config::Config, o: stat::Obj) -> bool {
+        let (bit, name) = match o {
+            stat::Obj::Frontend(i) => (ObjType::Frontend.bit(), cfg.frontends[i].name.as_str()),
+            stat::Obj::Backend(b) => (ObjType::Backend.bit(), cfg.backends[b].name.as_str()),
+            stat::Obj::Server(b, _, _) => (ObjType::Server.bit(), cfg.backends[b].name.as_str()),
+        };
+        if self.types != 0 && self.types & bit == 0 {
+            return false;
+        }
+        !matches!(&self.proxy, Some(ProxySel::Name(n)) if n != name)
+    }
+
     /// Whether `r` passes.
     pub fn keeps(&self, r: &StatRow) -> bool {
         if let Some(p) = &self.proxy {
@@ -113,6 +127,9 @@ impl Filter {
         true
     }
 }
+
+/// Objects one dump step looks at, at most.
+const STEP_OBJECTS: usize = 512;
 
 /// A `show stat` being streamed.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,10 +170,16 @@ impl StatDump {
         view.with_stat_ctx(|ctx| {
             let mut text = String::new();
             // One row at a time: a step writes about `want` bytes, never
-            // a whole slice of rows (a JSON row is ~10 KB).
-            while out.len() - start < want && next < objs.len() {
-                let r = stat::row(ctx, objs[next]);
+            // a whole slice of rows (a JSON row is ~10 KB), and looks at
+            // no more than STEP_OBJECTS objects (a filter may keep few).
+            let stop = (next + STEP_OBJECTS).min(objs.len());
+            while out.len() - start < want && next < stop {
+                let o = objs[next];
                 next += 1;
+                if !filter.may_keep(view.cfg, o) {
+                    continue;
+                }
+                let r = stat::row(ctx, o);
                 if !filter.keeps(&r) {
                     continue;
                 }
