@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds target/packages/corral_<v>_<arch>.deb (cargo-deb) and
+# target/packages/corral-<v>-1.<arch>.rpm (cargo-generate-rpm) from the
+# release build. Installs both tools with `cargo install` when missing.
+# VERSION=x.y.z overrides the packages' version (the upgrade test builds an
+# older one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/packages
+mkdir -p "$out/man"
+rm -f "$out"/*.deb "$out"/*.rpm
+for tool in cargo-deb cargo-generate-rpm; do
+    command -v "$tool" >/dev/null || cargo install --locked "$tool"
+done
+cargo build --release --bin corral
+# The packaged binary without debug info (the release profile keeps it for
+# profiling): both packages take this copy.
+mkdir -p "$out/bin"
+strip --strip-debug --strip-unneeded -o "$out/bin/corral" target/release/corral
+for page in corral.8 corral.toml.5; do
+    gzip -9 -n -c "packaging/man/$page" > "$out/man/$page.gz"
+done
+deb_args=(--no-build -o "$out/")
+rpm_args=(-o "$out/")
+if [ -n "${VERSION:-}" ]; then
+    deb_args+=(--deb-version "$VERSION")
+    rpm_args+=(-s "version = \"$VERSION\"")
+fi
+cargo deb "${deb_args[@]}"
+cargo generate-rpm "${rpm_args[@]}"
+ls -1 "$out"/*.deb "$out"/*.rpm
