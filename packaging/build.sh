@@ -2,8 +2,9 @@
 # Builds target/packages/corral_<v>_<arch>.deb (cargo-deb) and
 # target/packages/corral-<v>-1.<arch>.rpm (cargo-generate-rpm) from the
 # release build. Installs both tools with `cargo install` when missing.
-# VERSION=x.y.z overrides the packages' version (the upgrade test builds an
-# older one).
+# VERSION=x.y.z gives the packages (and the binary's `corral -v`) another
+# version; BIN=path packages that binary instead of building one (the
+# upgrade test packages the previous commit's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/packages
@@ -12,11 +13,19 @@ rm -f "$out"/*.deb "$out"/*.rpm
 for tool in cargo-deb cargo-generate-rpm; do
     command -v "$tool" >/dev/null || cargo install --locked "$tool"
 done
-cargo build --release --bin corral
+bin=${BIN:-}
+if [ -z "$bin" ]; then
+    if [ -n "${VERSION:-}" ]; then
+        CORRAL_VERSION=$VERSION cargo build --release --bin corral
+    else
+        cargo build --release --bin corral
+    fi
+    bin=target/release/corral
+fi
 # The packaged binary without debug info (the release profile keeps it for
 # profiling): both packages take this copy.
 mkdir -p "$out/bin"
-strip --strip-debug --strip-unneeded -o "$out/bin/corral" target/release/corral
+strip --strip-debug --strip-unneeded -o "$out/bin/corral" "$bin"
 for page in corral.8 corral.toml.5; do
     gzip -9 -n -c "packaging/man/$page" > "$out/man/$page.gz"
 done

@@ -87,10 +87,10 @@ pub fn reload_client(cfg: &Config) -> (bool, String) {
 /// `corral -v`'s second line: how this binary was built.
 pub fn build_info() -> String {
     format!(
-        "Build info: {} {} ({}), profile {}",
-        env!("CARGO_PKG_NAME"),
-        env!("CARGO_PKG_VERSION"),
+        "Build info: corral {} for {}-{}, {} build",
+        version(),
         std::env::consts::ARCH,
+        std::env::consts::OS,
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -104,7 +104,11 @@ pub const RELEASE_DATE: &str = "2026/11/23";
 
 const fn version_marker() -> [u8; 48] {
     let prefix = b"CORRAL_VERSION=";
-    let v = env!("CARGO_PKG_VERSION").as_bytes();
+    // A package build may give its own version (packaging/build.sh VERSION=).
+    let v = match option_env!("CORRAL_VERSION") {
+        Some(v) => v.as_bytes(),
+        None => env!("CARGO_PKG_VERSION").as_bytes(),
+    };
     let mut out = [0u8; 48];
     let mut i = 0;
     while i < prefix.len() {
