@@ -32,7 +32,7 @@ done
 deb_args=(--no-build -o "$out/")
 rpm_args=(-o "$out/")
 if [ -n "${VERSION:-}" ]; then
-    deb_args+=(--deb-version "$VERSION")
+    deb_args+=(--deb-version "$VERSION-1")
     rpm_args+=(-s "version = \"$VERSION\"")
 fi
 cargo deb "${deb_args[@]}"

@@ -116,8 +116,15 @@ grep -q '^Type=notify$' "$unit" || fail "Type=notify"
 python3 -m http.server 8081 --bind 127.0.0.1 >/dev/null 2>&1 &
 backend_pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8081/ && break; sleep 0.1; done
-NOTIFY_SOCKET=$notify /usr/sbin/corral -f "$CONFIG" -p "$PIDFILE" >/tmp/corral-pkg.log 2>&1 &
-master=$!
+# The unit's capability bounding set, applied as systemd would.
+caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit" | tr 'A-Z' 'a-z' | sed 's/cap_//g; s/ /,+/g')
+[ -n "$caps" ] || fail "no CapabilityBoundingSet in the unit"
+run_master() {
+    NOTIFY_SOCKET=$notify setpriv --bounding-set "-all,+$caps" \
+        /usr/sbin/corral -f "$CONFIG" -p "$PIDFILE" >/tmp/corral-pkg.log 2>&1 &
+    master=$!
+}
+run_master
 wait_msgs 1 || fail "no READY=1: $(cat /tmp/corral-pkg.log)"
 [ "$(head -1 "$msgs")" = "READY=1" ] || fail "first notification: $(cat "$msgs")"
 for _ in $(seq 50); do
@@ -135,6 +142,13 @@ wait_msgs 3 || fail "no RELOADING/READY after the reload: $(cat "$msgs")"
 sed -n 2p "$msgs" | grep -q '^RELOADING=1' || fail "second notification: $(cat "$msgs")"
 [ "$(sed -n 3p "$msgs")" = "READY=1" ] || fail "third notification: $(cat "$msgs")"
 kill -0 "$master" || fail "the master's pid changed or it died"
+# The old workers were told to go (the master, root, signals workers that
+# run as user corral: CAP_KILL is in the unit's bounding set).
+for _ in $(seq 100); do
+    [ "$(pgrep -c -f 'corral: worker')" -le 2 ] && break
+    sleep 0.1
+done
+[ "$(pgrep -c -f 'corral: worker')" -le 2 ] || fail "old workers still running after the reload: $(pgrep -a -f 'corral: worker')"
 
 # A broken config: the check fails, and so does the reload; still serving.
 cp "$CONFIG" /tmp/corral-good.toml
@@ -167,14 +181,13 @@ old_version=0.1.0~prev
 new_version=0.1.1
 BIN=$prev_bin VERSION=$old_version bash packaging/build.sh >/dev/null 2>&1 || fail "packaging HEAD^"
 old_deb=/tmp/corral_${old_version}_amd64.deb
-mv target/packages/corral_${old_version}_amd64.deb "$old_deb"
+mv target/packages/corral_${old_version}-1_amd64.deb "$old_deb"
 VERSION=$new_version bash packaging/build.sh >/dev/null 2>&1 || fail "packaging HEAD as $new_version"
-new_deb=target/packages/corral_${new_version}_amd64.deb
+new_deb=target/packages/corral_${new_version}-1_amd64.deb
 apt-get install -y -q "$old_deb" >/dev/null 2>&1 || fail "apt install the old package"
 install -d -m 0750 /run/corral /var/log/corral
 : > "$msgs"
-NOTIFY_SOCKET=$notify /usr/sbin/corral -f "$CONFIG" -p "$PIDFILE" >/tmp/corral-pkg.log 2>&1 &
-master=$!
+run_master
 wait_msgs 1 || fail "the old package's service sent no READY=1: $(cat /tmp/corral-pkg.log)"
 python3 - "$master" <<'PY' > /tmp/corral-upgrade.out 2>&1 &
 import http.client, socket, subprocess, sys, time, threading

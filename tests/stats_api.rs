@@ -1095,3 +1095,32 @@ fn a_burst_after_idle_is_rated_over_its_second() {
         "40 requests in well under a second after 3.5 s idle: rate_max {max}"
     );
 }
+
+/// When the socket cannot reload (level below admin), `corral --reload`
+/// falls back to SIGUSR2 to `$MAINPID` (what systemd gives ExecReload) and
+/// says the outcome is not waited for; the reload happens.
+#[test]
+fn the_reload_client_falls_back_to_the_signal() {
+    let s0 = Origin::start("s0");
+    let (text, sock) = setup("operator", 1, &[s0.addr], "");
+    let c = Corral::start(&text);
+    let out = std::process::Command::new(corral_bin())
+        .args(["--reload", "-f"])
+        .arg(&c.config_path)
+        .env("MAINPID", c.master_pid().to_string())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("SIGUSR2 sent"), "{said}");
+    wait_for("the reload", Duration::from_secs(10), || {
+        cmd(&sock, "show info").contains("Generation: 2")
+    });
+    let none = std::process::Command::new(corral_bin())
+        .args(["--reload", "-f"])
+        .arg(&c.config_path)
+        .env_remove("MAINPID")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1), "no pid known: {none:?}");
+}

@@ -33,55 +33,90 @@ use corral_config::Config;
 use crate::handoff::{Handoff, ENV};
 use crate::master::{Master, Start};
 
-/// How long `corral --reload` waits for the outcome.
-pub const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long `corral --reload` waits for the outcome (under systemd's
+/// default 90 s for an ExecReload).
+pub const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(85);
 
 /// `corral --reload`: sends `reload` on the stats socket `cfg` names and
 /// waits for the answer (the new generation's `Success=1` or `0` and its
 /// messages). Returns whether it succeeded, and the text to print.
+///
+/// When the socket cannot be used (no `[stats]`, a level below admin, a
+/// socket path changed in the file but not yet reloaded), it falls back to
+/// SIGUSR2 to the master: `$MAINPID` (systemd sets it for ExecReload), else
+/// the config's pidfile. Then the outcome is not known: it says so.
 pub fn reload_client(cfg: &Config) -> (bool, String) {
+    match ask_reload(cfg) {
+        Asked::Answer(ok, text) => (ok, text),
+        Asked::Unusable(why) => signal_reload(cfg, &why),
+    }
+}
+
+enum Asked {
+    Answer(bool, String),
+    Unusable(String),
+}
+
+fn ask_reload(cfg: &Config) -> Asked {
     use std::io::{Read, Write};
     let Some(stats) = &cfg.stats else {
-        return (
-            false,
-            "corral: the configuration has no [stats] socket: a reload cannot be asked and waited for (use kill -USR2)\n".into(),
-        );
+        return Asked::Unusable("the configuration has no [stats] socket".into());
     };
     let path = &stats.socket;
     let mut s = match std::os::unix::net::UnixStream::connect(path) {
         Ok(s) => s,
-        Err(e) => {
-            return (
-                false,
-                format!(
-                    "corral: cannot reach the running instance at {}: {e}\n",
-                    path.display()
-                ),
-            )
-        }
+        Err(e) => return Asked::Unusable(format!("cannot reach {}: {e}", path.display())),
     };
     let _ = s.set_read_timeout(Some(RELOAD_WAIT));
     if let Err(e) = s
         .write_all(b"reload\n")
         .and_then(|()| s.shutdown(std::net::Shutdown::Write))
     {
-        return (false, format!("corral: cannot ask for a reload: {e}\n"));
+        return Asked::Answer(false, format!("corral: cannot ask for a reload: {e}\n"));
     }
     let mut answer = String::new();
     if let Err(e) = s.read_to_string(&mut answer) {
-        return (
+        return Asked::Answer(
             false,
             format!("{answer}corral: no outcome from the running instance: {e}\n"),
         );
     }
-    let ok = answer.lines().next() == Some("Success=1");
+    if answer.starts_with("Permission denied") {
+        return Asked::Unusable(format!("{} is below admin level", path.display()));
+    }
     if answer.trim().is_empty() {
-        return (
+        return Asked::Answer(
             false,
             "corral: the running instance closed without an answer\n".into(),
         );
     }
-    (ok, answer)
+    Asked::Answer(answer.lines().next() == Some("Success=1"), answer)
+}
+
+fn signal_reload(cfg: &Config, why: &str) -> (bool, String) {
+    let pid = std::env::var("MAINPID")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .or_else(|| {
+            let file = cfg.global.pidfile.as_ref()?;
+            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        });
+    let Some(pid) = pid.filter(|&p| p > 1) else {
+        return (
+            false,
+            format!("corral: {why}, and no master pid is known (MAINPID or the pidfile): cannot reload\n"),
+        );
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    ) {
+        Ok(()) => (
+            true,
+            format!("corral: {why}: SIGUSR2 sent to the master (pid {pid}); its outcome is not waited for (see its log)\n"),
+        ),
+        Err(e) => (false, format!("corral: {why}, and SIGUSR2 to pid {pid} failed: {e}\n")),
+    }
 }
 
 /// `corral -v`'s second line: how this binary was built.
