@@ -148,6 +148,16 @@ fn field<'a>(row: &'a std::collections::HashMap<String, String>, k: &str) -> &'a
     row.get(k).map(String::as_str).unwrap_or("")
 }
 
+/// SIGUSR2, then waits until `workers` workers, all new, run.
+fn reload_and_wait(c: &Corral, workers: usize) {
+    let before = c.worker_pids();
+    c.signal(nix::sys::signal::Signal::SIGUSR2);
+    wait_for("the reload", Duration::from_secs(15), || {
+        let w = c.worker_pids();
+        w.len() == workers && w.iter().all(|p| !before.contains(p))
+    });
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while !f() {
@@ -458,12 +468,7 @@ fn counters_stay_exact_across_a_killed_worker_and_a_reload() {
         w.len() == 2 && !w.contains(&victim)
     });
     check("100", "after a worker was SIGKILLed");
-    let before = c.worker_pids();
-    c.signal(nix::sys::signal::Signal::SIGUSR2);
-    wait_for("the reload", Duration::from_secs(15), || {
-        let w = c.worker_pids();
-        w.len() == 2 && w.iter().all(|p| !before.contains(p))
-    });
+    reload_and_wait(&c, 2);
     check("100", "after a reload");
     for _ in 0..10 {
         get_one(c.addr());
@@ -477,12 +482,7 @@ fn counters_stay_exact_across_a_killed_worker_and_a_reload() {
         get_one(c.addr());
     }
     check("5", "after 5 more");
-    let before = c.worker_pids();
-    c.signal(nix::sys::signal::Signal::SIGUSR2);
-    wait_for("the second reload", Duration::from_secs(15), || {
-        let w = c.worker_pids();
-        w.len() == 2 && w.iter().all(|p| !before.contains(p))
-    });
+    reload_and_wait(&c, 2);
     check("5", "after clear and a reload");
 }
 
@@ -577,12 +577,7 @@ fn server_commands_steer_traffic_everywhere() {
     );
     // State survives a reload.
     cmd(&sock, "disable server app/s0");
-    let before = c.worker_pids();
-    c.signal(nix::sys::signal::Signal::SIGUSR2);
-    wait_for("the reload", Duration::from_secs(15), || {
-        let w = c.worker_pids();
-        w.len() == 2 && w.iter().all(|p| !before.contains(p))
-    });
+    reload_and_wait(&c, 2);
     let kept = spread(10);
     assert_eq!(kept.get("elsewhere"), Some(&10), "after a reload: {kept:?}");
     let st = cmd(&sock, "show servers state app");

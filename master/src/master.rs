@@ -1090,20 +1090,7 @@ impl Master {
                 // fast as we write must not hold the loop for the whole dump.
                 let mut dump = c.dump.take().expect("checked");
                 let mut out = std::mem::take(c.output_mut());
-                let done = {
-                    let view = view_of(
-                        &self.cfg,
-                        &self.shared,
-                        &self.slots,
-                        &self.old,
-                        self.generation,
-                        self.failed_reloads,
-                        self.started,
-                        self.stopping != Stopping::No,
-                        &self.history,
-                    );
-                    dump.step(&view, &mut out, cli::LOW_WATER)
-                };
+                let done = { dump.step(&self.view(), &mut out, cli::LOW_WATER) };
                 let c = &mut self.clients[key];
                 *c.output_mut() = out;
                 if done {
@@ -1307,20 +1294,7 @@ impl Master {
                 return;
             }
             Ok(Some(head)) => {
-                let answer = {
-                    let view = view_of(
-                        &self.cfg,
-                        &self.shared,
-                        &self.slots,
-                        &self.old,
-                        self.generation,
-                        self.failed_reloads,
-                        self.started,
-                        self.stopping != Stopping::No,
-                        &self.history,
-                    );
-                    crate::web::answer(&head, &view)
-                };
+                let answer = crate::web::answer(&head, &self.view());
                 self.web_clients[key].answer(answer);
             }
             Ok(None) => {}
@@ -1331,6 +1305,21 @@ impl Master {
             }
             Ok(false) => {}
         }
+    }
+
+    /// What the commands, dumps and the stats page show.
+    fn view(&self) -> commands::View<'_> {
+        view_of(
+            &self.cfg,
+            &self.shared,
+            &self.slots,
+            &self.old,
+            self.generation,
+            self.failed_reloads,
+            self.started,
+            self.stopping != Stopping::No,
+            &self.history,
+        )
     }
 
     /// Client `key` may go on with its queued commands (its query was

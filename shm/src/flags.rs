@@ -37,15 +37,7 @@ impl SharedFlags {
         generation: u32,
         len: usize,
     ) -> io::Result<SharedFlags> {
-        let region = Region::create(
-            seg,
-            kind,
-            kind.as_str(),
-            (len.max(1) * 8) as u64,
-            len as u64,
-            generation,
-        )?;
-        Ok(SharedFlags { region, len })
+        Self::create_strided(seg, kind, generation, len, 0)
     }
 
     /// Creates `len` zeroed words in rows of `stride` words (one row per
