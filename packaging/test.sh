@@ -170,11 +170,14 @@ done
 getent passwd corral >/dev/null || fail "the system user was removed (policy keeps it)"
 
 # --- an upgrade over the running service ----------------------------------
+git worktree prune
 prev_src=$(mktemp -d /tmp/corral-prev.XXXXXX)
 git worktree add -q --detach "$prev_src" HEAD^ >/dev/null 2>&1 || fail "git worktree HEAD^"
 repo=$(pwd)
-(cd "$prev_src" && CARGO_TARGET_DIR="$repo/target/pkg-prev" cargo build -q --bin corral) ||
+(cd "$prev_src" && CARGO_TARGET_DIR="$repo/target/pkg-prev" cargo build -q --bin corral) || {
+    git worktree remove --force "$prev_src"
     fail "building HEAD^"
+}
 prev_bin=$repo/target/pkg-prev/debug/corral
 git worktree remove --force "$prev_src"
 old_version=0.1.0~prev
