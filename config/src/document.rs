@@ -31,21 +31,13 @@ const KEYS: &[&str] = &[
 pub struct Support {
     /// `mode = "http"` and `http-request`/`http-response` rule lines.
     pub http: bool,
-    /// `[stats] http`: the HTML stats page and `/metrics`.
-    pub stats_page: bool,
 }
 
 impl Support {
     /// What this build runs.
-    pub const BUILD: Support = Support {
-        http: true,
-        stats_page: true,
-    };
+    pub const BUILD: Support = Support { http: true };
     /// All of the language.
-    pub const ALL: Support = Support {
-        http: true,
-        stats_page: true,
-    };
+    pub const ALL: Support = Support { http: true };
 }
 
 /// Parses and validates a configuration for this build; `file` is only

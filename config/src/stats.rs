@@ -34,14 +34,9 @@ pub(crate) fn parse(sec: &Section<'_, '_>, d: &mut Diag) -> Option<Stats> {
         .unwrap_or(Level::Operator);
     let http = sec.read("http", d, |k, v, d| {
         let s = walk::string(k, v, d)?;
-        let a = addr::parse_listen(s).map_err(|e| d.error(v.span(), e)).ok()?;
-        // Accepted and not served would be a page an operator waits for.
-        if !d.support.stats_page {
-            d.error(
-                v.span(),
-                "the HTTP stats page ('http') is not supported by this version: use the stats socket",
-            );
-        }
+        let a = addr::parse_listen(s)
+            .map_err(|e| d.error(v.span(), e))
+            .ok()?;
         Some(a)
     });
     Some(Stats {

@@ -1200,9 +1200,6 @@ impl Master {
             return;
         }
         use corral_worker::counters::{BUSY_US, LOOPS};
-        let stats = self.shared.all_stats();
-        let totals = cli::totals::Totals::new(&stats);
-        let keys = crate::shared::row_keys(&self.cfg);
         let live: Vec<usize> = self
             .slots
             .iter()
@@ -1226,9 +1223,16 @@ impl Master {
             )
             .map(|(g, id)| self.shared.worker_counter(g, id, LOOPS))
             .fold(0u64, u64::wrapping_add);
+        let busy = (busy, live.len());
+        if self.history.borrow_mut().idle_tick(busy, loops, now) {
+            return;
+        }
+        let stats = self.shared.all_stats();
+        let totals = cli::totals::Totals::new(&stats);
+        let keys = crate::shared::row_keys(&self.cfg);
         self.history
             .borrow_mut()
-            .tick(&totals, &keys, (busy, live.len()), loops, now);
+            .tick(&totals, &keys, busy, loops, now);
     }
 
     // ---- stats page ---------------------------------------------------

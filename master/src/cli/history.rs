@@ -13,6 +13,7 @@
 //! column 0.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use corral_shm::stats::{Kind, RowKey, Stat, ALL};
@@ -36,7 +37,7 @@ const AVERAGES: [(Stat, Stat); 4] = [
 struct Tick {
     at: Instant,
     /// Per row: sessions, requests.
-    rows: HashMap<RowKey, [u64; 2]>,
+    rows: Rc<HashMap<RowKey, [u64; 2]>>,
     /// Connections and requests over all frontends.
     global: [u64; 2],
     /// The start of a fresh instance: every count was 0 (rows absent from
@@ -84,7 +85,7 @@ impl History {
         if fresh {
             ticks.push_back(Tick {
                 at: Instant::now(),
-                rows: HashMap::new(),
+                rows: Rc::default(),
                 global: [0, 0],
                 zero: true,
             });
@@ -115,9 +116,38 @@ impl History {
         self.max_sess_rate = 0;
     }
 
-    /// Takes the per-second sample: `keys` are the current configuration's
-    /// rows, `busy` the current workers' summed busy µs and their number,
-    /// `loops` every live worker's loop turns, summed.
+    /// The first half of a tick, before any row is read: when nothing ran
+    /// since the last one (no loop turn in any worker, old ones included),
+    /// the counts are as they were, so the last sample is kept, stamped now
+    /// (a rate after an idle spell counts its own second, not the whole
+    /// spell; the rows are shared, not copied), and true is returned: the
+    /// caller reads nothing more, and an idle master stays idle.
+    pub fn idle_tick(&mut self, busy: (u64, usize), loops: u64, now: Instant) -> bool {
+        if self.loops != Some(loops) {
+            return false;
+        }
+        self.next_tick = now + TICK;
+        self.idle_pct = 100;
+        self.busy = Some((now, busy.0, busy.1));
+        if let Some(last) = self.ticks.back() {
+            let copy = Tick {
+                at: now,
+                rows: Rc::clone(&last.rows),
+                global: last.global,
+                zero: last.zero,
+            };
+            self.ticks.push_back(copy);
+            while self.ticks.len() > 3 {
+                self.ticks.pop_front();
+            }
+        }
+        true
+    }
+
+    /// Takes the per-second sample (after [`History::idle_tick`] said work
+    /// happened): `keys` are the current configuration's rows, `busy` the
+    /// current workers' summed busy µs and their number, `loops` every live
+    /// worker's loop turns, summed.
     pub fn tick(
         &mut self,
         t: &Totals<'_>,
@@ -127,27 +157,6 @@ impl History {
         now: Instant,
     ) {
         self.next_tick = now + TICK;
-        // Nothing ran since the last tick (no loop turn in any worker, old
-        // ones included): the counts are as they were; the last sample is
-        // kept, stamped now (a rate after an idle spell counts its own
-        // second, not the whole spell), and an idle master stays idle.
-        if self.loops == Some(loops) {
-            self.idle_pct = 100;
-            self.busy = Some((now, busy.0, busy.1));
-            if let Some(last) = self.ticks.back() {
-                let copy = Tick {
-                    at: now,
-                    rows: last.rows.clone(),
-                    global: last.global,
-                    zero: last.zero,
-                };
-                self.ticks.push_back(copy);
-                while self.ticks.len() > 3 {
-                    self.ticks.pop_front();
-                }
-            }
-            return;
-        }
         self.loops = Some(loops);
         self.sample(t, keys, now, false);
         let mut rows = HashMap::with_capacity(keys.len());
@@ -162,7 +171,7 @@ impl History {
         }
         self.ticks.push_back(Tick {
             at: now,
-            rows,
+            rows: Rc::new(rows),
             global,
             zero: false,
         });
