@@ -31,21 +31,32 @@ const KEYS: &[&str] = &[
 /// `pool_max_idle` says otherwise.
 pub const DEFAULT_POOL_MAX_IDLE: u32 = 256;
 
-/// Reads one backend; `tables` are the names of the declared stick tables.
+/// Reads one backend; `tables` and `caches` are the names of the declared
+/// stick tables and caches.
 pub(crate) fn parse(
     name: &str,
     sec: &Section<'_, '_>,
     defaults: &ProxySettings,
     tables: &[&str],
+    caches: &[&str],
     d: &mut Diag,
 ) -> Backend {
     sec.check_keys(KEYS, d);
-    if let Some(span) = sec.key_span("cache") {
-        d.error(span, "HTTP caches are not supported by this version");
-    }
     let own = ProxySettings::read(sec, d);
     let s = own.over(defaults);
     let mode = s.mode();
+    let cache = sec.read_at("cache", d, walk::nonempty).and_then(|(c, span)| {
+        if !caches.contains(&c) {
+            let hint = walk::did_you_mean(c, caches.iter().copied());
+            d.error(span, format!("backend '{name}' uses cache '{c}', which is not defined (no [cache.{c}] section){hint}"));
+            return None;
+        }
+        if mode == Mode::Tcp {
+            d.error(span, format!("cache needs mode \"http\" (backend '{name}' is in tcp mode: there are no HTTP responses to store)"));
+            return None;
+        }
+        Some(c.to_string())
+    });
     let balance = s.balance.as_ref().map_or(Balance::RoundRobin, |b| b.0);
     if let (Some((b @ (Balance::Uri | Balance::Hdr), span, _)), Mode::Tcp) = (&s.balance, mode) {
         let what = if *b == Balance::Uri {
@@ -119,7 +130,7 @@ pub(crate) fn parse(
         timeouts: s.timeouts(),
         check,
         stick,
-        cache: None,
+        cache,
         http_reuse: s.http_reuse.unwrap_or_default(),
         pool_max_idle: s.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
         pool_purge_delay: s.pool_purge_delay.unwrap_or(Duration::from_secs(5)),

@@ -8,6 +8,7 @@ use toml::de::DeTable;
 
 use crate::addr;
 use crate::backend;
+use crate::cache;
 use crate::diag::{Diag, Span};
 use crate::error::{ConfigError, Errors};
 use crate::frontend;
@@ -109,12 +110,10 @@ pub fn load(path: &std::path::Path) -> Result<Config, Errors> {
 fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
     for (k, _) in doc.iter() {
         let key: &str = k.get_ref().as_ref();
-        if key == "cache" {
-            d.error(k.span(), "HTTP caches are not supported by this version");
-        } else if !KEYS.contains(&key) {
-            let hint = walk::did_you_mean(key, KEYS.iter().copied().filter(|k| *k != "cache"));
+        if !KEYS.contains(&key) {
+            let hint = walk::did_you_mean(key, KEYS.iter().copied());
             let hint = if hint.is_empty() {
-                " (expected one of: global, stats, defaults, frontend, backend, table)".to_string()
+                " (expected one of: global, stats, defaults, frontend, backend, table, cache)".to_string()
             } else {
                 hint
             };
@@ -139,10 +138,15 @@ fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
         .map(|(name, sec)| table::parse(name, &sec, d))
         .collect();
     let table_names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let caches: Vec<_> = named("cache", d)
+        .into_iter()
+        .map(|(name, sec)| cache::parse(name, &sec, d))
+        .collect();
+    let cache_names: Vec<&str> = caches.iter().map(|c| c.name.as_str()).collect();
 
     let backends: Vec<_> = named("backend", d)
         .into_iter()
-        .map(|(name, sec)| backend::parse(name, &sec, &defaults, &table_names, d))
+        .map(|(name, sec)| backend::parse(name, &sec, &defaults, &table_names, &cache_names, d))
         .collect();
     // Persistence stores the server in the table even when `store` omits it,
     // as HAProxy's `stick on` does.
@@ -177,6 +181,7 @@ fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
         frontends,
         backends,
         tables,
+        caches,
     }
 }
 

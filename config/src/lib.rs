@@ -9,6 +9,7 @@
 
 mod addr;
 mod backend;
+mod cache;
 mod diag;
 mod document;
 mod error;

@@ -24,6 +24,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// Stick tables in declaration order (`[table.NAME]`).
     pub tables: Vec<Table>,
+    /// HTTP caches in declaration order (`[cache.NAME]`).
+    pub caches: Vec<Cache>,
 }
 
 impl Config {
@@ -368,6 +370,22 @@ pub enum DataType {
     Gpc0,
     /// Increment rate of gpc0 over the period.
     Gpc0Rate(Duration),
+}
+
+/// `[cache.NAME]`: an HTTP cache shared by all workers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cache {
+    /// The cache's name (backends name it in `cache`).
+    pub name: String,
+    /// Bytes of stored objects at most (keys and heads included).
+    pub total_max_size: u64,
+    /// A larger response streams through and is not stored.
+    pub max_object_size: u64,
+    /// Upper bound on any object's freshness.
+    pub max_age: Duration,
+    /// Store responses with `Vary` (by the varied request fields' values);
+    /// without it such responses are not stored.
+    pub process_vary: bool,
 }
 
 /// `[table.NAME]`: a stick table shared by all workers.

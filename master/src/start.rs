@@ -562,5 +562,6 @@ fn empty_config() -> Config {
         frontends: Vec::new(),
         backends: Vec::new(),
         tables: Vec::new(),
+        caches: Vec::new(),
     }
 }

@@ -14,11 +14,15 @@
 //! * [`flags`]: per-generation words (server health, worker counters) with one
 //!   writer each.
 //! * [`stats`]: proxy counter rows keyed by name, one cell per worker.
+//! * [`cache`]: the HTTP cache store: objects in blocks, references
+//!   recorded per process, eviction through the epochs.
 //! * [`track`]: per-worker records of tracked entries, undone by the master
 //!   when a worker dies.
 //!
 //! No sockets here: the worker and master crates do the I/O.
 
+#[cfg(not(loom))]
+pub mod cache;
 pub mod epoch;
 #[cfg(not(loom))]
 pub mod flags;

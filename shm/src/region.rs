@@ -41,6 +41,8 @@ pub enum RegionKind {
     Counters = 4,
     /// One generation's proxy counter rows (see `stats`).
     Stats = 5,
+    /// An HTTP cache (see `cache`), kept across generations like a table.
+    Cache = 6,
 }
 
 impl RegionKind {
@@ -51,6 +53,7 @@ impl RegionKind {
             3 => RegionKind::Health,
             4 => RegionKind::Counters,
             5 => RegionKind::Stats,
+            6 => RegionKind::Cache,
             _ => return None,
         })
     }
@@ -63,6 +66,7 @@ impl RegionKind {
             RegionKind::Health => "health",
             RegionKind::Counters => "counters",
             RegionKind::Stats => "stats",
+            RegionKind::Cache => "cache",
         }
     }
 }
