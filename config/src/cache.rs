@@ -54,9 +54,7 @@ pub(crate) fn parse(name: &str, sec: &Section<'_, '_>, d: &mut Diag) -> Cache {
     let max_age = sec
         .read("max_age", d, walk::positive_duration)
         .unwrap_or(Duration::from_secs(60));
-    let process_vary = sec
-        .read("process_vary", d, walk::boolean)
-        .unwrap_or(false);
+    let process_vary = sec.read("process_vary", d, walk::boolean).unwrap_or(false);
     Cache {
         name: name.to_string(),
         total_max_size,

@@ -113,7 +113,8 @@ fn resolve(doc: &DeTable<'_>, src: &str, d: &mut Diag) -> Config {
         if !KEYS.contains(&key) {
             let hint = walk::did_you_mean(key, KEYS.iter().copied());
             let hint = if hint.is_empty() {
-                " (expected one of: global, stats, defaults, frontend, backend, table, cache)".to_string()
+                " (expected one of: global, stats, defaults, frontend, backend, table, cache)"
+                    .to_string()
             } else {
                 hint
             };

@@ -8,4 +8,5 @@
 //! and an HTTP/2 codec sit *beside* it ([`h1`] today, `h2` later), both
 //! producing the same request and response heads for the stream layer.
 
+pub mod caching;
 pub mod h1;

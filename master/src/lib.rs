@@ -19,6 +19,7 @@ pub mod proctitle;
 pub mod queries;
 pub mod reload;
 pub mod shared;
+pub mod shared_caches;
 pub mod start;
 pub mod takeover;
 pub mod web;

@@ -1408,6 +1408,7 @@ fn view_of<'a>(
     commands::View {
         cfg,
         tables: shared.tables(),
+        caches: shared.caches(),
         master: commands::ProcRow {
             pid: std::process::id() as i32,
             id: 0,

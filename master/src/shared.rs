@@ -34,6 +34,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use corral_config::Config;
+use corral_shm::cache::Cache;
 use corral_shm::flags::SharedFlags;
 use corral_shm::stats::{RowKey, Stat, StatsRegion, STAT_WORDS};
 use corral_shm::track::{release_dead, Tracks};
@@ -292,6 +293,7 @@ fn per_worker(cfg: &Config) -> u32 {
 /// The next generation's regions, made before the exec.
 pub struct Prepared {
     tables: Vec<StickTable<'static>>,
+    caches: Vec<Cache<'static>>,
     gen: GenRegions,
     /// One line per table decision, for the reload's answer and the log.
     pub messages: Vec<String>,
@@ -304,6 +306,8 @@ pub struct SharedSegment {
     generation: u32,
     /// Tables of the running config, in config order.
     tables: Vec<StickTable<'static>>,
+    /// Caches of the running config, in config order.
+    caches: Vec<Cache<'static>>,
     /// The running generation's own regions.
     gen: GenRegions,
     /// Regions old workers still use, with the newest generation using them.
@@ -338,6 +342,11 @@ impl SharedSegment {
             .iter()
             .map(|t| StickTable::create(seg, t))
             .collect::<io::Result<Vec<_>>>()?;
+        let caches = cfg
+            .caches
+            .iter()
+            .map(|c| Cache::create(seg, c))
+            .collect::<io::Result<Vec<_>>>()?;
         let gen = GenRegions::create(seg, cfg, generation, None)?;
         let master_slot = claim_master_slot(seg, generation)?;
         Ok(SharedSegment {
@@ -345,6 +354,7 @@ impl SharedSegment {
             master_slot,
             generation,
             tables,
+            caches,
             gen,
             retired: Vec::new(),
             carried_conns: 0,
@@ -385,11 +395,13 @@ impl SharedSegment {
                 ));
             }
         }
+        let caches = crate::shared_caches::prepare(self.seg, &self.caches, cfg, &mut messages)?;
         let gen = GenRegions::create(self.seg, cfg, self.generation + 1, Some(&self.gen.stats))?;
         // What earlier generations counted carries on, by name.
         carry_column(&self.gen.stats, &gen.stats);
         Ok(Prepared {
             tables,
+            caches,
             gen,
             messages,
         })
@@ -412,6 +424,9 @@ impl SharedSegment {
         for t in &self.tables {
             add(&mut out, t.region(), |r| r.prev = true);
         }
+        for c in &self.caches {
+            add(&mut out, c.region(), |r| r.prev = true);
+        }
         for r in self.gen.regions() {
             add(&mut out, r, |_| {});
         }
@@ -421,6 +436,9 @@ impl SharedSegment {
         if let Some(p) = next {
             for t in &p.tables {
                 add(&mut out, t.region(), |r| r.next = true);
+            }
+            for c in &p.caches {
+                add(&mut out, c.region(), |r| r.next = true);
             }
             for r in p.gen.regions() {
                 add(&mut out, r, |_| {});
@@ -514,6 +532,7 @@ impl SharedSegment {
             }
             tables.push(t);
         }
+        let caches = crate::shared_caches::adopt(seg, cfg, &regions, mode, messages)?;
         let gen = match GenRegions::find_or_add_stats(seg, cfg, &regions, generation)? {
             Some(g) => g,
             None => GenRegions::create(seg, cfg, generation, None)?,
@@ -521,6 +540,7 @@ impl SharedSegment {
         let mut retired = Vec::new();
         for (r, role) in regions {
             let used = tables.iter().any(|t| Arc::ptr_eq(t.region(), &r))
+                || caches.iter().any(|c| Arc::ptr_eq(c.region(), &r))
                 || gen.regions().iter().any(|g| Arc::ptr_eq(g, &r));
             if used {
                 continue;
@@ -528,7 +548,7 @@ impl SharedSegment {
             // Who may still use it: old workers up to the generation it
             // belonged to. Regions of a failed next generation: nobody.
             let keep = match r.kind() {
-                RegionKind::Table => {
+                RegionKind::Table | RegionKind::Cache => {
                     if role.prev {
                         Some(prev_gen.max(role.keep))
                     } else {
@@ -551,6 +571,7 @@ impl SharedSegment {
                 master_slot,
                 generation,
                 tables,
+                caches,
                 gen,
                 retired,
                 carried_conns: 0,
@@ -603,6 +624,7 @@ impl SharedSegment {
         Shared {
             seg: self.seg,
             tables: self.tables.clone(),
+            caches: self.caches.clone(),
             tracks: self.gen.tracks.clone(),
             worker: id.max(1) - 1,
             slot,
@@ -727,6 +749,24 @@ impl SharedSegment {
         self.carried_conns += n;
     }
 
+    /// The caches of the running config, in config order.
+    pub fn caches(&self) -> &[Cache<'static>] {
+        &self.caches
+    }
+
+    /// Every cache region still held: the running ones, then those only
+    /// old workers use.
+    fn all_caches(&self) -> Vec<Cache<'static>> {
+        let mut all = self.caches.clone();
+        all.extend(
+            self.retired
+                .iter()
+                .filter(|(r, _)| r.kind() == RegionKind::Cache)
+                .filter_map(|(r, _)| Cache::open(self.seg, r.clone())),
+        );
+        all
+    }
+
     fn all_tables(&self) -> Vec<StickTable<'static>> {
         let mut all = self.tables.clone();
         all.extend(
@@ -755,6 +795,18 @@ impl SharedSegment {
                 .and_then(|(r, _)| Tracks::open(r.clone()))
         };
         let released = tracks.map_or(0, |tr| release_dead(&tr, &all, id.max(1) - 1));
+        for c in self.all_caches() {
+            let r = c.recover_from(slot, self.master_slot);
+            if r != Default::default() {
+                log::warn!(
+                    "worker {id}: cache {}: rebuilt {} shard(s) it held locked, dropped {} reference(s), freed {} unfinished store(s)",
+                    c.name(),
+                    r.shards,
+                    r.refs,
+                    r.stores
+                );
+            }
+        }
         self.seg.epoch().clear(slot);
         if repaired > 0 || released > 0 {
             log::warn!(
@@ -778,6 +830,9 @@ impl SharedSegment {
             }
             if r.kind() == RegionKind::Table {
                 log::info!("table {}: old region freed", r.name());
+            }
+            if r.kind() == RegionKind::Cache {
+                log::info!("cache {}: old region freed", r.name());
             }
             false
         });

@@ -157,10 +157,10 @@ pub enum Stat {
     AddrLo,
     /// Port plus one (0: the configured address).
     AddrPort,
-    /// Reserved.
-    Reserved59,
-    /// Reserved.
-    Reserved60,
+    /// Requests looked up in the backend's cache.
+    CacheLookups,
+    /// Requests answered from it.
+    CacheHits,
     /// Reserved.
     Reserved61,
     /// Reserved.
@@ -256,8 +256,8 @@ pub const ALL: [Stat; STAT_WORDS] = {
         AddrHi,
         AddrLo,
         AddrPort,
-        Reserved59,
-        Reserved60,
+        CacheLookups,
+        CacheHits,
         Reserved61,
         Reserved62,
         Reserved63,
@@ -277,7 +277,7 @@ impl Stat {
             | TtimeAvg | AdminState | AdminWeight | AddrSeq | AddrHi | AddrLo | AddrPort => {
                 Kind::Master
             }
-            Reserved59 | Reserved60 | Reserved61 | Reserved62 | Reserved63 => Kind::Master,
+            Reserved61 | Reserved62 | Reserved63 => Kind::Master,
             _ => Kind::Counter,
         }
     }

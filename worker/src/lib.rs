@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod attempt;
 pub mod balance;
 pub mod bufio;
+pub mod cache;
 pub mod client;
 pub mod counters;
 pub mod forward;

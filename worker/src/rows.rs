@@ -132,6 +132,17 @@ impl Rows {
         }
     }
 
+    /// A request of frontend `fe` looked up in backend `be`'s cache, and
+    /// whether it was answered from it.
+    pub fn cache_lookup(&self, fe: usize, be: usize, hit: bool) {
+        for c in [self.fe(fe), self.be(be)].into_iter().flatten() {
+            c.add(Stat::CacheLookups, 1);
+            if hit {
+                c.add(Stat::CacheHits, 1);
+            }
+        }
+    }
+
     /// A stream (TCP connection, or HTTP request) sent to backend `be`.
     pub fn backend_session(&self, be: usize) {
         if let Some(c) = self.be(be) {

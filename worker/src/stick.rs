@@ -29,6 +29,8 @@ pub struct Shared {
     pub seg: &'static Segment,
     /// Stick tables, in `Config::tables` order.
     pub tables: Vec<StickTable<'static>>,
+    /// HTTP caches, in `Config::caches` order.
+    pub caches: Vec<corral_shm::cache::Cache<'static>>,
     /// This generation's tracking records.
     pub tracks: Tracks,
     /// This worker's array in `tracks` (its id - 1).

@@ -128,6 +128,8 @@ pub struct Worker {
     pub(crate) log: AccessLog,
     /// Client connections with work left after their budget, served next turn.
     pub(crate) ready: Vec<usize>,
+    /// The shared HTTP caches.
+    pub(crate) caches: crate::cache::Caches,
     /// The client connection whose driver is running now (its own loop
     /// sees what changed; others are woken through `ready`).
     pub(crate) advancing: Option<usize>,
@@ -251,6 +253,12 @@ impl Worker {
             backends,
             timers: Timers::default(),
             ready: Vec::new(),
+            caches: crate::cache::Caches::new(
+                &cfg_for_checks,
+                setup.shared.caches.clone(),
+                setup.shared.seg,
+                setup.shared.slot,
+            ),
             advancing: None,
             serial: 0,
             cur: 0,
@@ -363,6 +371,7 @@ impl Worker {
             self.flush_handoffs();
             self.flush_answers();
             self.sticky.maintain();
+            self.caches.maintain();
             self.flush_logs();
             self.publish_counters();
             if let Some(deadline) = self.stop_deadline {

@@ -91,6 +91,8 @@ pub struct View<'a> {
     pub cfg: &'a Config,
     /// The stick tables, in config order.
     pub tables: &'a [StickTable<'static>],
+    /// The HTTP caches, in config order.
+    pub caches: &'a [corral_shm::cache::Cache<'static>],
     /// The master's own row (generation = current).
     pub master: ProcRow,
     /// Reloads that failed.
@@ -225,6 +227,21 @@ const HELP: &[(&str, &str, Level)] = &[
         Level::User,
     ),
     (
+        "show cache [<name>]",
+        "show the HTTP caches: blocks, objects, hits, misses, stores, evictions",
+        Level::User,
+    ),
+    (
+        "clear cache <name> [uri <uri>]",
+        "remove every object of a cache, or those of one URI",
+        Level::Admin,
+    ),
+    (
+        "check cache <name>",
+        "verify a cache's structure (every block and object in one place)",
+        Level::Admin,
+    ),
+    (
         "clear counters [all]",
         "clear max statistics counters (or all counters)",
         Level::Operator,
@@ -276,7 +293,8 @@ fn level_needed(w: &[&str]) -> Level {
     match w {
         ["clear", "counters", "all", ..] => Level::Admin,
         ["clear", "counters", ..] | ["show", "sess" | "errors", ..] => Level::Operator,
-        ["clear", "table", ..]
+        ["clear", "table" | "cache", ..]
+        | ["check", "cache", ..]
         | ["set", "table", ..]
         | ["disable" | "enable", "server", ..]
         | ["set", "server" | "weight", ..]
@@ -410,6 +428,17 @@ pub fn execute(words: &[String], client: &mut Client, view: &View<'_>) -> Outcom
             }
         }
         ["clear", "table"] => Outcome::Text("Usage: clear table <name> [<filter>]\n".into()),
+        ["show", "cache", rest @ ..] => Outcome::Text(super::cache::show_cache(
+            view.caches,
+            rest.first().copied(),
+            view.slot,
+        )),
+        ["check", "cache", name] => {
+            Outcome::Text(super::cache::check_cache(view.caches, name, view.slot))
+        }
+        ["clear", "cache", rest @ ..] => {
+            Outcome::Text(super::cache::clear_cache(view.caches, rest, view.slot))
+        }
         ["clear", "counters", rest @ ..] => {
             clear_counters(view, rest == ["all"]);
             Outcome::Silent

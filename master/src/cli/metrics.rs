@@ -205,6 +205,20 @@ const METRICS: &[(&str, &str, &str, Source, u32)] = &[
         6,
     ),
     (
+        "http_cache_lookups_total",
+        "HTTP requests looked up in the cache.",
+        "counter",
+        Source::Col("cache_lookups"),
+        3,
+    ),
+    (
+        "http_cache_hits_total",
+        "HTTP requests answered from the cache.",
+        "counter",
+        Source::Col("cache_hits"),
+        3,
+    ),
+    (
         "loadbalanced_total",
         "Times a server was selected.",
         "counter",

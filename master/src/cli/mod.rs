@@ -11,6 +11,7 @@
 //! that stops reading is dropped once its output passes [`MAX_PENDING`], and
 //! one idle for the CLI timeout (10 s, `set timeout cli`) is closed.
 
+pub mod cache;
 pub mod commands;
 pub mod history;
 pub mod html;

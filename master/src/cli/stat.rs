@@ -425,6 +425,10 @@ fn frontend_row(ctx: &StatCtx<'_>, i: usize) -> StatRow {
     r.set("conn_rate_max", s.get(Stat::ConnRateMax));
     r.set("conn_tot", s.get(Stat::Stot));
     r.set("intercepted", s.get(Stat::Intercepted));
+    if ctx.cfg.frontends[i].mode == corral_config::Mode::Http {
+        r.set("cache_lookups", s.get(Stat::CacheLookups));
+        r.set("cache_hits", s.get(Stat::CacheHits));
+    }
     r.set("dcon", s.get(Stat::Dcon));
     r.set("dses", s.get(Stat::Dses));
     r.set("wrew", 0);
@@ -544,6 +548,10 @@ fn backend_row(ctx: &StatCtx<'_>, b: usize) -> StatRow {
     r.set("algo", algo(be.balance));
     r.set("uweight", weight);
     r.set("agg_server_status", 0);
+    if http {
+        r.set("cache_lookups", s.get(Stat::CacheLookups));
+        r.set("cache_hits", s.get(Stat::CacheHits));
+    }
     r
 }
 

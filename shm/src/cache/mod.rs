@@ -48,7 +48,7 @@ use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{Region, RegionKind};
 use crate::segment::Segment;
 
-pub use read::{vary_key, Cursor, Found, Held, Object};
+pub use read::{vary_key, Cursor, Found, Held, Listed, Object};
 pub use repair::Recovered;
 pub use write::{Store, StoreMeta};
 

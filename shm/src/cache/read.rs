@@ -218,7 +218,9 @@ impl Cache<'_> {
                 cur.left = 0;
                 break;
             }
-            let room = (BLOCK - cur.within as u64).min(cur.left).min((max - done) as u64) as usize;
+            let room = (BLOCK - cur.within as u64)
+                .min(cur.left)
+                .min((max - done) as u64) as usize;
             // SAFETY: block `b` belongs to `obj`, which is pinned or held:
             // its bytes were written before it was published and are not
             // reused until both end (module docs); `within + room` stays
@@ -247,7 +249,12 @@ impl Cache<'_> {
     /// `obj`'s stored response head (pinned or held).
     pub fn head(&self, obj: &Object) -> Vec<u8> {
         let mut out = Vec::with_capacity(obj.head_len as usize);
-        self.copy(obj, obj.head_at(), obj.head_at() + obj.head_len as u64, &mut out);
+        self.copy(
+            obj,
+            obj.head_at(),
+            obj.head_at() + obj.head_len as u64,
+            &mut out,
+        );
         out
     }
 }
@@ -282,4 +289,68 @@ pub fn vary_key(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// One listed object (`show cache`).
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// Shard and entry.
+    pub entry: (u32, u32),
+    /// Its key hash.
+    pub hash: u64,
+    /// Its primary key.
+    pub primary: Vec<u8>,
+    /// Bytes stored (key, head, body).
+    pub size: u64,
+    /// Blocks it takes.
+    pub blocks: u32,
+    /// Processes holding a reference.
+    pub refs: u32,
+    /// Unix ms when it stops being fresh.
+    pub expires_ms: u64,
+    /// Its status.
+    pub status: u16,
+}
+
+impl Cache<'_> {
+    /// Up to `max` objects that can be hit, in shard and entry order.
+    pub fn list(&self, slot: usize, max: usize) -> Vec<Listed> {
+        let mut out = Vec::new();
+        for s in 0..self.layout.shards {
+            for i in 0..self.layout.per_shard {
+                if out.len() >= max {
+                    return out;
+                }
+                let g = self.seg.epoch().pin(slot);
+                let e = self.entry(s, i);
+                if e.state.load(Ordering::Acquire) != LIVE {
+                    continue;
+                }
+                let o = self.object(s, i, e);
+                let mut primary = Vec::new();
+                self.copy(
+                    &o,
+                    0,
+                    e.key_len.load(Ordering::Relaxed) as u64,
+                    &mut primary,
+                );
+                out.push(Listed {
+                    entry: (s, i),
+                    hash: e.hash.load(Ordering::Relaxed),
+                    primary,
+                    size: o.end(),
+                    blocks: e.nblocks.load(Ordering::Relaxed),
+                    refs: e
+                        .refs
+                        .iter()
+                        .map(|w| w.load(Ordering::Relaxed).count_ones())
+                        .sum(),
+                    expires_ms: o.expires_ms,
+                    status: o.status,
+                });
+                drop(g);
+            }
+        }
+        out
+    }
 }

@@ -171,9 +171,7 @@ impl Cache<'_> {
                 }
                 WRITING => {
                     let owner = e.owner.load(Ordering::Relaxed) as usize;
-                    let gone = owner == 0
-                        || dead == Some(owner - 1)
-                        || !self.alive(owner - 1);
+                    let gone = owner == 0 || dead == Some(owner - 1) || !self.alive(owner - 1);
                     if gone {
                         e.owner.store(0, Ordering::Relaxed);
                         e.state.store(FREE, Ordering::Release);
@@ -321,12 +319,18 @@ impl Cache<'_> {
                     steps += 1;
                     let i = link - 1;
                     if marks[i as usize] != NOWHERE {
-                        err(format!("entry {i} on list {what} and in place {}", marks[i as usize]));
+                        err(format!(
+                            "entry {i} on list {what} and in place {}",
+                            marks[i as usize]
+                        ));
                         break;
                     }
                     marks[i as usize] = what;
                     if self.entry(s, i).state.load(Ordering::Relaxed) != want {
-                        err(format!("entry {i} on list {what} in state {}", self.entry(s, i).state.load(Ordering::Relaxed)));
+                        err(format!(
+                            "entry {i} on list {what} in state {}",
+                            self.entry(s, i).state.load(Ordering::Relaxed)
+                        ));
                     }
                     link = self.entry(s, i).list.load(Ordering::Relaxed);
                 }
@@ -350,7 +354,10 @@ impl Cache<'_> {
                     b = self.link(s, b - 1).load(Ordering::Relaxed);
                 }
                 if count != e.nblocks.load(Ordering::Relaxed) && st != WRITING {
-                    err(format!("entry {i}: chain of {count}, nblocks {}", e.nblocks.load(Ordering::Relaxed)));
+                    err(format!(
+                        "entry {i}: chain of {count}, nblocks {}",
+                        e.nblocks.load(Ordering::Relaxed)
+                    ));
                 }
             }
             let mut b = sh.free_block.load(Ordering::Relaxed);
@@ -365,7 +372,10 @@ impl Cache<'_> {
                 b = self.link(s, b - 1).load(Ordering::Relaxed);
             }
             if nfree != sh.free_blocks.load(Ordering::Relaxed) {
-                err(format!("{nfree} free blocks listed, count says {}", sh.free_blocks.load(Ordering::Relaxed)));
+                err(format!(
+                    "{nfree} free blocks listed, count says {}",
+                    sh.free_blocks.load(Ordering::Relaxed)
+                ));
             }
             if let Some(b) = used.iter().position(|u| !u) {
                 err(format!("block {b} is in no place"));

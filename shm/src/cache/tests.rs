@@ -56,7 +56,11 @@ fn none(_: &[u8]) -> Vec<u8> {
 }
 
 /// The head and body stored under `key`, if a lookup finds it.
-fn get(c: &Cache<'_>, key: &[u8], vary_of: &dyn Fn(&[u8]) -> Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+fn get(
+    c: &Cache<'_>,
+    key: &[u8],
+    vary_of: &dyn Fn(&[u8]) -> Vec<u8>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let g = c.seg.epoch().pin(2);
     let f = c.lookup(&g, key, key_hash(key), vary_of, unix_ms())?;
     let head = c.head(&f);
@@ -72,7 +76,13 @@ fn an_object_of_many_blocks_reads_back_exactly() {
     let c = Cache::create(&seg, &def(1 << 20, 64 << 10)).unwrap();
     assert!(c.check(0).is_empty(), "{:?}", c.check(0));
     let b = body(7, 50_000);
-    assert!(put(&c, b"be\0host\0/big", b"", b"HTTP/1.1 200 OK\r\n\r\n", &b));
+    assert!(put(
+        &c,
+        b"be\0host\0/big",
+        b"",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        &b
+    ));
     let (head, got) = get(&c, b"be\0host\0/big", &none).expect("a hit");
     assert_eq!(head, b"HTTP/1.1 200 OK\r\n\r\n");
     assert!(got == b, "body differs");
@@ -80,7 +90,11 @@ fn an_object_of_many_blocks_reads_back_exactly() {
     let s = c.summary();
     assert_eq!(s.entries, 1);
     assert_eq!(s.get(Count::Stores), 1);
-    assert_eq!(s.blocks - s.free_blocks, 13, "50 KB + key + head in 4 KiB blocks");
+    assert_eq!(
+        s.blocks - s.free_blocks,
+        13,
+        "50 KB + key + head in 4 KiB blocks"
+    );
     assert!(c.check(0).is_empty(), "{:?}", c.check(0));
 }
 
@@ -95,7 +109,10 @@ fn a_hash_collision_never_serves_another_key() {
         .unwrap();
     assert!(c.publish(1, st));
     let g = seg.epoch().pin(2);
-    assert!(c.lookup(&g, b"two", h, &none, now).is_none(), "same hash, other key");
+    assert!(
+        c.lookup(&g, b"two", h, &none, now).is_none(),
+        "same hash, other key"
+    );
     assert!(c.lookup(&g, b"one", h, &none, now).is_some());
 }
 
@@ -105,16 +122,21 @@ fn a_second_store_replaces_and_variants_are_kept_apart_and_bounded() {
     let c = Cache::create(&seg, &def(1 << 20, 64 << 10)).unwrap();
     assert!(put(&c, b"k", b"", b"old", b"1"));
     assert!(put(&c, b"k", b"", b"new", b"2"));
-    assert_eq!(get(&c, b"k", &none).unwrap(), (b"new".to_vec(), b"2".to_vec()));
+    assert_eq!(
+        get(&c, b"k", &none).unwrap(),
+        (b"new".to_vec(), b"2".to_vec())
+    );
     assert_eq!(c.summary().entries, 1);
     // Variants by accept-encoding replace the Vary-less object.
     let gz = read::vary_key(&[(b"accept-encoding".to_vec(), b"gzip".to_vec())]);
     let id = read::vary_key(&[(b"accept-encoding".to_vec(), b"".to_vec())]);
     assert!(put(&c, b"k", &gz, b"gz", b"zz"));
     assert!(put(&c, b"k", &id, b"id", b"plain"));
-    let ae = |v: &'static [u8]| move |n: &[u8]| {
-        assert_eq!(n, b"accept-encoding");
-        v.to_vec()
+    let ae = |v: &'static [u8]| {
+        move |n: &[u8]| {
+            assert_eq!(n, b"accept-encoding");
+            v.to_vec()
+        }
     };
     assert_eq!(get(&c, b"k", &ae(b"gzip")).unwrap().1, b"zz");
     assert_eq!(get(&c, b"k", &ae(b"")).unwrap().1, b"plain");
@@ -136,7 +158,9 @@ fn an_evicted_object_stays_readable_while_held_then_its_blocks_come_back() {
     assert!(put(&c, b"first", b"", b"h", &first));
     let held = {
         let g = seg.epoch().pin(2);
-        let f = c.lookup(&g, b"first", key_hash(b"first"), &none, unix_ms()).unwrap();
+        let f = c
+            .lookup(&g, b"first", key_hash(b"first"), &none, unix_ms())
+            .unwrap();
         c.hold(2, f)
     };
     // Far more than fits: constant eviction.
@@ -163,7 +187,10 @@ fn an_evicted_object_stays_readable_while_held_then_its_blocks_come_back() {
     }
     assert!(c.check(0).is_empty(), "{:?}", c.check(0));
     let s = c.summary();
-    assert!(s.blocks - s.free_blocks < used_before, "released blocks are reclaimed");
+    assert!(
+        s.blocks - s.free_blocks < used_before,
+        "released blocks are reclaimed"
+    );
     assert!(s.get(Count::Evictions) > 100);
 }
 
@@ -174,22 +201,36 @@ fn a_dead_writer_and_a_dead_holder_are_undone_by_the_master() {
     let free0 = c.summary().free_blocks;
     // Slot 5 dies mid-store.
     let mut st = c
-        .begin_store(5, b"half", key_hash(b"half"), b"", b"h", None, 1 << 20, meta(unix_ms()))
+        .begin_store(
+            5,
+            b"half",
+            key_hash(b"half"),
+            b"",
+            b"h",
+            None,
+            1 << 20,
+            meta(unix_ms()),
+        )
         .unwrap();
     assert!(c.append(5, &mut st, &body(3, 9000)));
-    std::mem::forget(st);
+    let _dies_mid_store = st; // nothing ends the store
     // Slot 6 dies holding a reference to an object then evicted.
     assert!(put(&c, b"obj", b"", b"h", &body(4, 5000)));
     let held = {
         let g = seg.epoch().pin(6);
-        let f = c.lookup(&g, b"obj", key_hash(b"obj"), &none, unix_ms()).unwrap();
+        let f = c
+            .lookup(&g, b"obj", key_hash(b"obj"), &none, unix_ms())
+            .unwrap();
         c.hold(6, f)
     };
-    std::mem::forget(held);
+    let _dies_holding = held; // the bit stays set
     assert_eq!(c.purge(0, &|k| k == b"obj"), 1);
     // Slot 7 dies holding a shard's lock.
     std::mem::forget(c.shard(0).lock.lock(7));
-    assert!(get(&c, b"half", &none).is_none(), "a half store is never visible");
+    assert!(
+        get(&c, b"half", &none).is_none(),
+        "a half store is never visible"
+    );
     let r5 = c.recover_from(5, 0);
     assert_eq!(r5.stores, 1);
     let r6 = c.recover_from(6, 0);

@@ -208,8 +208,10 @@ impl Cache<'_> {
             if b == 0 || b > self.layout.per_shard {
                 break;
             }
-            sh.free_block
-                .store(self.link(s, b - 1).load(Ordering::Relaxed), Ordering::Relaxed);
+            sh.free_block.store(
+                self.link(s, b - 1).load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
             self.link(s, b - 1).store(0, Ordering::Relaxed);
             sh.free_blocks.fetch_sub(1, Ordering::Relaxed);
             if tail == 0 {
@@ -237,7 +239,8 @@ impl Cache<'_> {
         let sh = self.shard(s);
         let e = self.entry(s, st.idx);
         let held = sh.lock.lock(slot);
-        e.body_len.store(st.written - st.meta_len, Ordering::Relaxed);
+        e.body_len
+            .store(st.written - st.meta_len, Ordering::Relaxed);
         // The chain's last block is its end again (blocks taken ahead but
         // not filled go back).
         self.trim_chain(s, st.idx, st.written);
@@ -553,7 +556,7 @@ impl Cache<'_> {
         if limbo {
             self.seg.epoch().try_advance();
         }
-        let expire = sh.live.load(Ordering::Relaxed) > 0 && turn % 16 == 0;
+        let expire = sh.live.load(Ordering::Relaxed) > 0 && turn.is_multiple_of(16);
         if !limbo && !low && !expire {
             return;
         }

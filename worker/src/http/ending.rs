@@ -139,7 +139,10 @@ impl Worker {
 
     /// A stream is over (its server side given back): counted, logged
     /// once it left the counters (as HAProxy does), its trackings released.
-    pub(super) fn http_close_stream(&mut self, key: usize, st: Box<Stream>) {
+    pub(super) fn http_close_stream(&mut self, key: usize, mut st: Box<Stream>) {
+        // A store is published only if the response ended whole.
+        let whole = st.term == *b"--";
+        self.http_cache_settle(&mut st, whole);
         self.http_count(key, &st);
         self.http_log(key, &st, Instant::now());
         let c = &mut self.clients[key];
@@ -160,7 +163,7 @@ impl Worker {
                 let srv = st.attempt.as_ref().and_then(|a| a.server).or(st.served_by);
                 (
                     self.cfg.backends[be].name.as_str(),
-                    srv.map_or("<NOSRV>", |i| {
+                    srv.map_or(if st.from_cache { "<CACHE>" } else { "<NOSRV>" }, |i| {
                         self.cfg.backends[be].servers[i].name.as_str()
                     }),
                     srv.map_or(0, |i| b.balancer.servers[i].cur),
@@ -359,7 +362,10 @@ impl Worker {
         }
         h.up.release(&mut self.pools);
         h.down.release(&mut self.pools);
-        if let Some(st) = h.stream.take() {
+        if let Some(mut st) = h.stream.take() {
+            if let Some(u) = st.cache.take() {
+                self.caches.settle(u, false);
+            }
             for slot in 0..3u8 {
                 if st.tracked_here[slot as usize] {
                     self.sticky.release_slot(&mut c.sc, slot);

@@ -145,6 +145,7 @@ impl Worker {
         sub!(self.http_read_client(key));
         sub!(self.http_read_server(key));
         sub!(self.http_response(key));
+        sub!(self.http_cache_send(key));
         sub!(self.http_write_client(key));
         sub!(self.http_end_check(key));
         if moved {
@@ -237,11 +238,11 @@ impl Worker {
     /// connection waits for the next request or closes.
     fn http_end_check(&mut self, key: usize) -> Sub {
         let h = flow_of(&mut self.clients, key);
-        let done = h
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.resp_started && s.resp_body.is_done())
-            && h.tx.is_empty()
+        let done = h.stream.as_ref().is_some_and(|s| {
+            s.resp_started
+                && s.resp_body.is_done()
+                && !matches!(s.cache, Some(crate::cache::CacheUse::Sending { .. }))
+        }) && h.tx.is_empty()
             && h.down.len == 0;
         if !done {
             return Sub::Still;

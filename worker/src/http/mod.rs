@@ -16,6 +16,7 @@
 //! → server buffer → server; server → response parser → client buffer →
 //! client; under per-turn byte budgets, never blocking.
 
+mod cached;
 mod ending;
 mod errors;
 mod exchange;
@@ -266,6 +267,11 @@ pub struct Stream {
     /// while the request may be replayed: an idempotent request whose body
     /// has not outgrown [`REPLAY_MAX`]. `None`: not replayable with a body.
     pub sent_body: Option<Vec<u8>>,
+    /// The stream's use of the backend's cache: a miss to store, a store
+    /// in progress, or a hit's body being sent.
+    pub cache: Option<crate::cache::CacheUse>,
+    /// Answered from the cache (`<CACHE>` in the log; no forced close).
+    pub from_cache: bool,
 }
 
 /// The most request body bytes kept for a replay: a larger body is never

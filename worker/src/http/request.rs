@@ -280,6 +280,8 @@ impl Worker {
             served_by: None,
             tally: Default::default(),
             sent_body,
+            cache: None,
+            from_cache: false,
         };
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -361,6 +363,13 @@ impl Worker {
             return self.http_local_error(key, 503, *b"SC");
         };
         st.backend = Some(be);
+        if self.http_cache_lookup(key, be) {
+            return;
+        }
+        let Flow::Http(h) = &mut self.clients[key].flow else {
+            return;
+        };
+        let st = h.stream.as_mut().expect("a stream");
         let backend = &self.cfg.backends[be];
         if backend.forwardfor || self.cfg.frontends[fe].forwardfor {
             st.req
@@ -473,11 +482,12 @@ impl Worker {
             let rest = st.req_body.remaining().unwrap_or(0) as usize;
             !whole_request_in(h.rx.as_slice().get(rest..).unwrap_or(&[]), &head_limits)
         };
-        let close = status >= 400 && !matches!(status, 401 | 403 | 404 | 407 | 429)
-            || !st.req.keep_alive()
-            || !body_read
-            || fin_only
-            || stopping;
+        let close =
+            status >= 400 && !matches!(status, 401 | 403 | 404 | 407 | 429) && !st.from_cache
+                || !st.req.keep_alive()
+                || !body_read
+                || fin_only
+                || stopping;
         if !close {
             if let Some(n) = st.req_body.remaining() {
                 h.rx.consume(n as usize);

@@ -326,6 +326,8 @@ impl Worker {
 
     /// The final response head: rules, keep-alive decisions, then queued.
     fn http_final_head(&mut self, key: usize, skey: usize, mut resp: Response) {
+        // Stored as the server sent it: before the rules.
+        self.http_cache_begin(key, &resp);
         let stopping = self.stop_closes(key);
         let head_limits = limits(self);
         let c = &mut self.clients[key];
@@ -334,21 +336,7 @@ impl Worker {
         let Flow::Http(h) = &mut c.flow else { return };
         let Some(st) = h.stream.as_mut() else { return };
         let rs = &self.cfg.frontends[fe].ruleset;
-        for rule in &rs.http_response {
-            let holds = {
-                let s = HttpSamples {
-                    peer,
-                    local_port: 0,
-                    req: &st.req,
-                    sticky: &self.sticky,
-                    sc: &c.sc,
-                };
-                applies(rs, rule.cond.as_ref(), &s)
-            };
-            if holds {
-                apply_header(&mut resp.fields, &rule.action);
-            }
-        }
+        response_rules(rs, peer, &st.req, &self.sticky, &c.sc, &mut resp);
         let client = st.req.version;
         let relay = if resp.framing == Framing::Chunked && client == Version::Http10 {
             Relay::Dechunk
@@ -412,7 +400,13 @@ impl Worker {
                 }),
             };
             match piece {
-                Ok(Piece::Data(n)) | Ok(Piece::Meta(n)) => {
+                Ok(Piece::Data(n)) => {
+                    super::cached::store_body(&mut self.caches, st, &s.rx.as_slice()[..n]);
+                    s.rx.consume(n);
+                    st.bytes_out += (h.tx.len() - before) as u64;
+                    moved = true;
+                }
+                Ok(Piece::Meta(n)) => {
                     s.rx.consume(n);
                     st.bytes_out += (h.tx.len() - before) as u64;
                     moved = true;
@@ -589,11 +583,12 @@ impl Worker {
             return false;
         };
         let Flow::Http(h) = &c.flow else { return false };
+        // A response being stored is copied: its bytes go to the cache too.
         self.cfg.frontends[c.frontend].splice
-            && h.stream
-                .as_ref()
-                .and_then(|s| s.backend)
-                .is_some_and(|b| self.cfg.backends[b].splice)
+            && h.stream.as_ref().is_some_and(|s| {
+                s.backend.is_some_and(|b| self.cfg.backends[b].splice)
+                    && !matches!(s.cache, Some(crate::cache::CacheUse::Storing { .. }))
+            })
     }
 }
 
@@ -633,8 +628,32 @@ fn write_request_head(out: &mut Vec<u8>, req: &corral_http::h1::Request) {
     encode::end_head(out);
 }
 
+/// Runs the frontend's `http-response` rules on `resp` (a server's answer
+/// or a cache hit alike).
+pub(super) fn response_rules(
+    rs: &corral_config::RuleSet,
+    peer: std::net::SocketAddr,
+    req: &corral_http::h1::Request,
+    sticky: &crate::stick::Sticky,
+    sc: &crate::stick::StickCounters,
+    resp: &mut Response,
+) {
+    for rule in &rs.http_response {
+        let s = HttpSamples {
+            peer,
+            local_port: 0,
+            req,
+            sticky,
+            sc,
+        };
+        if applies(rs, rule.cond.as_ref(), &s) {
+            apply_header(&mut resp.fields, &rule.action);
+        }
+    }
+}
+
 /// A response head toward the client.
-fn write_response_head(
+pub(super) fn write_response_head(
     out: &mut Vec<u8>,
     resp: &Response,
     close: bool,

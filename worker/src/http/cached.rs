@@ -1,0 +1,360 @@
+//! A stream and the backend's cache: hits answered without a server
+//! (conditional ones with 304, `Age` added, `http-response` rules run),
+//! misses stored while they stream to the client (see
+//! [`corral_http::caching`] for what may be stored).
+
+use corral_http::caching::{self, NOT_MODIFIED_FIELDS};
+use corral_http::h1::encode::{self, HopByHop};
+use corral_http::h1::{parse_response, Framing, Method, Parsed, Request, Response};
+use corral_shm::cache::{key_hash, vary_key, Count, Cursor, StoreMeta};
+
+use super::exchange::Sub;
+use super::response::{response_rules, write_response_head, TX_HIGH};
+use super::{flow_of, Relay, Stream};
+use crate::cache::CacheUse;
+use crate::client::Flow;
+use crate::worker::Worker;
+
+/// A hit whose body is at most this long is copied at once, under the
+/// lookup's pin; a longer one is sent over turns, holding a reference.
+const INLINE_BODY: u64 = 64 * 1024;
+
+/// The primary key of a request to backend `backend`: backend, host
+/// (lowercased), and the target's path and query.
+pub(super) fn primary_key(backend: &str, req: &Request) -> Vec<u8> {
+    let host = req.host().unwrap_or("").to_ascii_lowercase();
+    let target = req.target();
+    let local = if target.starts_with('/') {
+        target
+    } else {
+        // Absolute form: what follows the authority.
+        target
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/")
+    };
+    let mut k = Vec::with_capacity(backend.len() + host.len() + local.len() + 2);
+    k.extend_from_slice(backend.as_bytes());
+    k.push(0);
+    k.extend_from_slice(host.as_bytes());
+    k.push(0);
+    k.extend_from_slice(local.as_bytes());
+    k
+}
+
+/// The response head as stored: status line and fields as the server sent
+/// them, without the hop-by-hop and framing fields (a hit gets its own).
+fn stored_head(resp: &Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode::status_line(
+        &mut out,
+        corral_http::h1::Version::Http11,
+        resp.status,
+        resp.reason(),
+    );
+    let hop = HopByHop::fixed(false);
+    for (n, v) in resp.fields.iter() {
+        if hop.strips(n) || encode::is_framing_field(n) {
+            continue;
+        }
+        encode::field(&mut out, n, v);
+    }
+    encode::end_head(&mut out);
+    out
+}
+
+/// The head a hit is answered with: the stored one with `Age`, or a 304
+/// carrying the stored validators.
+fn hit_head(stored: &[u8], not_modified: bool, body_len: u64, age: u64) -> Option<Response> {
+    let limits = corral_http::h1::Limits {
+        max_head: stored.len() + 1024,
+        max_headers: 1000,
+    };
+    let parse = |b: &[u8]| match parse_response(b, &limits, true) {
+        Ok(Parsed::Complete(r, _)) => Some(r),
+        _ => None,
+    };
+    let mut resp = parse(stored)?;
+    if not_modified {
+        let mut head = Vec::new();
+        encode::status_line(
+            &mut head,
+            corral_http::h1::Version::Http11,
+            304,
+            "Not Modified",
+        );
+        for (n, v) in resp.fields.iter() {
+            if NOT_MODIFIED_FIELDS
+                .iter()
+                .any(|f| n.eq_ignore_ascii_case(f.as_bytes()))
+            {
+                encode::field(&mut head, n, v);
+            }
+        }
+        encode::end_head(&mut head);
+        resp = parse(&head)?;
+        resp.framing = Framing::None;
+    } else {
+        resp.framing = if resp.status == 204 {
+            Framing::None
+        } else {
+            Framing::Length(body_len)
+        };
+    }
+    resp.fields.set("Age", age.to_string().as_bytes());
+    Some(resp)
+}
+
+impl Worker {
+    /// Backend `be` was chosen for client `key`'s stream: a fresh stored
+    /// answer is sent now (returns true); otherwise a storable request is
+    /// marked so its response is stored.
+    pub(super) fn http_cache_lookup(&mut self, key: usize, be: usize) -> bool {
+        let Some(ci) = self.caches.of_backend(be) else {
+            return false;
+        };
+        let c = &mut self.clients[key];
+        let fe = c.frontend;
+        let peer = c.peer;
+        let Flow::Http(h) = &mut c.flow else {
+            return false;
+        };
+        let Some(st) = h.stream.as_mut() else {
+            return false;
+        };
+        let policy = caching::request_policy(&st.req);
+        if !policy.lookup && !policy.store {
+            return false;
+        }
+        let primary = primary_key(&self.cfg.backends[be].name, &st.req);
+        let hash = key_hash(&primary);
+        let now = caching::now_ms();
+        // A handle of our own: a `Found` borrows it while `self.caches`
+        // records the reference.
+        let cache = self.caches.get(ci).clone();
+        if policy.lookup {
+            let guard = self.caches.seg().epoch().pin(self.caches.slot());
+            let fields = &st.req.fields;
+            let vary_of = |n: &[u8]| caching::vary_value(fields, &String::from_utf8_lossy(n));
+            let mut answer = None;
+            if let Some(found) = cache.lookup(&guard, &primary, hash, &vary_of, now) {
+                let stored = cache.head(&found);
+                let not_mod = hit_head(&stored, false, 0, 0)
+                    .is_some_and(|r| caching::not_modified(&st.req, &r.fields));
+                let head_only = st.req.method == Method::Head;
+                if let Some(resp) = hit_head(&stored, not_mod, found.body_len, found.age_at(now)) {
+                    cache.touch(&found, now);
+                    let body_wanted = !head_only && !not_mod && resp.status != 204;
+                    let from = found.head_at() + found.head_len as u64;
+                    let mut cur = cache.cursor(&found, from, found.end());
+                    let mut body = Vec::new();
+                    let mut held = None;
+                    if body_wanted && found.body_len <= INLINE_BODY {
+                        cache.read(&found, &mut cur, &mut body, usize::MAX);
+                    } else if body_wanted {
+                        held = Some((self.caches.hold(ci, found), cur));
+                    }
+                    answer = Some((resp, body, held));
+                }
+            }
+            drop(guard);
+            if let Some(a) = answer {
+                return self.http_cache_answer(key, be, ci, a, peer, fe);
+            }
+        }
+        self.rows.cache_lookup(fe, be, false);
+        self.caches.count(ci, Count::Lookups, 1);
+        if policy.store {
+            let Flow::Http(h) = &mut self.clients[key].flow else {
+                return false;
+            };
+            if let Some(st) = h.stream.as_mut() {
+                st.cache = Some(CacheUse::Candidate {
+                    cache: ci,
+                    primary,
+                    hash,
+                });
+            }
+        }
+        false
+    }
+
+    /// Sends a hit: its head (rules run on it), then the body, at once or
+    /// over turns.
+    #[allow(clippy::type_complexity)]
+    fn http_cache_answer(
+        &mut self,
+        key: usize,
+        be: usize,
+        ci: usize,
+        answer: (Response, Vec<u8>, Option<((u32, u32), Cursor)>),
+        peer: std::net::SocketAddr,
+        fe: usize,
+    ) -> bool {
+        let (mut resp, body, held) = answer;
+        let (entry, cursor) = (held.map(|h| h.0), held.map(|h| h.1));
+        self.rows.cache_lookup(fe, be, true);
+        self.caches.count(ci, Count::Lookups, 1);
+        self.caches.count(ci, Count::Hits, 1);
+        let c = &self.clients[key];
+        let Flow::Http(h) = &c.flow else { return false };
+        let Some(st) = h.stream.as_ref() else {
+            return false;
+        };
+        response_rules(
+            &self.cfg.frontends[fe].ruleset,
+            peer,
+            &st.req,
+            &self.sticky,
+            &c.sc,
+            &mut resp,
+        );
+        let sent_bytes = body.len() as u64 + cursor.map_or(0, |c| c.left());
+        self.caches.count(ci, Count::HitBytes, sent_bytes);
+        let status = resp.status;
+        if let Some(st) = flow_of(&mut self.clients, key).stream.as_mut() {
+            st.from_cache = true;
+        }
+        self.http_local(key, status, *b"--", |out, req, close| {
+            write_response_head(out, &resp, close, Relay::Verbatim, req.version, false);
+            out.extend_from_slice(&body);
+        });
+        let h = flow_of(&mut self.clients, key);
+        match (h.stream.as_mut(), cursor, entry) {
+            (Some(st), Some(cursor), Some(entry)) => {
+                st.cache = Some(CacheUse::Sending {
+                    cache: ci,
+                    entry,
+                    cursor,
+                });
+            }
+            (_, _, Some(entry)) => self.caches.unhold(ci, entry),
+            _ => {}
+        }
+        true
+    }
+
+    /// The final response head of a stream marked for storing: the store
+    /// begins if the response may be stored.
+    pub(super) fn http_cache_begin(&mut self, key: usize, resp: &Response) {
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else { return };
+        let Some(CacheUse::Candidate {
+            cache,
+            primary,
+            hash,
+        }) = st.cache.take()
+        else {
+            return;
+        };
+        let def = &self.cfg.caches[cache];
+        let now = caching::now_ms();
+        let Ok(fresh) = caching::freshness(resp, now, def.max_age) else {
+            return;
+        };
+        let Ok(names) = caching::vary_names(resp) else {
+            return;
+        };
+        if !names.is_empty() && !def.process_vary {
+            return;
+        }
+        if resp.framing == Framing::Chunked
+            && resp
+                .fields
+                .list_items("transfer-encoding")
+                .any(|t| !t.eq_ignore_ascii_case(b"chunked"))
+        {
+            // Another transfer coding: the payload is not what is sent.
+            return;
+        }
+        let vary: Vec<(Vec<u8>, Vec<u8>)> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone().into_bytes(),
+                    caching::vary_value(&st.req.fields, n),
+                )
+            })
+            .collect();
+        let vary = vary_key(&vary);
+        let head = stored_head(resp);
+        let body = match resp.framing {
+            Framing::Length(n) => Some(n),
+            Framing::None => Some(0),
+            _ => None,
+        };
+        let meta_len = (primary.len() + vary.len() + head.len()) as u64;
+        if body.is_some_and(|b| b + meta_len > def.max_object_size) {
+            // Streams through, not stored.
+            return;
+        }
+        let store = self.caches.get(cache).begin_store(
+            self.caches.slot(),
+            &primary,
+            hash,
+            &vary,
+            &head,
+            body,
+            def.max_object_size,
+            StoreMeta {
+                status: resp.status,
+                stored_ms: now,
+                expires_ms: fresh.expires_ms,
+                age: fresh.age,
+            },
+        );
+        if let Some(store) = store {
+            st.cache = Some(CacheUse::Storing { cache, store });
+        }
+    }
+
+    /// Sends the next part of a large hit's body.
+    pub(super) fn http_cache_send(&mut self, key: usize) -> Sub {
+        let h = flow_of(&mut self.clients, key);
+        let Some(st) = h.stream.as_mut() else {
+            return Sub::Still;
+        };
+        let Some(CacheUse::Sending {
+            cache,
+            entry,
+            cursor,
+        }) = st.cache.as_mut()
+        else {
+            return Sub::Still;
+        };
+        if h.tx.len() >= TX_HIGH {
+            return Sub::Still;
+        }
+        let room = TX_HIGH - h.tx.len();
+        let n = self.caches.read(*cache, *entry, cursor, h.tx.tail(), room);
+        st.bytes_out += n as u64;
+        if cursor.left() == 0 || n == 0 {
+            let (cache, entry) = (*cache, *entry);
+            st.cache = None;
+            self.caches.unhold(cache, entry);
+        }
+        Sub::Moved
+    }
+
+    /// Ends stream `st`'s use of the cache: a store is published if the
+    /// response was whole, else abandoned; a reference is dropped.
+    pub(super) fn http_cache_settle(&mut self, st: &mut Stream, complete: bool) {
+        if let Some(u) = st.cache.take() {
+            let whole = complete && st.resp_started && st.resp_body.is_done();
+            self.caches.settle(u, whole);
+        }
+    }
+}
+
+/// Adds response body payload bytes to the stream's store, if it has one;
+/// a store that cannot take them (too large, no room) is given up.
+pub(super) fn store_body(caches: &mut crate::cache::Caches, st: &mut Stream, bytes: &[u8]) {
+    if let Some(CacheUse::Storing { cache, store }) = st.cache.as_mut() {
+        let cache = *cache;
+        if !caches.get(cache).append(caches.slot(), store, bytes) {
+            if let Some(u) = st.cache.take() {
+                caches.settle(u, false);
+            }
+        }
+    }
+}
