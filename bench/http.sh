@@ -3,7 +3,7 @@
 #
 #   bash bench/http.sh                      # everything, about 2 minutes
 #   SECS=3 RUNS=1 bash bench/http.sh        # quicker, noisier
-#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big reload
+#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big cache reload
 #   REUSE=always bash bench/http.sh         # both proxies' http-reuse mode (safe)
 #
 # wrk against an nginx backend, direct, through HAProxy (mode http, nbthread 1)
@@ -12,7 +12,10 @@
 # since under safe a first request never reuses).
 #
 # Loads: `ka` small object with keep-alive (-c50), `close` small object with
-# `Connection: close` (-c50), `big` 1 MiB object (-c10), `reload` keep-alive
+# `Connection: close` (-c50), `big` 1 MiB object (-c10), `cache` a 4 KiB
+# object with `max-age=600` from both proxies' caches (-c50 keep-alive:
+# HAProxy's `cache` section with cache-use/cache-store, corral's
+# `[cache.c]`; nginx sees the first request only), `reload` keep-alive
 # -c50 for RELOAD_SECS (14) s with RELOADS (20) reloads INTERVAL (0.5) s apart
 # (SIGUSR2 to each master; HAProxy runs -W, once with its defaults and once
 # with `option idle-close-on-response`; hard-stop-after 60s for all), plus
@@ -27,7 +30,7 @@ set -euo pipefail
 
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
-TESTS=${TESTS:-"ka close big reload"}
+TESTS=${TESTS:-"ka close big cache reload"}
 REUSE=${REUSE:-safe}
 CLOSE_REUSE=${CLOSE_REUSE:-always}
 RELOADS=${RELOADS:-20}
@@ -36,6 +39,7 @@ RELOAD_SECS=${RELOAD_SECS:-14}
 IDLE=${IDLE:-20}
 MODE_REUSE=$REUSE
 HAPROXY_EXTRA=""
+CACHE_ON=0
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -154,7 +158,9 @@ frontend fe
     bind 127.0.0.1:$2
     default_backend be
 backend be
+$( ((CACHE_ON)) && printf '    http-request cache-use c\n    http-response cache-store c\n' || true)
     server s1 127.0.0.1:$3
+$( ((CACHE_ON)) && printf 'cache c\n    total-max-size 64\n    max-object-size 1048576\n    max-age 600\n' || true)
 EOF
 }
 
@@ -175,7 +181,9 @@ maxconn = 20000
 default_backend = "be"
 [backend.be]
 http_reuse = "$MODE_REUSE"
+$( ((CACHE_ON)) && printf 'cache = "c"\n' || true)
 server.s1 = { addr = "127.0.0.1:$3" }
+$( ((CACHE_ON)) && printf '[cache.c]\ntotal_max_size = "64MiB"\nmax_object_size = "1MiB"\nmax_age = "600s"\n' || true)
 EOF
 }
 
@@ -187,7 +195,8 @@ P_NGINX=$(py freeports 1)
 mkdir -p "$TMP/nginx/www"
 head -c $((1 << 20)) /dev/urandom >"$TMP/nginx/www/big"
 printf 'ok\n' >"$TMP/nginx/www/small"
-nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www; location = /nginx_status { stub_status; }"
+head -c 4096 /dev/urandom >"$TMP/nginx/www/cached"
+nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www; location = /nginx_status { stub_status; } location = /cached { add_header Cache-Control \"max-age=600\"; }"
 
 log "corral vs HAProxy, HTTP mode, loopback"
 log_setup "wrk and nginx"
@@ -231,6 +240,7 @@ one() {
     ka) args=(-c50 "http://127.0.0.1:$port/small") ;;
     close) args=(-c50 -H "Connection: close" "http://127.0.0.1:$port/small") ;;
     big) args=(-c10 "http://127.0.0.1:$port/big") ;;
+    cache) args=(-c50 "http://127.0.0.1:$port/cached") ;;
     reload) args=(-c50 "http://127.0.0.1:$port/small") secs=$RELOAD_SECS ;;
     esac
     out=$TMP/wrk-$load-$label-$i.txt
@@ -289,6 +299,8 @@ for load in $TESTS; do
     for ((run = 1; run <= RUNS; run++)); do
         MODE_REUSE=$REUSE
         [[ $load = close ]] && MODE_REUSE=$CLOSE_REUSE
+        CACHE_ON=0
+        [[ $load = cache ]] && CACHE_ON=1
         [[ $load = reload ]] || one "$load" direct "$P_NGINX" "" "$run"
         for p in "${PROXIES[@]}"; do
             HAPROXY_EXTRA=""

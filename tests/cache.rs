@@ -171,6 +171,16 @@ fn serve(
             "/404" => {
                 status = 404;
                 extra.push(("Cache-Control".into(), "max-age=60".into()));
+                extra.push(("ETag".into(), "\"n\"".into()));
+            }
+            "/close" => {
+                // Close-delimited: no length, the body ends with the close.
+                let mut out =
+                    b"HTTP/1.1 200 X\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\n"
+                        .to_vec();
+                out.extend_from_slice(&pattern(&path, 50));
+                s.write_all(&out)?;
+                return Ok(());
             }
             _ => status = 500,
         }
@@ -370,27 +380,45 @@ fn conditional_head_oversize_chunked_and_404() {
         assert!(r.body == pattern(path, 300_000), "chunked body {i} intact");
     }
     assert_eq!(o.count(path), 1);
-    // A 404 with freshness is stored.
+    // A 404 with freshness is stored; a precondition never turns it into a
+    // 304 (preconditions apply to 2xx only).
     for _ in 0..3 {
         assert_eq!(get(c.addr(), "/404", "").status, 404);
     }
+    assert_eq!(
+        get(c.addr(), "/404", "If-None-Match: \"n\"\r\n").status,
+        404
+    );
     assert_eq!(o.count("/404"), 1);
+    // A close-delimited body is never stored (a close cannot be told from
+    // a server dying mid-body).
+    for _ in 0..2 {
+        assert_eq!(get(c.addr(), "/close", "").body, pattern("/close", 50));
+    }
+    assert_eq!(o.count("/close"), 2);
     assert!(cli(&sock, "check cache static").contains("consistent"));
 }
 
 #[test]
 fn max_age_bounds_freshness_and_no_cache_requests_refresh() {
     let o = CacheOrigin::start();
-    let (c, _) = start(&o, 1, "total_max_size = \"4MiB\"\nmax_age = \"1s\"");
+    let (c, sock) = start(&o, 1, "total_max_size = \"4MiB\"\nmax_age = \"1s\"");
     get(c.addr(), "/static", "");
     get(c.addr(), "/static", "");
     assert_eq!(o.count("/static"), 1);
     thread::sleep(Duration::from_millis(1300));
     get(c.addr(), "/static", "");
     assert_eq!(o.count("/static"), 2, "expired after max_age");
+    let lookups = |sock: &std::path::Path| -> u64 {
+        stat_row(&cli(sock, "show stat"), "app", "BACKEND")["cache_lookups"]
+            .parse()
+            .unwrap()
+    };
+    let before = lookups(&sock);
     get(c.addr(), "/static", "Cache-Control: no-cache\r\n");
     get(c.addr(), "/static", "Pragma: no-cache\r\n");
     assert_eq!(o.count("/static"), 4, "no-cache requests are forwarded");
+    assert_eq!(lookups(&sock), before, "and looked nothing up");
     get(c.addr(), "/static", "");
     assert_eq!(
         o.count("/static"),

@@ -18,6 +18,9 @@ pub enum CacheUse {
         primary: Vec<u8>,
         /// Its hash.
         hash: u64,
+        /// The request's fields as the lookup saw them (before fields the
+        /// proxy adds for the server), for the Vary'd values.
+        fields: Box<corral_http::h1::Fields>,
     },
     /// The response is being stored as it streams to the client.
     Storing {

@@ -84,7 +84,12 @@ pub fn clear_cache(caches: &[Cache<'static>], args: &[&str], slot: usize) -> Str
             .next()
             .is_some_and(|p| p == u.as_bytes()),
     });
-    format!("{n} object(s) removed from cache {name}.\n")
+    match n {
+        Ok(n) => format!("{n} object(s) removed from cache {name}.\n"),
+        Err(n) => format!(
+            "{n} object(s) removed from cache {name}; a shard stayed locked by a stopped process: try again.\n"
+        ),
+    }
 }
 
 /// `check cache NAME`: walks the cache's shards (one lock at a time) and

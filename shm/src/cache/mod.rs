@@ -67,6 +67,10 @@ const WRITING: u32 = 1;
 const LIVE: u32 = 2;
 const RETIRED: u32 = 3;
 
+/// The owner of a WRITING entry whose writer died: the next holder of the
+/// shard's lock frees it.
+const ORPHAN: u32 = u32::MAX;
+
 const MAGIC: u64 = u64::from_le_bytes(*b"CRLcach1");
 
 /// Per-process counters, one cache line per process slot (one writer each).
@@ -164,6 +168,10 @@ pub(crate) struct Shard {
     free_blocks: AtomicU32,
     /// Where eviction sampling goes on.
     cursor: AtomicU32,
+    /// One past the highest entry ever taken: sampling scans below it.
+    high: AtomicU32,
+    /// WRITING entries of dead writers, marked [`ORPHAN`], to free.
+    orphans: AtomicU32,
 }
 
 /// Byte offsets of the parts of a cache region's data.

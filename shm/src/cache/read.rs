@@ -317,7 +317,12 @@ impl Cache<'_> {
     pub fn list(&self, slot: usize, max: usize) -> Vec<Listed> {
         let mut out = Vec::new();
         for s in 0..self.layout.shards {
-            for i in 0..self.layout.per_shard {
+            let high = self
+                .shard(s)
+                .high
+                .load(Ordering::Relaxed)
+                .min(self.layout.per_shard);
+            for i in 0..high {
                 if out.len() >= max {
                     return out;
                 }

@@ -10,7 +10,7 @@
 //! dead writer's WRITING entry is freed (it was never visible), and every
 //! block no chain owns is free.
 
-use super::{Cache, BLOCK, FREE, LIVE, RETIRED, WRITING};
+use super::{Cache, BLOCK, FREE, LIVE, ORPHAN, RETIRED, WRITING};
 use crate::primitive::Ordering;
 
 const NOWHERE: u8 = 0;
@@ -32,7 +32,9 @@ pub struct Recovered {
 impl Cache<'_> {
     /// Master side, when the process of slot `dead` is gone (`master` is the
     /// master's own slot): rebuilds the shards it held locked, clears its
-    /// reference bits and frees its stores in progress.
+    /// reference bits and frees its stores in progress. Never waits for a
+    /// lock: a store in a shard someone else holds is marked [`ORPHAN`]
+    /// and freed by the lock's next holder.
     pub fn recover_from(&self, dead: usize, master: usize) -> Recovered {
         let mut r = Recovered::default();
         for s in 0..self.layout.shards {
@@ -43,8 +45,14 @@ impl Cache<'_> {
         }
         let bit = 1u64 << (dead % 64);
         for s in 0..self.layout.shards {
-            let mut stores = Vec::new();
-            for i in 0..self.layout.per_shard {
+            let mut marked = 0;
+            // Entries above the high mark were never taken: no bit, no store.
+            let high = self
+                .shard(s)
+                .high
+                .load(Ordering::Acquire)
+                .min(self.layout.per_shard);
+            for i in 0..high {
                 let e = self.entry(s, i);
                 let w = &e.refs[dead / 64 % e.refs.len()];
                 if w.load(Ordering::Relaxed) & bit != 0 {
@@ -52,46 +60,54 @@ impl Cache<'_> {
                     r.refs += 1;
                 }
                 if e.state.load(Ordering::Acquire) == WRITING
-                    && e.owner.load(Ordering::Relaxed) == dead as u32 + 1
+                    && e.owner
+                        .compare_exchange(
+                            dead as u32 + 1,
+                            ORPHAN,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
                 {
-                    stores.push(i);
+                    marked += 1;
                 }
             }
-            if !stores.is_empty() {
-                let _held = self.lock_or_recover(s, master);
-                for i in stores {
-                    // Under the lock: still the dead writer's?
-                    let e = self.entry(s, i);
-                    if e.state.load(Ordering::Relaxed) == WRITING
-                        && e.owner.load(Ordering::Relaxed) == dead as u32 + 1
-                    {
-                        self.free_unpublished(s, i);
-                        r.stores += 1;
-                    }
+            if marked > 0 {
+                r.stores += marked;
+                self.shard(s).orphans.fetch_add(marked, Ordering::Release);
+                if let Some(_held) = self.shard(s).lock.try_lock(master) {
+                    self.free_orphans(s);
                 }
             }
         }
         r
     }
 
-    /// Takes shard `s`'s lock for the master; a holder whose process is
-    /// gone (reaped later than this one) is relieved and its shard rebuilt.
-    fn lock_or_recover(&self, s: u32, master: usize) -> crate::lock::Held<'_> {
+    /// Takes shard `s`'s lock for `slot` (the master: `clear cache`,
+    /// `check cache`) within about 50 ms: a holder whose process is gone
+    /// (even not yet reaped) is relieved and its shard rebuilt. `None` if a
+    /// live process kept it that long (a stopped one).
+    pub(crate) fn lock_bounded(&self, s: u32, slot: usize) -> Option<crate::lock::Held<'_>> {
         let lock = &self.shard(s).lock;
-        loop {
-            if let Some(h) = lock.try_lock(master) {
-                return h;
+        for n in 0..1000u32 {
+            if let Some(h) = lock.try_lock(slot) {
+                return Some(h);
             }
             if let Some(owner) = lock.owner() {
-                if !self.alive(owner) {
-                    if let Some(h) = lock.steal_from(owner, master) {
+                if owner != slot && !self.alive(owner) {
+                    if let Some(h) = lock.steal_from(owner, slot) {
                         self.rebuild(s, Some(owner));
-                        return h;
+                        return Some(h);
                     }
                 }
             }
-            std::thread::yield_now();
+            if n < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
         }
+        None
     }
 
     /// Whether the process of slot `slot` still runs.
@@ -105,7 +121,17 @@ impl Cache<'_> {
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
         let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+        if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return false;
+        }
+        // A zombie (dead, not reaped yet) still answers kill(0).
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X"),
+            Err(_) => r == 0,
+        }
     }
 
     /// Recomputes shard `s`'s lists from the entries' states and chains
@@ -254,7 +280,12 @@ impl Cache<'_> {
         let n = self.layout.per_shard;
         for s in 0..self.layout.shards {
             let sh = self.shard(s);
-            let _held = sh.lock.lock(slot);
+            let Some(_held) = self.lock_bounded(s, slot) else {
+                errors.push(format!(
+                    "shard {s}: its lock stayed busy (a stopped process?)"
+                ));
+                continue;
+            };
             let mut marks = vec![NOWHERE; n as usize];
             let mut err = |m: String| errors.push(format!("shard {s}: {m}"));
             let mut reachable = 0;

@@ -214,7 +214,7 @@ fn a_dead_writer_and_a_dead_holder_are_undone_by_the_master() {
         .unwrap();
     assert!(c.append(5, &mut st, &body(3, 9000)));
     let _dies_mid_store = st; // nothing ends the store
-    // Slot 6 dies holding a reference to an object then evicted.
+                              // Slot 6 dies holding a reference to an object then evicted.
     assert!(put(&c, b"obj", b"", b"h", &body(4, 5000)));
     let held = {
         let g = seg.epoch().pin(6);
@@ -224,7 +224,7 @@ fn a_dead_writer_and_a_dead_holder_are_undone_by_the_master() {
         c.hold(6, f)
     };
     let _dies_holding = held; // the bit stays set
-    assert_eq!(c.purge(0, &|k| k == b"obj"), 1);
+    assert_eq!(c.purge(0, &|k| k == b"obj"), Ok(1));
     // Slot 7 dies holding a shard's lock.
     std::mem::forget(c.shard(0).lock.lock(7));
     assert!(
@@ -259,4 +259,102 @@ fn a_reopened_region_keeps_its_objects() {
     assert!(again.matches(&def(1 << 20, 64 << 10)));
     assert!(!again.matches(&def(2 << 20, 64 << 10)));
     assert_eq!(get(&again, b"kept", &none).unwrap().1, b"body");
+}
+
+#[test]
+fn the_master_never_waits_for_a_live_holder_of_a_dead_writers_shard() {
+    let seg = Segment::create().unwrap();
+    let c = Cache::create(&seg, &def(256 << 10, 32 << 10)).unwrap();
+    assert_eq!(c.layout().shards, 1);
+    let free0 = c.summary().free_blocks;
+    let mut st = c
+        .begin_store(
+            5,
+            b"half",
+            key_hash(b"half"),
+            b"",
+            b"h",
+            None,
+            1 << 20,
+            meta(unix_ms()),
+        )
+        .unwrap();
+    assert!(c.append(5, &mut st, &body(3, 9000)));
+    let _dies_mid_store = st;
+    // A live process (this one, slot 7) holds the shard's lock.
+    seg.epoch().claim(7, std::process::id(), 1);
+    let held = c.shard(0).lock.lock(7);
+    let t = std::time::Instant::now();
+    let r = c.recover_from(5, 0);
+    assert!(t.elapsed() < Duration::from_millis(100), "no wait");
+    assert_eq!((r.stores, r.shards), (1, 0));
+    drop(held);
+    c.maintain(3, 0, unix_ms());
+    assert!(c.check(0).is_empty(), "{:?}", c.check(0));
+    assert_eq!(
+        c.summary().free_blocks,
+        free0,
+        "the orphan's blocks came back"
+    );
+    // `clear cache` against a lock held by a stopped (live) process gives up.
+    let held = c.shard(0).lock.lock(7);
+    assert_eq!(
+        c.purge(0, &|_| true),
+        Ok(0),
+        "nothing stored: no lock needed"
+    );
+    drop(held);
+    assert!(put_as(&c, 3, b"x", b"1"));
+    let held = c.shard(0).lock.lock(7);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        c.purge(0, &|_| true),
+        Err(0),
+        "a stopped holder: busy, not a hang"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+    drop(held);
+    assert_eq!(c.purge(0, &|_| true), Ok(1));
+}
+
+/// Like `put`, for slot `slot`.
+fn put_as(c: &Cache<'_>, slot: usize, key: &[u8], body: &[u8]) -> bool {
+    let now = unix_ms();
+    let Some(mut st) = c.begin_store(
+        slot,
+        key,
+        key_hash(key),
+        b"",
+        b"h",
+        Some(body.len() as u64),
+        1 << 20,
+        meta(now),
+    ) else {
+        return false;
+    };
+    if !c.append(slot, &mut st, body) {
+        c.abandon(slot, st);
+        return false;
+    }
+    c.publish(slot, st)
+}
+
+#[test]
+fn a_store_into_a_full_shard_evicts_only_what_it_needs() {
+    let seg = Segment::create().unwrap();
+    let c = Cache::create(&seg, &def(256 << 10, 32 << 10)).unwrap();
+    // 64 blocks, one-block objects: fill it.
+    for i in 0..200u32 {
+        put(&c, format!("k{i}").as_bytes(), b"", b"h", b"small");
+        seg.epoch().try_advance();
+    }
+    let before = c.summary().get(Count::Evictions);
+    assert!(put(&c, b"one-more", b"", b"h", b"small"));
+    let after = c.summary().get(Count::Evictions);
+    assert!(
+        after - before <= 2,
+        "evicted {} for one block",
+        after - before
+    );
+    assert!(c.check(0).is_empty(), "{:?}", c.check(0));
 }

@@ -2,7 +2,7 @@
 //! entry and publishes it with one store; eviction, reclamation, expiry and
 //! purges, each under one shard lock held for one bounded step.
 
-use super::{Cache, Count, Entry, BLOCK, FREE, LIVE, MAX_VARIANTS, RETIRED, WRITING};
+use super::{Cache, Count, Entry, BLOCK, FREE, LIVE, MAX_VARIANTS, ORPHAN, RETIRED, WRITING};
 use crate::primitive::Ordering;
 
 /// Entries a maintenance turn or a reclaim looks at, at most.
@@ -11,6 +11,10 @@ const RECLAIM_BUDGET: u32 = 32;
 const EVICTION_SAMPLES: u32 = 16;
 /// Objects evicted for one allocation at most.
 const EVICTIONS_PER_ALLOC: u32 = 16;
+/// Entries one eviction sample scans at most (LIVE ones may be sparse).
+const SCAN_MAX: u32 = 1024;
+/// Blocks taken into a store at once at most.
+const TAKE_MAX: u64 = 16;
 
 /// What is known of a response when its store begins.
 #[derive(Clone, Copy, Debug)]
@@ -70,9 +74,9 @@ impl Cache<'_> {
     ) -> Option<Store> {
         let meta_len = (primary.len() + vary.len() + head.len()) as u64;
         let expect = body.map(|b| b + meta_len);
-        if expect.unwrap_or(meta_len) > limit
-            || expect.unwrap_or(meta_len) > self.layout.per_shard as u64 * BLOCK / 2
-        {
+        // At most half a shard: a store never empties its shard.
+        let limit = limit.min(self.layout.per_shard as u64 * BLOCK / 2);
+        if expect.unwrap_or(meta_len) > limit {
             self.count(slot, Count::Abandoned, 1);
             return None;
         }
@@ -91,6 +95,7 @@ impl Cache<'_> {
             }
             let i = head_link - 1;
             let e = self.entry(s, i);
+            sh.high.fetch_max(i + 1, Ordering::Release);
             sh.free_entry
                 .store(e.list.load(Ordering::Relaxed), Ordering::Relaxed);
             e.list.store(0, Ordering::Relaxed);
@@ -141,8 +146,11 @@ impl Cache<'_> {
     fn write_bytes(&self, slot: usize, st: &mut Store, mut bytes: &[u8]) -> bool {
         while !bytes.is_empty() {
             if st.within == BLOCK {
-                let left = st.expect.map_or(bytes.len() as u64, |e| e - st.written);
-                let want = left.max(bytes.len() as u64).div_ceil(BLOCK).clamp(1, 64) as u32;
+                let left = st.expect.map_or(0, |e| e.saturating_sub(st.written));
+                let want = left
+                    .max(bytes.len() as u64)
+                    .div_ceil(BLOCK)
+                    .clamp(1, TAKE_MAX) as u32;
                 if !self.take_blocks(slot, st, want) {
                     return false;
                 }
@@ -359,16 +367,22 @@ impl Cache<'_> {
         sh.free_entry.store(i + 1, Ordering::Relaxed);
     }
 
-    /// Puts an entry's whole chain on the free list (lock held).
+    /// Puts an entry's whole chain on the free list (lock held). The chain
+    /// is detached from the entry first: killed in between, its blocks are
+    /// in no place, which a rebuild frees (the other order would make the
+    /// entry's chain run on into the free list).
     fn free_chain(&self, s: u32, e: &Entry) {
         let sh = self.shard(s);
         let first = e.first.load(Ordering::Relaxed);
-        if first != 0 {
+        e.first.store(0, Ordering::Relaxed);
+        e.last.store(0, Ordering::Relaxed);
+        e.nblocks.store(0, Ordering::Relaxed);
+        if first != 0 && first <= self.layout.per_shard {
             let mut end = first;
             let mut n = 1;
             loop {
                 let next = self.link(s, end - 1).load(Ordering::Relaxed);
-                if next == 0 || n > self.layout.per_shard {
+                if next == 0 || next > self.layout.per_shard || n > self.layout.per_shard {
                     break;
                 }
                 end = next;
@@ -379,9 +393,6 @@ impl Cache<'_> {
             sh.free_block.store(first, Ordering::Relaxed);
             sh.free_blocks.fetch_add(n, Ordering::Relaxed);
         }
-        e.first.store(0, Ordering::Relaxed);
-        e.last.store(0, Ordering::Relaxed);
-        e.nblocks.store(0, Ordering::Relaxed);
     }
 
     /// Unlinks, from bucket `b` of shard `s`, the LIVE entries `pick`
@@ -482,19 +493,28 @@ impl Cache<'_> {
     /// tries to move the epoch on and reclaims.
     fn make_room(&self, s: u32, slot: usize, blocks: u32, entry: bool) {
         let sh = self.shard(s);
-        let enough = || {
-            sh.free_blocks.load(Ordering::Relaxed) >= blocks
-                && (!entry || sh.free_entry.load(Ordering::Relaxed) != 0)
-        };
+        self.free_orphans(s);
         self.reclaim(s, RECLAIM_BUDGET);
+        // Evicted objects free their blocks only after the epochs: evict
+        // just enough that those blocks cover the shortfall.
+        let (mut coming_blocks, mut coming_entries) = (0u32, 0u32);
+        let enough = |cb: u32, ce: u32| {
+            sh.free_blocks.load(Ordering::Relaxed) + cb >= blocks
+                && (!entry || sh.free_entry.load(Ordering::Relaxed) != 0 || ce > 0)
+        };
+        let now = crate::cache::unix_ms();
         let mut evicted = 0;
-        while !enough() && evicted < EVICTIONS_PER_ALLOC {
-            if !self.evict_one(s, slot, crate::cache::unix_ms()) {
-                break;
+        while !enough(coming_blocks, coming_entries) && evicted < EVICTIONS_PER_ALLOC {
+            match self.evict_one(s, slot, now) {
+                Some(n) => {
+                    coming_blocks += n;
+                    coming_entries += 1;
+                }
+                None => break,
             }
             evicted += 1;
         }
-        if !enough() {
+        if !enough(0, 0) {
             for _ in 0..2 {
                 self.seg.epoch().try_advance();
             }
@@ -503,16 +523,20 @@ impl Cache<'_> {
     }
 
     /// Evicts the least recently hit of a sample of LIVE entries, an
-    /// expired one first (lock held). `false` if the sample found none.
-    fn evict_one(&self, s: u32, slot: usize, now_ms: u64) -> bool {
+    /// expired one first (lock held). Returns its blocks, `None` if the
+    /// sample found none. Scans at most [`SCAN_MAX`] entries, below the
+    /// highest ever used.
+    fn evict_one(&self, s: u32, slot: usize, now_ms: u64) -> Option<u32> {
         let sh = self.shard(s);
-        let n = self.layout.per_shard;
+        let n = sh
+            .high
+            .load(Ordering::Relaxed)
+            .clamp(1, self.layout.per_shard);
         let start = sh.cursor.load(Ordering::Relaxed) % n;
         let mut best: Option<(u64, u32)> = None;
         let mut looked = 0;
         let mut i = start;
-        // Up to `EVICTION_SAMPLES` LIVE entries, scanning at most the shard.
-        for _ in 0..n {
+        for _ in 0..n.min(SCAN_MAX) {
             let e = self.entry(s, i);
             if e.state.load(Ordering::Relaxed) == LIVE {
                 let t = if e.expires_ms.load(Ordering::Relaxed) <= now_ms {
@@ -531,16 +555,35 @@ impl Cache<'_> {
             i = (i + 1) % n;
         }
         sh.cursor.store((i + 1) % n, Ordering::Relaxed);
-        let Some((_, victim)) = best else {
-            return false;
-        };
-        let hash = self.entry(s, victim).hash.load(Ordering::Relaxed);
-        let (_, b) = self.locate(hash);
+        let (_, victim) = best?;
+        let e = self.entry(s, victim);
+        let blocks = e.nblocks.load(Ordering::Relaxed);
+        let (_, b) = self.locate(e.hash.load(Ordering::Relaxed));
         let gone = self.unlink_where(s, b, slot, &mut |i, _| i == victim);
-        if gone > 0 {
-            self.count(slot, Count::Evictions, gone as u64);
+        if gone == 0 {
+            return None;
         }
-        gone > 0
+        self.count(slot, Count::Evictions, gone as u64);
+        Some(blocks)
+    }
+
+    /// Frees the WRITING entries of dead writers marked [`ORPHAN`] by the
+    /// master (lock held).
+    pub(crate) fn free_orphans(&self, s: u32) {
+        let sh = self.shard(s);
+        if sh.orphans.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        sh.orphans.store(0, Ordering::Relaxed);
+        let high = sh.high.load(Ordering::Relaxed).min(self.layout.per_shard);
+        for i in 0..high {
+            let e = self.entry(s, i);
+            if e.state.load(Ordering::Relaxed) == WRITING
+                && e.owner.load(Ordering::Acquire) == ORPHAN
+            {
+                self.free_unpublished(s, i);
+            }
+        }
     }
 
     /// One loop turn's share of upkeep on shard `turn % shards`: reclaim,
@@ -549,20 +592,24 @@ impl Cache<'_> {
     pub fn maintain(&self, slot: usize, turn: u32, now_ms: u64) {
         let s = turn % self.layout.shards;
         let sh = self.shard(s);
-        let limbo = sh.limbo_head.load(Ordering::Relaxed) != 0;
+        let limbo =
+            sh.limbo_head.load(Ordering::Relaxed) != 0 || sh.orphans.load(Ordering::Relaxed) != 0;
         let low_water = (self.layout.per_shard / 16).max(1);
         let low = sh.free_blocks.load(Ordering::Relaxed) < low_water
             && sh.live.load(Ordering::Relaxed) > 0;
         if limbo {
             self.seg.epoch().try_advance();
         }
-        let expire = sh.live.load(Ordering::Relaxed) > 0 && turn.is_multiple_of(16);
+        // Every shard's turn comes; one in 16 of its turns samples expiry.
+        let expire =
+            sh.live.load(Ordering::Relaxed) > 0 && (turn / self.layout.shards).is_multiple_of(16);
         if !limbo && !low && !expire {
             return;
         }
         let Some(_held) = sh.lock.try_lock(slot) else {
             return;
         };
+        self.free_orphans(s);
         self.reclaim(s, RECLAIM_BUDGET);
         if expire {
             self.expire_some(s, slot, now_ms);
@@ -575,7 +622,10 @@ impl Cache<'_> {
     /// Unlinks expired entries among the next samples (lock held).
     fn expire_some(&self, s: u32, slot: usize, now_ms: u64) {
         let sh = self.shard(s);
-        let n = self.layout.per_shard;
+        let n = sh
+            .high
+            .load(Ordering::Relaxed)
+            .clamp(1, self.layout.per_shard);
         let start = sh.cursor.load(Ordering::Relaxed) % n;
         for k in 0..EVICTION_SAMPLES.min(n) {
             let i = (start + k) % n;
@@ -593,16 +643,18 @@ impl Cache<'_> {
     }
 
     /// Removes every object whose primary key `pick` chooses (`clear
-    /// cache`), one bucket per lock. Returns how many.
-    pub fn purge(&self, slot: usize, pick: &dyn Fn(&[u8]) -> bool) -> u64 {
+    /// cache`), one bucket per lock. Returns how many; `Err` with how many
+    /// if a shard's lock stayed busy (a stopped process holds it).
+    pub fn purge(&self, slot: usize, pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, u64> {
         let mut n = 0;
         for s in 0..self.layout.shards {
             for b in 0..self.layout.buckets {
                 if self.bucket(s, b).load(Ordering::Acquire) == 0 {
                     continue;
                 }
-                let sh = self.shard(s);
-                let _held = sh.lock.lock(slot);
+                let Some(_held) = self.lock_bounded(s, slot) else {
+                    return Err(n);
+                };
                 n += self.unlink_where(s, b, slot, &mut |i, e| {
                     let o = self.object(s, i, e);
                     let mut k = Vec::new();
@@ -611,7 +663,7 @@ impl Cache<'_> {
                 }) as u64;
             }
         }
-        n
+        Ok(n)
     }
 }
 

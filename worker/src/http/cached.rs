@@ -63,18 +63,29 @@ fn stored_head(resp: &Response) -> Vec<u8> {
     out
 }
 
-/// The head a hit is answered with: the stored one with `Age`, or a 304
-/// carrying the stored validators.
-fn hit_head(stored: &[u8], not_modified: bool, body_len: u64, age: u64) -> Option<Response> {
+/// The head a hit is answered with: the stored one with `Age`, or (when
+/// `req` is conditional, the object a 2xx and its validators match) a 304
+/// carrying them. `max_headers` is the configured field limit the stored
+/// head was read within.
+fn hit_head(
+    stored: &[u8],
+    req: &Request,
+    max_headers: usize,
+    body_len: u64,
+    age: u64,
+) -> Option<(Response, bool)> {
     let limits = corral_http::h1::Limits {
         max_head: stored.len() + 1024,
-        max_headers: 1000,
+        max_headers: max_headers + 8,
     };
     let parse = |b: &[u8]| match parse_response(b, &limits, true) {
         Ok(Parsed::Complete(r, _)) => Some(r),
         _ => None,
     };
     let mut resp = parse(stored)?;
+    // Preconditions apply to a 2xx only (RFC 9110 §13.2.1).
+    let not_modified =
+        (200..300).contains(&resp.status) && caching::not_modified(req, &resp.fields);
     if not_modified {
         let mut head = Vec::new();
         encode::status_line(
@@ -102,7 +113,7 @@ fn hit_head(stored: &[u8], not_modified: bool, body_len: u64, age: u64) -> Optio
         };
     }
     resp.fields.set("Age", age.to_string().as_bytes());
-    Some(resp)
+    Some((resp, not_modified))
 }
 
 impl Worker {
@@ -126,6 +137,9 @@ impl Worker {
         if !policy.lookup && !policy.store {
             return false;
         }
+        let max_headers = self.cfg.global.http_limits.max_headers;
+        let def = &self.cfg.caches[ci];
+        let max_age_ms = def.max_age.as_millis() as u64;
         let primary = primary_key(&self.cfg.backends[be].name, &st.req);
         let hash = key_hash(&primary);
         let now = caching::now_ms();
@@ -137,12 +151,21 @@ impl Worker {
             let fields = &st.req.fields;
             let vary_of = |n: &[u8]| caching::vary_value(fields, &String::from_utf8_lossy(n));
             let mut answer = None;
-            if let Some(found) = cache.lookup(&guard, &primary, hash, &vary_of, now) {
+            let found = cache
+                .lookup(&guard, &primary, hash, &vary_of, now)
+                // Fresh by today's `max_age` too (a reload may have lowered it).
+                .filter(|f| f.stored_ms + max_age_ms.saturating_sub(f.age as u64 * 1000) > now);
+            if let Some(found) = found {
                 let stored = cache.head(&found);
-                let not_mod = hit_head(&stored, false, 0, 0)
-                    .is_some_and(|r| caching::not_modified(&st.req, &r.fields));
                 let head_only = st.req.method == Method::Head;
-                if let Some(resp) = hit_head(&stored, not_mod, found.body_len, found.age_at(now)) {
+                let hit = hit_head(
+                    &stored,
+                    &st.req,
+                    max_headers,
+                    found.body_len,
+                    found.age_at(now),
+                );
+                if let Some((resp, not_mod)) = hit {
                     cache.touch(&found, now);
                     let body_wanted = !head_only && !not_mod && resp.status != 204;
                     let from = found.head_at() + found.head_len as u64;
@@ -162,17 +185,22 @@ impl Worker {
                 return self.http_cache_answer(key, be, ci, a, peer, fe);
             }
         }
-        self.rows.cache_lookup(fe, be, false);
-        self.caches.count(ci, Count::Lookups, 1);
+        if policy.lookup {
+            // (A no-cache request looked nothing up: no lookup, no miss.)
+            self.rows.cache_lookup(fe, be, false);
+            self.caches.count(ci, Count::Lookups, 1);
+        }
         if policy.store {
             let Flow::Http(h) = &mut self.clients[key].flow else {
                 return false;
             };
             if let Some(st) = h.stream.as_mut() {
+                let fields = Box::new(st.req.fields.clone());
                 st.cache = Some(CacheUse::Candidate {
                     cache: ci,
                     primary,
                     hash,
+                    fields,
                 });
             }
         }
@@ -243,6 +271,7 @@ impl Worker {
             cache,
             primary,
             hash,
+            fields,
         }) = st.cache.take()
         else {
             return;
@@ -267,21 +296,20 @@ impl Worker {
             // Another transfer coding: the payload is not what is sent.
             return;
         }
+        // The values the lookup saw (not the fields added for the server).
         let vary: Vec<(Vec<u8>, Vec<u8>)> = names
             .iter()
-            .map(|n| {
-                (
-                    n.clone().into_bytes(),
-                    caching::vary_value(&st.req.fields, n),
-                )
-            })
+            .map(|n| (n.clone().into_bytes(), caching::vary_value(&fields, n)))
             .collect();
         let vary = vary_key(&vary);
         let head = stored_head(resp);
         let body = match resp.framing {
             Framing::Length(n) => Some(n),
             Framing::None => Some(0),
-            _ => None,
+            Framing::Chunked => None,
+            // A close cannot be told from a server that died mid-body: such
+            // a response is never stored.
+            Framing::UntilClose => return,
         };
         let meta_len = (primary.len() + vary.len() + head.len()) as u64;
         if body.is_some_and(|b| b + meta_len > def.max_object_size) {
