@@ -419,12 +419,24 @@ fn max_age_bounds_freshness_and_no_cache_requests_refresh() {
     get(c.addr(), "/static", "Pragma: no-cache\r\n");
     assert_eq!(o.count("/static"), 4, "no-cache requests are forwarded");
     assert_eq!(lookups(&sock), before, "and looked nothing up");
+    get(c.addr(), "/static", "Cache-Control: max-age=0\r\n");
+    assert_eq!(o.count("/static"), 5, "a browser reload goes to the server");
+    let r = get(
+        c.addr(),
+        "/static?never",
+        "Cache-Control: only-if-cached\r\n",
+    );
+    assert_eq!(r.status, 504, "only-if-cached on a miss");
+    assert_eq!(o.count("/static?never"), 0);
     get(c.addr(), "/static", "");
     assert_eq!(
         o.count("/static"),
-        4,
+        5,
         "and their responses refreshed the object"
     );
+    let r = get(c.addr(), "/static", "Cache-Control: only-if-cached\r\n");
+    assert_eq!(r.status, 200, "only-if-cached on a hit");
+    assert_eq!(o.count("/static"), 5);
 }
 
 #[test]

@@ -10,8 +10,10 @@
 //!   response carrying `Set-Cookie` (deliberately stricter than HAProxy
 //!   2.6, which stores it), a response to a request carrying
 //!   `Authorization` or `Cache-Control: no-store`, and `Vary: *`.
-//! * A request with `Cache-Control: no-cache` or `Pragma: no-cache` is not
-//!   answered from the cache (its response may refresh the entry).
+//! * A request with `Cache-Control: no-cache`, `max-age=0` or `Pragma:
+//!   no-cache` is not answered from the cache (its response may refresh the
+//!   entry); `max-age=N` and `min-fresh=N` narrow what it accepts, and
+//!   `only-if-cached` gets a 504 rather than a trip to the server.
 //! * Stale objects are never served, so `must-revalidate` always holds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,30 +25,43 @@ use crate::h1::{Fields, Method, Request, Response};
 pub const STORABLE: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 410];
 
 /// What the cache may do with a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestPolicy {
     /// Answer it from the cache if an object is fresh.
     pub lookup: bool,
     /// Store its response, if that is storable.
     pub store: bool,
+    /// `max-age=N`: an object older than N s does not answer it.
+    pub max_age: Option<u64>,
+    /// `min-fresh=N`: an object fresh for less than N s more does not.
+    pub min_fresh: Option<u64>,
+    /// `only-if-cached`: a miss is answered 504, not forwarded.
+    pub only_if_cached: bool,
 }
 
 /// How a request may use the cache.
 pub fn request_policy(req: &Request) -> RequestPolicy {
     let method = matches!(req.method, Method::Get | Method::Head);
     if !method || req.fields.contains("authorization") || req.upgrade {
-        return RequestPolicy {
-            lookup: false,
-            store: false,
-        };
+        return RequestPolicy::default();
     }
     let cc = directives(&req.fields);
-    let no_cache =
-        cc.iter().any(|(k, _)| k == "no-cache") || req.fields.has_token("pragma", "no-cache");
+    let secs = |name: &str| {
+        cc.iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok())
+    };
+    let max_age = secs("max-age");
+    let no_cache = cc.iter().any(|(k, _)| k == "no-cache")
+        || max_age == Some(0)
+        || req.fields.has_token("pragma", "no-cache");
     let no_store = cc.iter().any(|(k, _)| k == "no-store");
     RequestPolicy {
         lookup: !no_cache && !no_store,
         store: req.method == Method::Get && !no_store,
+        max_age,
+        min_fresh: secs("min-fresh"),
+        only_if_cached: cc.iter().any(|(k, _)| k == "only-if-cached"),
     }
 }
 

@@ -48,6 +48,17 @@ fn requests_that_bypass_or_forbid_the_cache() {
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     ));
     assert_eq!((p.lookup, p.store), (false, false));
+    let p = request_policy(&req(
+        "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: max-age=0\r\n\r\n",
+    ));
+    assert_eq!((p.lookup, p.store), (false, true), "a browser reload");
+    let p = request_policy(&req(
+        "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: max-age=5, min-fresh=2, only-if-cached\r\n\r\n",
+    ));
+    assert_eq!(
+        (p.lookup, p.max_age, p.min_fresh, p.only_if_cached),
+        (true, Some(5), Some(2), true)
+    );
 }
 
 #[test]

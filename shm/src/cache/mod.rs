@@ -73,6 +73,9 @@ const ORPHAN: u32 = u32::MAX;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CRLcach1");
 
+/// Header flag: entries are taken below the shards' `high` marks.
+const HIGH_KEPT: u32 = 1;
+
 /// Per-process counters, one cache line per process slot (one writer each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -111,7 +114,9 @@ struct Header {
     shards: u32,
     per_shard: u32,
     buckets: u32,
-    _pad: u32,
+    /// [`HIGH_KEPT`] when every taker of entries raises the shards' `high`
+    /// mark (a region made before that mark existed has 0 here).
+    flags: u32,
     /// Which shard the next maintenance turn looks at.
     turn: AtomicU32,
 }
@@ -313,7 +318,7 @@ impl<'s> Cache<'s> {
                     shards: layout.shards,
                     per_shard: layout.per_shard,
                     buckets: layout.buckets,
-                    _pad: 0,
+                    flags: HIGH_KEPT,
                     turn: AtomicU32::new(0),
                 },
             )
@@ -348,13 +353,23 @@ impl<'s> Cache<'s> {
             return None;
         }
         let name = region.name().to_string();
-        Some(Cache {
+        let c = Cache {
             seg,
             region,
             layout,
             off: layout.offsets(),
             name,
-        })
+        };
+        if h.flags & HIGH_KEPT == 0 {
+            // Made by a build that kept no mark (and whose workers may
+            // still take entries): every scan covers the whole shard.
+            for s in 0..layout.shards {
+                c.shard(s)
+                    .high
+                    .fetch_max(layout.per_shard, Ordering::AcqRel);
+            }
+        }
+        Some(c)
     }
 
     /// Whether this region is laid out as `def` asks (then a reload keeps it).

@@ -130,7 +130,8 @@ impl Cache<'_> {
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().next())
                 .is_some_and(|state| state == "Z" || state == "X"),
-            Err(_) => r == 0,
+            // Unreadable: only a readable Z or X state says dead.
+            Err(_) => true,
         }
     }
 
@@ -182,6 +183,9 @@ impl Cache<'_> {
             link = self.entry(s, i).list.load(Ordering::Relaxed);
         }
         let mut free = Vec::new();
+        // Whether each writer slot is gone, asked once per slot (no /proc
+        // read per entry under the lock).
+        let mut gone_slots: std::collections::HashMap<u32, bool> = Default::default();
         for i in 0..n {
             if marks[i as usize] != NOWHERE {
                 continue;
@@ -197,7 +201,11 @@ impl Cache<'_> {
                 }
                 WRITING => {
                     let owner = e.owner.load(Ordering::Relaxed) as usize;
-                    let gone = owner == 0 || dead == Some(owner - 1) || !self.alive(owner - 1);
+                    let gone = owner == 0
+                        || dead == Some(owner - 1)
+                        || *gone_slots
+                            .entry(owner as u32)
+                            .or_insert_with(|| !self.alive(owner - 1));
                     if gone {
                         e.owner.store(0, Ordering::Relaxed);
                         e.state.store(FREE, Ordering::Release);

@@ -538,7 +538,10 @@ impl Cache<'_> {
         let mut i = start;
         for _ in 0..n.min(SCAN_MAX) {
             let e = self.entry(s, i);
-            if e.state.load(Ordering::Relaxed) == LIVE {
+            // An object being sent gives its blocks back only when the send
+            // ends: not a victim that makes room now.
+            let held = e.refs.iter().any(|w| w.load(Ordering::Relaxed) != 0);
+            if e.state.load(Ordering::Relaxed) == LIVE && !held {
                 let t = if e.expires_ms.load(Ordering::Relaxed) <= now_ms {
                     0
                 } else {
@@ -571,10 +574,10 @@ impl Cache<'_> {
     /// master (lock held).
     pub(crate) fn free_orphans(&self, s: u32) {
         let sh = self.shard(s);
-        if sh.orphans.load(Ordering::Acquire) == 0 {
+        // One read-and-reset: an orphan counted after it is found next time.
+        if sh.orphans.swap(0, Ordering::AcqRel) == 0 {
             return;
         }
-        sh.orphans.store(0, Ordering::Relaxed);
         let high = sh.high.load(Ordering::Relaxed).min(self.layout.per_shard);
         for i in 0..high {
             let e = self.entry(s, i);

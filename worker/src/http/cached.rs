@@ -153,8 +153,15 @@ impl Worker {
             let mut answer = None;
             let found = cache
                 .lookup(&guard, &primary, hash, &vary_of, now)
-                // Fresh by today's `max_age` too (a reload may have lowered it).
-                .filter(|f| f.stored_ms + max_age_ms.saturating_sub(f.age as u64 * 1000) > now);
+                // Fresh by today's `max_age` too (a reload may have lowered
+                // it), and as fresh as the request asks.
+                .filter(|f| {
+                    f.stored_ms + max_age_ms.saturating_sub(f.age as u64 * 1000) > now
+                        && policy.max_age.is_none_or(|m| f.age_at(now) <= m)
+                        && policy
+                            .min_fresh
+                            .is_none_or(|m| f.expires_ms.saturating_sub(now) >= m * 1000)
+                });
             if let Some(found) = found {
                 let stored = cache.head(&found);
                 let head_only = st.req.method == Method::Head;
@@ -189,6 +196,11 @@ impl Worker {
             // (A no-cache request looked nothing up: no lookup, no miss.)
             self.rows.cache_lookup(fe, be, false);
             self.caches.count(ci, Count::Lookups, 1);
+        }
+        if policy.only_if_cached {
+            // RFC 9111 §5.2.1.7: not in the cache, not forwarded.
+            self.http_local_error(key, 504, *b"--");
+            return true;
         }
         if policy.store {
             let Flow::Http(h) = &mut self.clients[key].flow else {
@@ -296,7 +308,15 @@ impl Worker {
             // Another transfer coding: the payload is not what is sent.
             return;
         }
-        // The values the lookup saw (not the fields added for the server).
+        // The values the lookup saw; a field the proxy changed since (e.g.
+        // X-Forwarded-For) cannot key the object: the next lookup would
+        // not see what the server did.
+        if names
+            .iter()
+            .any(|n| caching::vary_value(&fields, n) != caching::vary_value(&st.req.fields, n))
+        {
+            return;
+        }
         let vary: Vec<(Vec<u8>, Vec<u8>)> = names
             .iter()
             .map(|n| (n.clone().into_bytes(), caching::vary_value(&fields, n)))
