@@ -29,9 +29,18 @@ fn body(seed: u8, len: usize) -> Vec<u8> {
 
 /// Stores `key` → `head` + `body` for slot 1 (chunks of 1000 bytes).
 fn put(c: &Cache<'_>, key: &[u8], vary: &[u8], head: &[u8], body: &[u8]) -> bool {
+    put_full(c, 1, key, vary, head, body)
+}
+
+/// Like `put`, for slot `slot`.
+fn put_as(c: &Cache<'_>, slot: usize, key: &[u8], body: &[u8]) -> bool {
+    put_full(c, slot, key, b"", b"h", body)
+}
+
+fn put_full(c: &Cache<'_>, slot: usize, key: &[u8], vary: &[u8], head: &[u8], body: &[u8]) -> bool {
     let now = unix_ms();
     let Some(mut st) = c.begin_store(
-        1,
+        slot,
         key,
         key_hash(key),
         vary,
@@ -43,12 +52,12 @@ fn put(c: &Cache<'_>, key: &[u8], vary: &[u8], head: &[u8], body: &[u8]) -> bool
         return false;
     };
     for chunk in body.chunks(1000) {
-        if !c.append(1, &mut st, chunk) {
-            c.abandon(1, st);
+        if !c.append(slot, &mut st, chunk) {
+            c.abandon(slot, st);
             return false;
         }
     }
-    c.publish(1, st)
+    c.publish(slot, st)
 }
 
 fn none(_: &[u8]) -> Vec<u8> {
@@ -320,28 +329,6 @@ fn the_master_never_waits_for_a_live_holder_of_a_dead_writers_shard() {
     assert!(t.elapsed() < Duration::from_secs(1));
     drop(held);
     assert_eq!(c.purge(0, &|_| true), Ok(1));
-}
-
-/// Like `put`, for slot `slot`.
-fn put_as(c: &Cache<'_>, slot: usize, key: &[u8], body: &[u8]) -> bool {
-    let now = unix_ms();
-    let Some(mut st) = c.begin_store(
-        slot,
-        key,
-        key_hash(key),
-        b"",
-        b"h",
-        Some(body.len() as u64),
-        1 << 20,
-        meta(now),
-    ) else {
-        return false;
-    };
-    if !c.append(slot, &mut st, body) {
-        c.abandon(slot, st);
-        return false;
-    }
-    c.publish(slot, st)
 }
 
 #[test]

@@ -321,21 +321,7 @@ impl Cache<'_> {
         self.link(s, b - 1).store(0, Ordering::Relaxed);
         e.nblocks.store(n, Ordering::Relaxed);
         // `rest` .. its end go to the free list.
-        let sh = self.shard(s);
-        let mut end = rest;
-        let mut freed = 1;
-        loop {
-            let next = self.link(s, end - 1).load(Ordering::Relaxed);
-            if next == 0 || freed > self.layout.per_shard {
-                break;
-            }
-            end = next;
-            freed += 1;
-        }
-        self.link(s, end - 1)
-            .store(sh.free_block.load(Ordering::Relaxed), Ordering::Relaxed);
-        sh.free_block.store(rest, Ordering::Relaxed);
-        sh.free_blocks.fetch_add(freed, Ordering::Relaxed);
+        self.push_free_blocks(s, rest);
     }
 
     /// Gives `st` up: its blocks and entry go back (nobody could see them).
@@ -372,27 +358,34 @@ impl Cache<'_> {
     /// in no place, which a rebuild frees (the other order would make the
     /// entry's chain run on into the free list).
     fn free_chain(&self, s: u32, e: &Entry) {
-        let sh = self.shard(s);
         let first = e.first.load(Ordering::Relaxed);
         e.first.store(0, Ordering::Relaxed);
         e.last.store(0, Ordering::Relaxed);
         e.nblocks.store(0, Ordering::Relaxed);
-        if first != 0 && first <= self.layout.per_shard {
-            let mut end = first;
-            let mut n = 1;
-            loop {
-                let next = self.link(s, end - 1).load(Ordering::Relaxed);
-                if next == 0 || next > self.layout.per_shard || n > self.layout.per_shard {
-                    break;
-                }
-                end = next;
-                n += 1;
-            }
-            self.link(s, end - 1)
-                .store(sh.free_block.load(Ordering::Relaxed), Ordering::Relaxed);
-            sh.free_block.store(first, Ordering::Relaxed);
-            sh.free_blocks.fetch_add(n, Ordering::Relaxed);
+        self.push_free_blocks(s, first);
+    }
+
+    /// Puts the detached chain starting at block `first` (index + 1; 0:
+    /// none) on the free list with one splice (lock held).
+    fn push_free_blocks(&self, s: u32, first: u32) {
+        if first == 0 || first > self.layout.per_shard {
+            return;
         }
+        let sh = self.shard(s);
+        let mut end = first;
+        let mut n = 1;
+        loop {
+            let next = self.link(s, end - 1).load(Ordering::Relaxed);
+            if next == 0 || next > self.layout.per_shard || n > self.layout.per_shard {
+                break;
+            }
+            end = next;
+            n += 1;
+        }
+        self.link(s, end - 1)
+            .store(sh.free_block.load(Ordering::Relaxed), Ordering::Relaxed);
+        sh.free_block.store(first, Ordering::Relaxed);
+        sh.free_blocks.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Unlinks, from bucket `b` of shard `s`, the LIVE entries `pick`
