@@ -373,3 +373,67 @@ fn pooled_connections_the_server_closed_are_dropped_not_reused() {
     assert_eq!(requests.load(Relaxed), 5);
     assert_eq!(counter(&sock, "app", "s0", "reuse"), 0, "nothing reused");
 }
+
+/// Whether strace can run; without it the test is skipped, or fails under
+/// `CORRAL_REQUIRE_TOOLS`.
+fn have_strace() -> bool {
+    let found = std::path::Path::new("/usr/bin/strace").exists();
+    if !found {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_TOOLS").is_none(),
+            "strace is required (CORRAL_REQUIRE_TOOLS) but not installed"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+    }
+    found
+}
+
+/// The MSG_PEEK calls worker `pid` makes while `load` runs (strace).
+fn peeks_during(pid: i32, load: impl FnOnce()) -> usize {
+    let out = common::temp_dir("peek").join("strace.txt");
+    let mut st = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=recvfrom", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace");
+    thread::sleep(Duration::from_millis(500));
+    load();
+    thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
+    st.wait().unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    text.lines().filter(|l| l.contains("MSG_PEEK")).count()
+}
+
+#[test]
+fn a_pooled_connection_reused_at_once_costs_no_syscall_one_idle_a_while_is_peeked() {
+    if !have_strace() {
+        return;
+    }
+    let o = Origin::start("a");
+    // Kept well past the test's idle gaps.
+    let (c, _sock) = setup("pool_purge_delay = \"20s\"", &[o.addr], 1).start();
+    let pid = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    let quick = peeks_during(pid, || {
+        for _ in 0..100 {
+            assert_eq!(cl.get("/name").status, 200);
+        }
+    });
+    // The first comes after strace's attach (500 ms idle): peeked; the 99
+    // that follow at once are not.
+    assert_eq!(quick, 1, "100 reuses of a just-used connection: one peek");
+    let idle = peeks_during(pid, || {
+        thread::sleep(Duration::from_millis(400));
+        assert_eq!(cl.get("/name").status, 200);
+    });
+    assert_eq!(
+        idle, 1,
+        "a connection idle past 250 ms is peeked once before reuse"
+    );
+    assert!(o.conns.load(Relaxed) <= 2, "reused, not reopened");
+}

@@ -104,6 +104,9 @@ impl ServerConn {
     }
 }
 
+/// Idle longer than this, a kept connection is peeked before it is reused.
+const PEEK_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Whether a kept (idle) connection can take a request: the server has not
 /// closed it, reset it or sent anything since its last response (a
 /// non-blocking peek).
@@ -111,7 +114,14 @@ pub fn idle_usable(s: &mut ServerConn) -> bool {
     if s.eof || s.failed || s.ep.read_closed || !s.rx.is_empty() || !s.tx.is_empty() {
         return false;
     }
-    // Always looked at: the server's FIN may be on its way to an event
+    // Drained (a short read or EAGAIN: any byte or FIN since makes an
+    // event) and idle for less than any sane keep-alive timeout: usable
+    // without a syscall. (The race left, a FIN whose event is not read yet,
+    // is what the replay of a request on a reused connection covers.)
+    if !s.ep.readable && s.idle_since.elapsed() < PEEK_AFTER {
+        return true;
+    }
+    // Otherwise looked at: the server's FIN may be on its way to an event
     // that has not been read yet.
     let mut byte = 0u8;
     // SAFETY: a one-byte peek into a local buffer on an open socket.
