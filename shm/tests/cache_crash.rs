@@ -184,28 +184,14 @@ fn main() {
     let mut rng = Rng(0xCAC4E);
     let (mut kills, mut undone) = (0u64, 0u32);
     let start = Instant::now();
-    let mut last_beats = vec![0u64; PROCS + 1];
-    let mut last_check = Instant::now();
+    let mut watchdog = common::Watchdog::new(PROCS);
     while start.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(30 + rng.next() % 40));
         let victim = (rng.next() % PROCS as u64) as usize;
         undone += kill_and_recover(c, seg, pids[victim], victim + 1);
         kills += 1;
         pids[victim] = spawn(c, seg, victim + 1, &sh);
-        if last_check.elapsed() > Duration::from_secs(1) {
-            let beats: Vec<u64> = sh
-                .heartbeat
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect();
-            let stalled = (1..=PROCS).filter(|&s| beats[s] == last_beats[s]).count();
-            assert!(
-                stalled < PROCS,
-                "no process made progress for 1 s: deadlock"
-            );
-            last_beats = beats;
-            last_check = Instant::now();
-        }
+        watchdog.check(sh.heartbeat, "cache");
     }
     for (i, &pid) in pids.iter().enumerate() {
         undone += kill_and_recover(c, seg, pid, i + 1);

@@ -131,30 +131,14 @@ fn phase(name: &str, size: u32, keys: u32, expire: Option<Duration>, secs: f64) 
     let mut rng = Rng(0xC0FFEE);
     let (mut kills, mut repairs) = (0u64, 0u32);
     let start = Instant::now();
-    let mut last_beats: Vec<u64> = vec![0; PROCS + 1];
-    let mut last_check = Instant::now();
+    let mut watchdog = common::Watchdog::new(PROCS);
     while start.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(30 + rng.next() % 40));
         let victim = (rng.next() % PROCS as u64) as usize;
         repairs += kill_and_recover(t, pids[victim], victim + 1);
         kills += 1;
         pids[victim] = spawn(t, victim + 1, keys, &sh, model);
-        if last_check.elapsed() > Duration::from_secs(1) {
-            // No deadlock: every process made progress during the last second
-            // (a replacement counts from its own start).
-            let beats: Vec<u64> = sh
-                .heartbeat
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect();
-            let stalled = (1..=PROCS).filter(|&s| beats[s] == last_beats[s]).count();
-            assert!(
-                stalled < PROCS,
-                "{name}: no process made progress for 1 s: deadlock"
-            );
-            last_beats = beats;
-            last_check = Instant::now();
-        }
+        watchdog.check(sh.heartbeat, name);
     }
     for (i, &pid) in pids.iter().enumerate() {
         repairs += kill_and_recover(t, pid, i + 1);

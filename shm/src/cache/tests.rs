@@ -60,6 +60,23 @@ fn put_full(c: &Cache<'_>, slot: usize, key: &[u8], vary: &[u8], head: &[u8], bo
     c.publish(slot, st)
 }
 
+/// Slot `slot` begins a store of 9000 bytes and dies: nothing ends it.
+fn dies_mid_store(c: &Cache<'_>, slot: usize) {
+    let mut st = c
+        .begin_store(
+            slot,
+            b"half",
+            key_hash(b"half"),
+            b"",
+            b"h",
+            None,
+            1 << 20,
+            meta(unix_ms()),
+        )
+        .unwrap();
+    assert!(c.append(slot, &mut st, &body(3, 9000)));
+}
+
 fn none(_: &[u8]) -> Vec<u8> {
     Vec::new()
 }
@@ -214,21 +231,8 @@ fn a_dead_writer_and_a_dead_holder_are_undone_by_the_master() {
     let c = Cache::create(&seg, &def(1 << 20, 64 << 10)).unwrap();
     let free0 = c.summary().free_blocks;
     // Slot 5 dies mid-store.
-    let mut st = c
-        .begin_store(
-            5,
-            b"half",
-            key_hash(b"half"),
-            b"",
-            b"h",
-            None,
-            1 << 20,
-            meta(unix_ms()),
-        )
-        .unwrap();
-    assert!(c.append(5, &mut st, &body(3, 9000)));
-    let _dies_mid_store = st; // nothing ends the store
-                              // Slot 6 dies holding a reference to an object then evicted.
+    dies_mid_store(&c, 5);
+    // Slot 6 dies holding a reference to an object then evicted.
     assert!(put(&c, b"obj", b"", b"h", &body(4, 5000)));
     let held = {
         let g = seg.epoch().pin(6);
@@ -281,20 +285,7 @@ fn the_master_never_waits_for_a_live_holder_of_a_dead_writers_shard() {
     let c = Cache::create(&seg, &def(256 << 10, 32 << 10)).unwrap();
     assert_eq!(c.layout().shards, 1);
     let free0 = c.summary().free_blocks;
-    let mut st = c
-        .begin_store(
-            5,
-            b"half",
-            key_hash(b"half"),
-            b"",
-            b"h",
-            None,
-            1 << 20,
-            meta(unix_ms()),
-        )
-        .unwrap();
-    assert!(c.append(5, &mut st, &body(3, 9000)));
-    let _dies_mid_store = st;
+    dies_mid_store(&c, 5);
     // A live process (this one, slot 7) holds the shard's lock.
     seg.epoch().claim(7, std::process::id(), 1);
     let held = c.shard(0).lock.lock(7);
