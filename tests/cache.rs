@@ -667,3 +667,47 @@ fn socket2_small_rcvbuf(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
 }
+
+#[test]
+fn response_rules_run_on_hits_and_http10_clients_get_a_delimited_answer() {
+    let o = CacheOrigin::start();
+    let backends = format!(
+        "[cache.static]\n{CACHE}\n\n[backend.app]\ncache = \"static\"\nserver.s0 = {{ addr = \"{}\" }}\n",
+        o.addr
+    );
+    let (c, _sock) = HttpSetup {
+        workers: 1,
+        backends: Some(&backends),
+        frontend: r#"rules = ["http-response set-header X-Rule on"]"#,
+        ..Default::default()
+    }
+    .start();
+    for i in 0..3 {
+        let r = get(c.addr(), "/static?len=700", "");
+        assert_eq!(
+            r.head.get("x-rule"),
+            Some("on"),
+            "response {i}: the rule ran"
+        );
+        assert_eq!(r.body, pattern("/static?len=700", 700));
+    }
+    assert_eq!(o.count("/static?len=700"), 1);
+    // HTTP/1.0 keep-alive: a hit says so and is delimited by its length.
+    let mut cl = Client::connect(c.addr());
+    for _ in 0..2 {
+        cl.send(b"GET /static?len=700 HTTP/1.0\r\nHost: test\r\nConnection: keep-alive\r\n\r\n");
+        let r = cl.response(false).unwrap();
+        assert_eq!(r.head.get("connection"), Some("keep-alive"));
+        assert_eq!(r.head.get("content-length"), Some("700"));
+        assert!(r.head.get("age").is_some());
+        assert_eq!(r.body, pattern("/static?len=700", 700));
+    }
+    // Without rules, the stored head goes out as it is, one Age only.
+    let o2 = CacheOrigin::start();
+    let (c2, _) = start(&o2, 1, CACHE);
+    get(c2.addr(), "/static", "");
+    let r = get(c2.addr(), "/static", "");
+    assert_eq!(r.head.all("age").len(), 1, "{:?}", r.head);
+    assert_eq!(r.head.all("content-length"), vec!["100"]);
+    assert_eq!(r.head.get("connection"), Some("close"));
+}

@@ -43,7 +43,8 @@ pub(super) fn primary_key(backend: &str, req: &Request) -> Vec<u8> {
 }
 
 /// The response head as stored: status line and fields as the server sent
-/// them, without the hop-by-hop and framing fields (a hit gets its own).
+/// them, without the hop-by-hop and framing fields and `Age` (a hit gets
+/// its own; the age the response came with is kept in the entry).
 fn stored_head(resp: &Response) -> Vec<u8> {
     let mut out = Vec::new();
     encode::status_line(
@@ -54,7 +55,7 @@ fn stored_head(resp: &Response) -> Vec<u8> {
     );
     let hop = HopByHop::fixed(false);
     for (n, v) in resp.fields.iter() {
-        if hop.strips(n) || encode::is_framing_field(n) {
+        if hop.strips(n) || encode::is_framing_field(n) || n.eq_ignore_ascii_case(b"age") {
             continue;
         }
         encode::field(&mut out, n, v);
@@ -116,6 +117,53 @@ fn hit_head(
     Some((resp, not_modified))
 }
 
+/// The head a hit is sent with.
+enum HitHead {
+    /// Parsed, for the rules or a 304.
+    Parsed(Response),
+    /// The stored bytes as they are (no rule to run, no precondition):
+    /// `Age`, the length and the connection field are appended.
+    Raw {
+        head: Vec<u8>,
+        status: u16,
+        age: u64,
+        body_len: u64,
+    },
+}
+
+impl HitHead {
+    fn status(&self) -> u16 {
+        match self {
+            HitHead::Parsed(r) => r.status,
+            HitHead::Raw { status, .. } => *status,
+        }
+    }
+
+    /// Writes the head for a client of `version`.
+    fn write(&self, out: &mut Vec<u8>, close: bool, version: corral_http::h1::Version) {
+        match self {
+            HitHead::Parsed(r) => {
+                write_response_head(out, r, close, Relay::Verbatim, version, false)
+            }
+            HitHead::Raw {
+                head,
+                status,
+                age,
+                body_len,
+            } => {
+                // The stored head without its final CRLF, then our fields.
+                out.extend_from_slice(&head[..head.len().saturating_sub(2)]);
+                encode::field(out, b"Age", age.to_string().as_bytes());
+                if *status != 204 {
+                    encode::framing_fields(out, Framing::Length(*body_len), &Default::default());
+                }
+                super::errors::connection_field(out, close, version);
+                encode::end_head(out);
+            }
+        }
+    }
+}
+
 impl Worker {
     /// Backend `be` was chosen for client `key`'s stream: a fresh stored
     /// answer is sent now (returns true); otherwise a storable request is
@@ -146,6 +194,11 @@ impl Worker {
         // A handle of our own: a `Found` borrows it while `self.caches`
         // records the reference.
         let cache = self.caches.get(ci).clone();
+        // Without response rules or a precondition the stored head is sent
+        // as it is (no parse).
+        let raw = self.cfg.frontends[fe].ruleset.http_response.is_empty()
+            && !st.req.fields.contains("if-none-match")
+            && !st.req.fields.contains("if-modified-since");
         if policy.lookup {
             let guard = self.caches.seg().epoch().pin(self.caches.slot());
             let fields = &st.req.fields;
@@ -165,16 +218,29 @@ impl Worker {
             if let Some(found) = found {
                 let stored = cache.head(&found);
                 let head_only = st.req.method == Method::Head;
-                let hit = hit_head(
-                    &stored,
-                    &st.req,
-                    max_headers,
-                    found.body_len,
-                    found.age_at(now),
-                );
+                let hit = if raw && stored.ends_with(b"\r\n\r\n") {
+                    Some((
+                        HitHead::Raw {
+                            head: stored,
+                            status: found.status,
+                            age: found.age_at(now),
+                            body_len: found.body_len,
+                        },
+                        false,
+                    ))
+                } else {
+                    hit_head(
+                        &stored,
+                        &st.req,
+                        max_headers,
+                        found.body_len,
+                        found.age_at(now),
+                    )
+                    .map(|(r, n)| (HitHead::Parsed(r), n))
+                };
                 if let Some((resp, not_mod)) = hit {
                     cache.touch(&found, now);
-                    let body_wanted = !head_only && !not_mod && resp.status != 204;
+                    let body_wanted = !head_only && !not_mod && resp.status() != 204;
                     let from = found.head_at() + found.head_len as u64;
                     let mut cur = cache.cursor(&found, from, found.end());
                     let mut body = Vec::new();
@@ -227,7 +293,7 @@ impl Worker {
         key: usize,
         be: usize,
         ci: usize,
-        answer: (Response, Vec<u8>, Option<((u32, u32), Cursor)>),
+        answer: (HitHead, Vec<u8>, Option<((u32, u32), Cursor)>),
         peer: std::net::SocketAddr,
         fe: usize,
     ) -> bool {
@@ -241,22 +307,24 @@ impl Worker {
         let Some(st) = h.stream.as_ref() else {
             return false;
         };
-        response_rules(
-            &self.cfg.frontends[fe].ruleset,
-            peer,
-            &st.req,
-            &self.sticky,
-            &c.sc,
-            &mut resp,
-        );
+        if let HitHead::Parsed(resp) = &mut resp {
+            response_rules(
+                &self.cfg.frontends[fe].ruleset,
+                peer,
+                &st.req,
+                &self.sticky,
+                &c.sc,
+                resp,
+            );
+        }
         let sent_bytes = body.len() as u64 + cursor.map_or(0, |c| c.left());
         self.caches.count(ci, Count::HitBytes, sent_bytes);
-        let status = resp.status;
+        let status = resp.status();
         if let Some(st) = flow_of(&mut self.clients, key).stream.as_mut() {
             st.from_cache = true;
         }
         self.http_local(key, status, *b"--", |out, req, close| {
-            write_response_head(out, &resp, close, Relay::Verbatim, req.version, false);
+            resp.write(out, close, req.version);
             out.extend_from_slice(&body);
         });
         let h = flow_of(&mut self.clients, key);
