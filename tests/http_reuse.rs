@@ -427,6 +427,19 @@ fn a_pooled_connection_reused_at_once_costs_no_syscall_one_idle_a_while_is_peeke
     // The first comes after strace's attach (500 ms idle): peeked; the 99
     // that follow at once are not.
     assert_eq!(quick, 1, "100 reuses of a just-used connection: one peek");
+    // A request that could not be sent again (a body) always looks first.
+    let posts = peeks_during(pid, || {
+        assert_eq!(cl.get("/name").status, 200);
+        for _ in 0..5 {
+            cl.send(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc");
+            assert_eq!(cl.response(false).unwrap().status, 200);
+        }
+    });
+    assert_eq!(
+        posts,
+        1 + 5,
+        "the first GET after the attach, then every POST"
+    );
     let idle = peeks_during(pid, || {
         thread::sleep(Duration::from_millis(400));
         assert_eq!(cl.get("/name").status, 200);

@@ -127,6 +127,18 @@ impl Worker {
         }
     }
 
+    /// Whether client `key`'s request could be sent again on a new
+    /// connection if a reused one turns out closed (idempotent, no body):
+    /// only then may reuse skip the peek (see `idle_usable`).
+    fn replayable_request(&self, key: usize) -> bool {
+        match self.clients.get(key).map(|c| &c.flow) {
+            Some(Flow::Http(h)) => h.stream.as_ref().is_some_and(|s| {
+                s.req.method.is_idempotent() && s.req.framing == corral_http::h1::Framing::None
+            }),
+            _ => false,
+        }
+    }
+
     fn attempt_ref(&self, key: usize) -> Option<&Attempt> {
         match &self.clients.get(key)?.flow {
             Flow::Tcp(t) => t.attempt.as_ref(),
@@ -201,17 +213,22 @@ impl Worker {
         if a.phase == AttemptPhase::Queued {
             a.t_queue = Some(now - a.since);
         }
+        let quick = self.replayable_request(key);
+        let a = self.attempt_mut(key).expect("an attempt");
         if let Some(skey) = a.idle.take() {
             let fits = self
                 .servers
                 .get_mut(skey)
-                .is_some_and(|s| s.backend == be && s.server == i && idle_usable(s));
+                .is_some_and(|s| s.backend == be && s.server == i && idle_usable(s, quick));
             if fits {
                 return self.reuse(key, skey);
             }
             self.close_server(skey, false);
         }
-        if let Some(skey) = self.server_pools.take(&mut self.servers, be, i, reuse) {
+        if let Some(skey) = self
+            .server_pools
+            .take(&mut self.servers, be, i, reuse, quick)
+        {
             self.servers[skey].owner = (key, serial);
             return self.reuse(key, skey);
         }

@@ -73,6 +73,23 @@ pub struct ServerConn {
     pub serial: u64,
     /// When it last went idle (into a pool).
     pub idle_since: std::time::Instant,
+    /// The poll turn ([`poll_turn`]) it went idle in.
+    pub idle_turn: u64,
+}
+
+/// Polls this process made (its worker loop counts them): a connection that
+/// went idle before the last poll has had any FIN reported that arrived
+/// before it.
+static POLL_TURN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The current poll turn.
+pub fn poll_turn() -> u64 {
+    POLL_TURN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one poll (the worker loop, after each epoll_wait).
+pub fn count_poll() {
+    POLL_TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl ServerConn {
@@ -100,6 +117,7 @@ impl ServerConn {
             requests: 0,
             serial,
             idle_since: std::time::Instant::now(),
+            idle_turn: 0,
         }
     }
 }
@@ -109,8 +127,10 @@ const PEEK_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Whether a kept (idle) connection can take a request: the server has not
 /// closed it, reset it or sent anything since its last response (a
-/// non-blocking peek).
-pub fn idle_usable(s: &mut ServerConn) -> bool {
+/// non-blocking peek). `quick`: the request could be sent again if the
+/// connection turns out closed (idempotent, no body), so the peek may be
+/// skipped for a connection just drained.
+pub fn idle_usable(s: &mut ServerConn, quick: bool) -> bool {
     if s.eof || s.failed || s.ep.read_closed || !s.rx.is_empty() || !s.tx.is_empty() {
         return false;
     }
@@ -118,7 +138,10 @@ pub fn idle_usable(s: &mut ServerConn) -> bool {
     // event) and idle for less than any sane keep-alive timeout: usable
     // without a syscall. (The race left, a FIN whose event is not read yet,
     // is what the replay of a request on a reused connection covers.)
-    if !s.ep.readable && s.idle_since.elapsed() < PEEK_AFTER {
+    // Only for a request that can be replayed, and only once a poll has
+    // run since the connection went idle (a FIN that came with or just
+    // after its response has been reported by then).
+    if quick && !s.ep.readable && s.idle_turn < poll_turn() && s.idle_since.elapsed() < PEEK_AFTER {
         return true;
     }
     // Otherwise looked at: the server's FIN may be on its way to an event

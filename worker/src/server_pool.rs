@@ -100,6 +100,7 @@ impl ServerPools {
         }
         s.owner = POOLED;
         s.idle_since = now;
+        s.idle_turn = crate::server_conn::poll_turn();
         // An idle connection holds no buffer memory.
         s.rx.shrink_if_empty();
         s.tx.shrink_if_empty();
@@ -119,6 +120,7 @@ impl ServerPools {
         be: usize,
         srv: usize,
         reuse: Reuse,
+        quick: bool,
     ) -> Option<usize> {
         if reuse == Reuse::Own {
             return None;
@@ -132,7 +134,7 @@ impl ServerPools {
                 list.remove(i);
                 continue;
             };
-            if !idle_usable(s) {
+            if !idle_usable(s, quick) {
                 list.remove(i);
                 servers.remove(skey);
                 continue;
@@ -153,7 +155,7 @@ impl ServerPools {
         let Some(s) = servers.get_mut(skey) else {
             return;
         };
-        if idle_usable(s) {
+        if idle_usable(s, false) {
             return;
         }
         let (be, srv) = (s.backend, s.server);

@@ -319,6 +319,7 @@ impl Worker {
             }
             turn_start = Instant::now();
             self.activity.loops += 1;
+            crate::server_conn::count_poll();
             // Health decided by other workers applies before any dispatch.
             self.sync_servers();
             for ev in events.iter() {

@@ -398,7 +398,12 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.attempt.as_ref())
                 .is_some_and(|a| a.idle == Some(skey));
-        if !kept || self.servers.get_mut(skey).is_some_and(idle_usable) {
+        if !kept
+            || self
+                .servers
+                .get_mut(skey)
+                .is_some_and(|s| idle_usable(s, false))
+        {
             return false;
         }
         let Flow::Http(h) = &mut self.clients[key].flow else {

@@ -401,9 +401,10 @@ impl Worker {
         // picks its server; otherwise it is preferred while its server may
         // take the request (HAProxy's prefer-last-server).
         if let Some(skey) = h.idle_server.take() {
+            let quick = st.req.method.is_idempotent() && st.req.framing == Framing::None;
             let (usable, free) = self.servers.get_mut(skey).map_or((false, false), |s| {
                 let b = &self.backends[be].balancer;
-                let clean = s.backend == be && idle_usable(s);
+                let clean = s.backend == be && idle_usable(s, quick);
                 (
                     clean && b.usable(s.server),
                     clean && b.usable(s.server) && b.servers[s.server].has_slot(),
