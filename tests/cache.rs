@@ -711,3 +711,40 @@ fn response_rules_run_on_hits_and_http10_clients_get_a_delimited_answer() {
     assert_eq!(r.head.all("content-length"), vec!["100"]);
     assert_eq!(r.head.get("connection"), Some("close"));
 }
+
+#[test]
+fn a_resized_cache_starts_empty_and_the_old_one_is_freed() {
+    let o = CacheOrigin::start();
+    let (c, sock) = start(&o, 1, CACHE);
+    get(c.addr(), "/static?r", "");
+    get(c.addr(), "/static?r", "");
+    assert_eq!(o.count("/static?r"), 1);
+    let text = std::fs::read_to_string(&c.config_path).unwrap();
+    std::fs::write(
+        &c.config_path,
+        text.replace("total_max_size = \"4MiB\"", "total_max_size = \"8MiB\""),
+    )
+    .unwrap();
+    reload_ok(&c, &sock);
+    let r = get(c.addr(), "/static?r", "");
+    assert!(r.body == pattern("/static?r", 100));
+    assert_eq!(o.count("/static?r"), 2, "a new, empty cache");
+    get(c.addr(), "/static?r", "");
+    assert_eq!(o.count("/static?r"), 2, "which stores again");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || c
+            .stderr_text()
+            .contains("cache static: old region freed")),
+        "{}",
+        c.stderr_text()
+    );
+    let log = c.stderr_text();
+    assert!(
+        log.contains("cache static: size changed, starts empty"),
+        "{log}"
+    );
+    assert!(
+        cli(&sock, "show cache").contains("total:2048 "),
+        "the new size"
+    );
+}
