@@ -520,6 +520,7 @@ fn constant_eviction_under_readers_keeps_every_body_exact() {
         "total_max_size = \"2MiB\"\nmax_object_size = \"256KiB\"\nmax_age = \"60s\"",
     );
     let workers = c.worker_pids();
+    let base = c.baseline();
     let addr = c.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let bad = Arc::new(AtomicU64::new(0));
@@ -575,6 +576,8 @@ fn constant_eviction_under_readers_keeps_every_body_exact() {
     );
     let check = cli(&sock, "check cache static");
     assert!(check.contains("consistent"), "{check}");
+    // Then idle: fds back, and no CPU whatever the eviction left to do.
+    c.assert_quiescent(&base);
     let origin = o.total.load(Ordering::Relaxed);
     eprintln!(
         "stress: {done} responses, {origin} from the origin; {}",
