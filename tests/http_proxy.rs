@@ -277,3 +277,48 @@ fn a_close_delimited_answer_ends_with_the_close() {
     assert_eq!((r.status, r.text().as_str()), (200, "a until close"));
     assert!(r.head.has_token("connection", "close"));
 }
+
+/// A request that asks for the close, read whole, is answered and the
+/// socket closed at once (a plain FIN, as HAProxy does): no half-close, no
+/// unacknowledged-bytes probe, no wait for the client's FIN. A client that
+/// sent more after its request still gets the careful close.
+#[test]
+fn a_connection_close_request_is_closed_at_once() {
+    if !common::have_strace() {
+        return;
+    }
+    let o = Origin::start("a");
+    let (c, _sock) = HttpSetup {
+        servers: &[o.addr],
+        ..Default::default()
+    }
+    .start();
+    let pid = c.worker_pids()[0];
+    let calls = common::strace_during(pid, "shutdown,ioctl,close", || {
+        for _ in 0..20 {
+            let r = request(
+                c.addr(),
+                b"GET /name HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.text(), "a");
+        }
+    });
+    let count = |name: &str| calls.lines().filter(|l| l.contains(name)).count();
+    assert_eq!(count("shutdown("), 0, "{calls}");
+    assert_eq!(count("ioctl("), 0, "{calls}");
+    assert!(count("close(") >= 20, "{calls}");
+    // Bytes after the request (a pipelined one the close drops): the
+    // half-close and linger keep them from resetting the answer away.
+    let calls = common::strace_during(pid, "shutdown", || {
+        let mut cl = Client::connect(c.addr());
+        cl.send(b"GET /name HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /name HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(cl.response(false).unwrap().status, 200);
+    });
+    assert_eq!(
+        calls.lines().filter(|l| l.contains("shutdown(")).count(),
+        1,
+        "{calls}"
+    );
+}

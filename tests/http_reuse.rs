@@ -374,43 +374,17 @@ fn pooled_connections_the_server_closed_are_dropped_not_reused() {
     assert_eq!(counter(&sock, "app", "s0", "reuse"), 0, "nothing reused");
 }
 
-/// Whether strace can run; without it the test is skipped, or fails under
-/// `CORRAL_REQUIRE_TOOLS`.
-fn have_strace() -> bool {
-    let found = std::path::Path::new("/usr/bin/strace").exists();
-    if !found {
-        assert!(
-            std::env::var_os("CORRAL_REQUIRE_TOOLS").is_none(),
-            "strace is required (CORRAL_REQUIRE_TOOLS) but not installed"
-        );
-        eprintln!("SKIPPED: strace is not installed");
-    }
-    found
-}
-
-/// The MSG_PEEK calls worker `pid` makes while `load` runs (strace).
+/// The MSG_PEEK calls worker `pid` makes while `load` runs.
 fn peeks_during(pid: i32, load: impl FnOnce()) -> usize {
-    let out = common::temp_dir("peek").join("strace.txt");
-    let mut st = std::process::Command::new("strace")
-        .args(["-f", "-e", "trace=recvfrom", "-o"])
-        .arg(&out)
-        .args(["-p", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("strace");
-    thread::sleep(Duration::from_millis(500));
-    load();
-    thread::sleep(Duration::from_millis(200));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
-    st.wait().unwrap();
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    text.lines().filter(|l| l.contains("MSG_PEEK")).count()
+    common::strace_during(pid, "recvfrom", load)
+        .lines()
+        .filter(|l| l.contains("MSG_PEEK"))
+        .count()
 }
 
 #[test]
 fn a_pooled_connection_reused_at_once_costs_no_syscall_one_idle_a_while_is_peeked() {
-    if !have_strace() {
+    if !common::have_strace() {
         return;
     }
     let o = Origin::start("a");

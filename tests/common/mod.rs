@@ -1649,3 +1649,36 @@ pub fn stats_command(socket: &std::path::Path, cmd: &str) -> io::Result<String> 
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// Whether strace can run; without it the test is skipped, or fails under
+/// `CORRAL_REQUIRE_TOOLS`.
+pub fn have_strace() -> bool {
+    let found = std::path::Path::new("/usr/bin/strace").exists();
+    if !found {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_TOOLS").is_none(),
+            "strace is required (CORRAL_REQUIRE_TOOLS) but not installed"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+    }
+    found
+}
+
+/// What `strace -f -e trace=CALLS` saw process `pid` do while `load` ran.
+pub fn strace_during(pid: i32, calls: &str, load: impl FnOnce()) -> String {
+    let out = temp_dir("strace").join("strace.txt");
+    let mut st = Command::new("strace")
+        .args(["-f", "-e", &format!("trace={calls}"), "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace");
+    thread::sleep(Duration::from_millis(500));
+    load();
+    thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
+    st.wait().unwrap();
+    fs::read_to_string(&out).unwrap_or_default()
+}

@@ -103,6 +103,7 @@ impl Worker {
             }
         }
         let keep_client = st.keep_client;
+        let asked_close = !st.req.keep_alive() && st.req_body.is_done();
         self.http_close_stream(key, st);
         let h = flow_of(&mut self.clients, key);
         // (The response's is empty by now; the request's may hold a tail
@@ -133,7 +134,9 @@ impl Worker {
                 self.hand_off(key);
             }
         } else {
+            let nothing_after = h.rx.is_empty();
             h.start_closing(now);
+            h.fast_close = asked_close && nothing_after;
         }
     }
 
@@ -267,6 +270,11 @@ impl Worker {
                 }
                 _ => return Step::Still,
             }
+        }
+        if h.fast_close && h.rx.is_empty() && c.ep.writable {
+            // Everything is in the kernel: close() sends it, then the FIN.
+            self.http_finish(key, true);
+            return Step::Gone;
         }
         if !h.shut {
             h.shut = true;

@@ -106,6 +106,11 @@ pub struct HttpFlow {
     /// A handoff to the new generation was refused or failed: this worker
     /// finishes the connection (its next response closes it).
     pub no_handoff: bool,
+    /// [`Phase::Closing`] after a request that asked for the close, read
+    /// whole, nothing after it: once the answer is written the socket is
+    /// closed at once (a plain FIN: nothing unread can turn it into a
+    /// reset), as HAProxy does, without waiting for the client's FIN.
+    pub fast_close: bool,
     /// The request body's pipe while it splices (client → server).
     pub up: splicing::BodyPipe,
     /// The response body's pipe while it splices (server → client).
@@ -132,6 +137,7 @@ impl HttpFlow {
             closing_unacked: usize::MAX,
             closing_check: None,
             no_handoff: false,
+            fast_close: false,
             up: Default::default(),
             down: Default::default(),
         }
@@ -141,6 +147,7 @@ impl HttpFlow {
     /// the client still sends is discarded.
     pub fn start_closing(&mut self, now: Instant) {
         self.phase = Phase::Closing;
+        self.fast_close = false;
         self.closing_since = Some(now);
         self.closing_unacked = usize::MAX;
         self.closing_check = None;
