@@ -316,9 +316,52 @@ fn a_connection_close_request_is_closed_at_once() {
         cl.send(b"GET /name HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /name HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!(cl.response(false).unwrap().status, 200);
     });
-    assert_eq!(
-        calls.lines().filter(|l| l.contains("shutdown(")).count(),
-        1,
-        "{calls}"
-    );
+    assert_eq!(shutdowns(&calls), 1, "{calls}");
+    // A large answer keeps the careful close too (a late client byte could
+    // reset what is not yet acknowledged).
+    let calls = common::strace_during(pid, "shutdown", || {
+        let r = request(
+            c.addr(),
+            b"GET /download?len=100000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body.len(), 100_000);
+    });
+    assert_eq!(shutdowns(&calls), 1, "{calls}");
+}
+
+fn shutdowns(strace: &str) -> usize {
+    strace.lines().filter(|l| l.contains("shutdown(")).count()
+}
+
+/// A local answer that closes and drops pipelined bytes gets the careful
+/// close, not the fast one.
+#[test]
+fn a_closing_local_answer_with_bytes_after_it_closes_carefully() {
+    if !common::have_strace() {
+        return;
+    }
+    let o = Origin::start("a");
+    let (c, _sock) = HttpSetup {
+        servers: &[o.addr],
+        frontend: r#"rules = ["http-request return status 200 content-type text/plain string hi if { path /local }"]"#,
+        ..Default::default()
+    }
+    .start();
+    let pid = c.worker_pids()[0];
+    let calls = common::strace_during(pid, "shutdown", || {
+        let mut cl = Client::connect(c.addr());
+        cl.send(b"GET /local HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /name HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(cl.response(false).unwrap().text(), "hi");
+    });
+    assert_eq!(shutdowns(&calls), 1, "{calls}");
+    let calls = common::strace_during(pid, "shutdown", || {
+        let r = request(
+            c.addr(),
+            b"GET /local HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.text(), "hi");
+    });
+    assert_eq!(shutdowns(&calls), 0, "alone: the fast close");
 }

@@ -103,7 +103,12 @@ impl Worker {
             }
         }
         let keep_client = st.keep_client;
-        let asked_close = !st.req.keep_alive() && st.req_body.is_done();
+        // The fast close: the request asked for it, was read whole, nothing
+        // followed it, and the answer fits in about one initial window.
+        let asked_close = !st.req.keep_alive()
+            && st.req_body.is_done()
+            && !st.trailing
+            && st.bytes_out <= FAST_CLOSE_MAX;
         self.http_close_stream(key, st);
         let h = flow_of(&mut self.clients, key);
         // (The response's is empty by now; the request's may hold a tail
@@ -134,7 +139,7 @@ impl Worker {
                 self.hand_off(key);
             }
         } else {
-            let nothing_after = h.rx.is_empty();
+            let nothing_after = h.rx.is_empty() && !h.no_handoff;
             h.start_closing(now);
             h.fast_close = asked_close && nothing_after;
         }
@@ -271,10 +276,14 @@ impl Worker {
                 _ => return Step::Still,
             }
         }
-        if h.fast_close && h.rx.is_empty() && c.ep.writable {
-            // Everything is in the kernel: close() sends it, then the FIN.
-            self.http_finish(key, true);
-            return Step::Gone;
+        if h.fast_close {
+            h.fast_close = false;
+            // Everything is in the kernel: close() sends it, then the FIN,
+            // unless a byte is unread (close would reset): one last look.
+            if nothing_unread(c.ep.fd) {
+                self.http_finish(key, true);
+                return Step::Gone;
+            }
         }
         if !h.shut {
             h.shut = true;
@@ -478,4 +487,24 @@ impl Worker {
         };
         self.http_abort(key, [b'K', at]);
     }
+}
+
+/// Answers at most this large may take the fast close (about one initial
+/// congestion window: what a late client byte's reset could still cut).
+const FAST_CLOSE_MAX: u64 = 16 * 1024;
+
+/// Whether socket `fd` has nothing unread (EOF or would block): a close()
+/// then sends a FIN, not a reset.
+fn nothing_unread(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a socket we hold.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
 }

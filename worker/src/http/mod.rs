@@ -107,9 +107,12 @@ pub struct HttpFlow {
     /// finishes the connection (its next response closes it).
     pub no_handoff: bool,
     /// [`Phase::Closing`] after a request that asked for the close, read
-    /// whole, nothing after it: once the answer is written the socket is
-    /// closed at once (a plain FIN: nothing unread can turn it into a
-    /// reset), as HAProxy does, without waiting for the client's FIN.
+    /// whole, nothing after it, with a small answer: once the answer is
+    /// written and a last look finds nothing unread, the socket is closed at
+    /// once (a plain FIN), as HAProxy does, without waiting for the
+    /// client's FIN. (A client that still sends after that gets a reset;
+    /// the bound on the answer's size keeps what it could lose to one
+    /// initial window.)
     pub fast_close: bool,
     /// The request body's pipe while it splices (client → server).
     pub up: splicing::BodyPipe,
@@ -279,6 +282,9 @@ pub struct Stream {
     pub cache: Option<crate::cache::CacheUse>,
     /// Answered from the cache (`<CACHE>` in the log; no forced close).
     pub from_cache: bool,
+    /// Bytes followed the request when a closing local answer dropped them
+    /// (so the connection gets the careful close, not the fast one).
+    pub trailing: bool,
 }
 
 /// The most request body bytes kept for a replay: a larger body is never

@@ -282,6 +282,7 @@ impl Worker {
             sent_body,
             cache: None,
             from_cache: false,
+            trailing: false,
         };
         let Flow::Http(h) = &mut self.clients[key].flow else {
             return;
@@ -505,6 +506,7 @@ impl Worker {
         st.keep_client = !close;
         st.term = term;
         if close {
+            st.trailing = !h.rx.is_empty();
             h.rx.clear();
         }
     }
