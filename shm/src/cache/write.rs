@@ -521,11 +521,7 @@ impl Cache<'_> {
     /// highest ever used.
     fn evict_one(&self, s: u32, slot: usize, now_ms: u64) -> Option<u32> {
         let sh = self.shard(s);
-        let n = sh
-            .high
-            .load(Ordering::Relaxed)
-            .clamp(1, self.layout.per_shard);
-        let start = sh.cursor.load(Ordering::Relaxed) % n;
+        let (n, start) = self.sample_range(s);
         let mut best: Option<(u64, u32)> = None;
         let mut looked = 0;
         let mut i = start;
@@ -615,14 +611,21 @@ impl Cache<'_> {
         }
     }
 
-    /// Unlinks expired entries among the next samples (lock held).
-    fn expire_some(&self, s: u32, slot: usize, now_ms: u64) {
+    /// The entries sampling scans (those below the high mark) and where the
+    /// shard's cursor is among them.
+    fn sample_range(&self, s: u32) -> (u32, u32) {
         let sh = self.shard(s);
         let n = sh
             .high
             .load(Ordering::Relaxed)
             .clamp(1, self.layout.per_shard);
-        let start = sh.cursor.load(Ordering::Relaxed) % n;
+        (n, sh.cursor.load(Ordering::Relaxed) % n)
+    }
+
+    /// Unlinks expired entries among the next samples (lock held).
+    fn expire_some(&self, s: u32, slot: usize, now_ms: u64) {
+        let sh = self.shard(s);
+        let (n, start) = self.sample_range(s);
         for k in 0..EVICTION_SAMPLES.min(n) {
             let i = (start + k) % n;
             let e = self.entry(s, i);
