@@ -249,7 +249,7 @@ pub fn ms(d: Duration) -> i64 {
 }
 
 /// `23/Nov/2026:06:52:28.123` in local time, as HAProxy's `%t`.
-fn format_date(out: &mut String, t: SystemTime) {
+pub(crate) fn format_date(out: &mut String, t: SystemTime) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use crate::client::Flow;
 use crate::handoff::{fdmsg, wire};
@@ -118,29 +118,13 @@ impl ErrorLog {
     }
 }
 
-/// `[01/Dec/2026:16:20:17.123]` as HAProxy dates its captures.
+/// `[01/Dec/2026:16:20:17.123]` as HAProxy dates its captures (local time,
+/// as the access log's `%t`).
 pub fn stamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    // SAFETY: gmtime_r fills the struct we pass; it has no other effect.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::gmtime_r(&secs, &mut tm);
-        tm
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "[{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}]",
-        tm.tm_mday,
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_year + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        d.subsec_millis()
-    )
+    let mut out = String::from("[");
+    crate::access_log::format_date(&mut out, t);
+    out.push(']');
+    out
 }
 
 /// The bytes as HAProxy dumps them: lines of at most 72 printed bytes,

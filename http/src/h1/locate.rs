@@ -51,12 +51,10 @@ pub fn error_position(buf: &[u8], request: bool) -> usize {
             }
             i += 1;
         }
-        while i < buf.len() && buf[i] != b'\r' && buf[i] != b'\n' {
-            if buf[i] < b' ' && buf[i] != b'\t' || buf[i] == 0x7f {
-                return i;
-            }
-            i += 1;
-        }
+        i = match text_end(buf, i) {
+            Ok(e) => e,
+            Err(e) => return e,
+        };
     }
     match line_end(buf, i) {
         Ok(e) => i = e,
@@ -82,13 +80,10 @@ pub fn error_position(buf: &[u8], request: bool) -> usize {
         {
             framing = Some(start);
         }
-        i += 1;
-        while i < buf.len() && buf[i] != b'\r' && buf[i] != b'\n' {
-            if buf[i] < b' ' && buf[i] != b'\t' || buf[i] == 0x7f {
-                return i;
-            }
-            i += 1;
-        }
+        i = match text_end(buf, i + 1) {
+            Ok(e) => e,
+            Err(e) => return e,
+        };
         match line_end(buf, i) {
             Ok(e) => i = e,
             Err(e) => return e,
@@ -115,6 +110,18 @@ fn version_end(buf: &[u8], i: usize) -> Result<usize, usize> {
 
 /// CRLF at `i`: what follows it, or the offset of the fault (a bare CR or
 /// LF, anything else).
+/// Where the text from `i` (a reason phrase, a field value) meets CR or
+/// LF; `Err` at the first control character it may not hold.
+fn text_end(buf: &[u8], mut i: usize) -> Result<usize, usize> {
+    while i < buf.len() && buf[i] != b'\r' && buf[i] != b'\n' {
+        if buf[i] < b' ' && buf[i] != b'\t' || buf[i] == 0x7f {
+            return Err(i);
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
 fn line_end(buf: &[u8], i: usize) -> Result<usize, usize> {
     if buf[i.min(buf.len())..].starts_with(b"\r\n") {
         Ok(i + 2)
