@@ -15,22 +15,6 @@ use std::time::{Duration, Instant};
 use common::http::{Client, Origin};
 use common::*;
 
-/// Whether `bin` can run; without it the test is skipped, or fails under
-/// `CORRAL_REQUIRE_TOOLS`.
-fn have(bin: &str) -> bool {
-    let found = ["/usr/bin", "/usr/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(bin).exists());
-    if !found {
-        assert!(
-            std::env::var_os("CORRAL_REQUIRE_TOOLS").is_none(),
-            "{bin} is required (CORRAL_REQUIRE_TOOLS) but not installed"
-        );
-        eprintln!("SKIPPED: {bin} is not installed");
-    }
-    found
-}
-
 struct Setup {
     _corral: Corral,
     sock: PathBuf,

@@ -1650,18 +1650,25 @@ pub fn stats_command(socket: &std::path::Path, cmd: &str) -> io::Result<String> 
     Ok(out)
 }
 
-/// Whether strace can run; without it the test is skipped, or fails under
-/// `CORRAL_REQUIRE_TOOLS`.
-pub fn have_strace() -> bool {
-    let found = std::path::Path::new("/usr/bin/strace").exists();
+/// Whether tool `bin` is installed; without it the test is skipped, or
+/// fails under `CORRAL_REQUIRE_TOOLS` (as CI sets it).
+pub fn have(bin: &str) -> bool {
+    let found = ["/usr/bin", "/usr/sbin", "/bin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(bin).exists());
     if !found {
         assert!(
             std::env::var_os("CORRAL_REQUIRE_TOOLS").is_none(),
-            "strace is required (CORRAL_REQUIRE_TOOLS) but not installed"
+            "{bin} is required (CORRAL_REQUIRE_TOOLS) but not installed"
         );
-        eprintln!("SKIPPED: strace is not installed");
+        eprintln!("SKIPPED: {bin} is not installed");
     }
     found
+}
+
+/// Whether strace can run (see [`have`]).
+pub fn have_strace() -> bool {
+    have("strace")
 }
 
 /// What `strace -f -e trace=CALLS` saw process `pid` do while `load` ran.

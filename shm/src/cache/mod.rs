@@ -433,6 +433,15 @@ impl<'s> Cache<'s> {
         unsafe { self.region.at(self.off.shards + s as u64 * 64) }
     }
 
+    /// One past the highest entry of shard `s` ever taken: scans of its
+    /// entries stop there.
+    pub(crate) fn high(&self, s: u32) -> u32 {
+        self.shard(s)
+            .high
+            .load(Ordering::Acquire)
+            .min(self.layout.per_shard)
+    }
+
     pub(crate) fn bucket(&self, s: u32, b: u32) -> &AtomicU32 {
         let i = s as u64 * self.layout.buckets as u64 + b as u64;
         // SAFETY: inside the buckets area (b < buckets, s < shards).

@@ -317,12 +317,7 @@ impl Cache<'_> {
     pub fn list(&self, slot: usize, max: usize) -> Vec<Listed> {
         let mut out = Vec::new();
         for s in 0..self.layout.shards {
-            let high = self
-                .shard(s)
-                .high
-                .load(Ordering::Relaxed)
-                .min(self.layout.per_shard);
-            for i in 0..high {
+            for i in 0..self.high(s) {
                 if out.len() >= max {
                     return out;
                 }

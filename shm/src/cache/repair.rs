@@ -47,12 +47,7 @@ impl Cache<'_> {
         for s in 0..self.layout.shards {
             let mut marked = 0;
             // Entries above the high mark were never taken: no bit, no store.
-            let high = self
-                .shard(s)
-                .high
-                .load(Ordering::Acquire)
-                .min(self.layout.per_shard);
-            for i in 0..high {
+            for i in 0..self.high(s) {
                 let e = self.entry(s, i);
                 let w = &e.refs[dead / 64 % e.refs.len()];
                 if w.load(Ordering::Relaxed) & bit != 0 {

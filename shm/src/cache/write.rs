@@ -567,8 +567,7 @@ impl Cache<'_> {
         if sh.orphans.swap(0, Ordering::AcqRel) == 0 {
             return;
         }
-        let high = sh.high.load(Ordering::Relaxed).min(self.layout.per_shard);
-        for i in 0..high {
+        for i in 0..self.high(s) {
             let e = self.entry(s, i);
             if e.state.load(Ordering::Relaxed) == WRITING
                 && e.owner.load(Ordering::Acquire) == ORPHAN
@@ -614,12 +613,8 @@ impl Cache<'_> {
     /// The entries sampling scans (those below the high mark) and where the
     /// shard's cursor is among them.
     fn sample_range(&self, s: u32) -> (u32, u32) {
-        let sh = self.shard(s);
-        let n = sh
-            .high
-            .load(Ordering::Relaxed)
-            .clamp(1, self.layout.per_shard);
-        (n, sh.cursor.load(Ordering::Relaxed) % n)
+        let n = self.high(s).max(1);
+        (n, self.shard(s).cursor.load(Ordering::Relaxed) % n)
     }
 
     /// Unlinks expired entries among the next samples (lock held).
