@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use corral_config::Config;
-use corral_shm::cache::{Cache, Count, Cursor, Held, Object, Store};
+use corral_shm::cache::{Cache, Count, Cursor, Held, Store};
 use corral_shm::Segment;
 
 /// A stream's use of the cache.
@@ -116,11 +116,6 @@ impl Caches {
             }
         }
         id
-    }
-
-    /// The held object `entry` of cache `i`.
-    pub fn object(&self, i: usize, entry: (u32, u32)) -> Option<&Object> {
-        self.held.get(&(i, entry)).map(|(_, h)| &**h)
     }
 
     /// Copies up to `max` bytes of held object `entry` at `cur` to `out`.

@@ -260,7 +260,7 @@ impl Cache<'_> {
         let hash = e.hash.load(Ordering::Relaxed);
         let (_, b) = self.locate(hash);
         let mut variants: Vec<(u64, u32)> = Vec::new();
-        self.unlink_where(s, b, slot, &mut |i, other| {
+        self.unlink_where(s, b, &mut |i, other| {
             if other.hash.load(Ordering::Relaxed) != hash
                 || other.key_len.load(Ordering::Relaxed) as usize != key_len
             {
@@ -286,7 +286,7 @@ impl Cache<'_> {
                 .iter()
                 .map(|v| v.1)
                 .collect();
-            self.unlink_where(s, b, slot, &mut |i, _| drop.contains(&i));
+            self.unlink_where(s, b, &mut |i, _| drop.contains(&i));
         }
         e.owner.store(0, Ordering::Relaxed);
         e.state.store(LIVE, Ordering::Release);
@@ -394,7 +394,6 @@ impl Cache<'_> {
         &self,
         s: u32,
         b: u32,
-        _slot: usize,
         pick: &mut dyn FnMut(u32, &Entry) -> bool,
     ) -> u32 {
         let mut n = 0;
@@ -551,7 +550,7 @@ impl Cache<'_> {
         let e = self.entry(s, victim);
         let blocks = e.nblocks.load(Ordering::Relaxed);
         let (_, b) = self.locate(e.hash.load(Ordering::Relaxed));
-        let gone = self.unlink_where(s, b, slot, &mut |i, _| i == victim);
+        let gone = self.unlink_where(s, b, &mut |i, _| i == victim);
         if gone == 0 {
             return None;
         }
@@ -628,7 +627,7 @@ impl Cache<'_> {
                 && e.expires_ms.load(Ordering::Relaxed) <= now_ms
             {
                 let (_, b) = self.locate(e.hash.load(Ordering::Relaxed));
-                let gone = self.unlink_where(s, b, slot, &mut |j, _| j == i);
+                let gone = self.unlink_where(s, b, &mut |j, _| j == i);
                 self.count(slot, Count::Evictions, gone as u64);
             }
         }
@@ -649,7 +648,7 @@ impl Cache<'_> {
                 let Some(_held) = self.lock_bounded(s, slot) else {
                     return Err(n);
                 };
-                n += self.unlink_where(s, b, slot, &mut |i, e| {
+                n += self.unlink_where(s, b, &mut |i, e| {
                     let o = self.object(s, i, e);
                     let mut k = Vec::new();
                     self.copy(&o, 0, e.key_len.load(Ordering::Relaxed) as u64, &mut k);
