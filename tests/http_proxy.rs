@@ -369,3 +369,35 @@ fn a_closing_local_answer_with_bytes_after_it_closes_carefully() {
     });
     assert_eq!(shutdowns(&calls), 0, "alone: the fast close");
 }
+
+/// `defer_accept = true`: a connection is accepted with its first bytes,
+/// so a silent one is no connection of corral's yet, and one that speaks is
+/// served at once.
+#[test]
+fn a_deferred_accept_takes_a_connection_with_its_request() {
+    let o = Origin::start("a");
+    let (c, sock) = HttpSetup {
+        servers: &[o.addr],
+        frontend: "defer_accept = true",
+        ..Default::default()
+    }
+    .start();
+    let mut silent = std::net::TcpStream::connect(c.addr()).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(info_field(&sock, "CurrConns").as_deref(), Some("0"));
+    let t = std::time::Instant::now();
+    silent
+        .write_all(b"GET /name HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    silent.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("a"), "{answer}");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "served when it spoke"
+    );
+    // A plain request on a fresh connection, as any client sends it.
+    let r = request(c.addr(), b"GET /name HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(r.text(), "a");
+}

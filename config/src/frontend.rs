@@ -22,6 +22,7 @@ const KEYS: &[&str] = &[
     "forwardfor",
     "timeout",
     "rules",
+    "defer_accept",
 ];
 
 /// What a frontend's settings may refer to, resolved before frontends are read.
@@ -120,6 +121,7 @@ pub(crate) fn parse(
         default_backend,
         splice: s.splice(),
         forwardfor: s.forwardfor.unwrap_or(false),
+        defer_accept: sec.read("defer_accept", d, walk::boolean).unwrap_or(false),
         timeouts: s.timeouts(),
         rules,
         ruleset,

@@ -185,6 +185,10 @@ pub struct Frontend {
     pub splice: bool,
     /// Add `X-Forwarded-For` with the client's address to requests.
     pub forwardfor: bool,
+    /// Accept a connection only once its first bytes are in
+    /// (TCP_DEFER_ACCEPT, HAProxy's `defer-accept`): for protocols whose
+    /// client speaks first.
+    pub defer_accept: bool,
     /// Timeouts (client side is the one that matters here).
     pub timeouts: Timeouts,
     /// Rule lines, in order, as written.

@@ -64,6 +64,7 @@ pub fn bind_all(
                     listen(addr, fe.backlog).map_err(err)?
                 }
             };
+            defer_accept(&sock, fe.defer_accept).map_err(err)?;
             out.push((i, sock));
         }
     }
@@ -80,6 +81,33 @@ fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
     socket2::SockRef::from(sock).set_tcp_nodelay(true)?;
     // SAFETY: listen(2) on a listening socket we own.
     if unsafe { libc::listen(sock.as_raw_fd(), backlog.min(i32::MAX as u32) as i32) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `defer_accept = true` (a frontend whose clients speak first, as HTTP
+/// clients do): the listener hands a connection over once its first bytes
+/// are in (TCP_DEFER_ACCEPT, as HAProxy's `defer-accept`), so the accept
+/// and the read of the request share one wakeup and no read finds nothing.
+/// A client that connects and stays silent is accepted after about a second
+/// anyway (at the kernel's first SYN-ACK retransmission); `timeout client`
+/// runs from then. Set either way on every bind, inherited sockets too: a
+/// reload may turn it off.
+pub fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = if on { 1 } else { 0 };
+    // SAFETY: setsockopt on a socket we own, with an int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
