@@ -64,7 +64,6 @@ pub fn bind_all(
                     listen(addr, fe.backlog).map_err(err)?
                 }
             };
-            defer_accept(&sock, fe.defer_accept).map_err(err)?;
             out.push((i, sock));
         }
     }
@@ -92,9 +91,8 @@ fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
 /// and the read of the request share one wakeup and no read finds nothing.
 /// A client that connects and stays silent is accepted after about a second
 /// anyway (at the kernel's first SYN-ACK retransmission); `timeout client`
-/// runs from then. Set either way on every bind, inherited sockets too: a
-/// reload may turn it off.
-pub fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
+/// runs from then.
+fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let secs: libc::c_int = if on { 1 } else { 0 };
     // SAFETY: setsockopt on a socket we own, with an int of the right size.
@@ -109,6 +107,32 @@ pub fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets each frontend's `defer_accept` on its listeners, either way on every
+/// one (inherited sockets too: a reload may turn it off). Called once
+/// nothing else can fail in this start, so a takeover that fails leaves
+/// the other instance's sockets as they were. Turning it off never fails a
+/// start (a kernel without the option has it off); turning it on where the
+/// kernel refuses is an error.
+pub fn apply_defer_accept(cfg: &Config, listeners: &[(usize, TcpListener)]) -> Result<(), String> {
+    for (fe, sock) in listeners {
+        let Some(f) = cfg.frontends.get(*fe) else {
+            continue;
+        };
+        match defer_accept(sock, f.defer_accept) {
+            Ok(()) => {}
+            Err(e) if f.defer_accept => {
+                let at = sock.local_addr().map_or("?".to_string(), |a| a.to_string());
+                return Err(format!(
+                    "frontend '{}': cannot set defer_accept on {at}: {e}",
+                    f.name
+                ));
+            }
+            Err(_) => {}
+        }
     }
     Ok(())
 }

@@ -320,12 +320,18 @@ impl Worker {
             }
             return Sub::Moved;
         }
+        // A Content-Length body from a server still there cannot fail on
+        // the way (no chunk framing to reject, no end to find short), so
+        // relaying it now never drops the head with an abort.
+        let clean = matches!(resp.framing, Framing::Length(_))
+            && !self.servers[skey].eof
+            && !self.servers[skey].failed;
         self.http_final_head(key, skey, resp);
         let closing = flow_of(&mut self.clients, key)
             .stream
             .as_ref()
             .is_some_and(|st| !st.keep_client);
-        if closing {
+        if closing && clean {
             // The connection ends with this answer: the body read with the
             // head goes out with it, one write and one segment fewer.
             if let Sub::Gone = self.http_relay_body(key, skey) {
