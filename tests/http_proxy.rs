@@ -400,4 +400,28 @@ fn a_deferred_accept_takes_a_connection_with_its_request() {
     // A plain request on a fresh connection, as any client sends it.
     let r = request(c.addr(), b"GET /name HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(r.text(), "a");
+    // A reload that drops the key turns it off on the same listener, and
+    // one that sets it again turns it back on.
+    let conns = || info_field(&sock, "CurrConns");
+    let text = std::fs::read_to_string(&c.config_path).unwrap();
+    std::fs::write(&c.config_path, text.replace("defer_accept = true", "")).unwrap();
+    reload_ok(&c, &sock);
+    assert!(wait_until(Duration::from_secs(5), || conns().as_deref() == Some("0")));
+    let silent = std::net::TcpStream::connect(c.addr()).unwrap();
+    assert!(
+        wait_until(Duration::from_millis(500), || conns().as_deref()
+            == Some("1")),
+        "off after the reload: accepted at once"
+    );
+    drop(silent);
+    assert!(wait_until(Duration::from_secs(5), || conns().as_deref() == Some("0")));
+    std::fs::write(&c.config_path, &text).unwrap();
+    reload_ok(&c, &sock);
+    let _silent = std::net::TcpStream::connect(c.addr()).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        conns().as_deref(),
+        Some("0"),
+        "on again after the next reload"
+    );
 }

@@ -88,7 +88,7 @@ fn relisten(sock: &TcpListener, backlog: u32) -> io::Result<()> {
 /// `defer_accept = true` (a frontend whose clients speak first, as HTTP
 /// clients do): the listener hands a connection over once its first bytes
 /// are in (TCP_DEFER_ACCEPT, as HAProxy's `defer-accept`), so the accept
-/// and the read of the request share one wakeup and no read finds nothing.
+/// and the read of the request share one wakeup.
 /// A client that connects and stays silent is accepted after about a second
 /// anyway (at the kernel's first SYN-ACK retransmission); `timeout client`
 /// runs from then.
