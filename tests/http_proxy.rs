@@ -425,3 +425,49 @@ fn a_deferred_accept_takes_a_connection_with_its_request() {
         "on again after the next reload"
     );
 }
+
+/// Time from a request sent in two writes, the second held by Nagle until
+/// the first is acknowledged, to its whole answer, on a fresh connection.
+fn nagled_request(addr: SocketAddr, first: &[u8], second: &[u8]) -> (Duration, Response) {
+    let mut cl = Client::connect(addr);
+    cl.r.s.set_nodelay(false).unwrap();
+    let t = std::time::Instant::now();
+    cl.send(first);
+    cl.send(second);
+    let r = cl.response(false).expect("a response");
+    (t.elapsed(), r)
+}
+
+/// HTTP listeners delay the ACK of a request so that it rides on the answer
+/// (one packet less per connection). A client that must send more before it
+/// is answered gets its ACKs at once: with Nagle on, its second write waits
+/// for the ACK of the first, and a delayed ACK would hold it for the
+/// kernel's delayed-ACK time (40 ms or more).
+#[test]
+fn a_client_with_nagle_is_not_held_up_by_delayed_acks() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut head = Vec::new();
+    let mut body = Vec::new();
+    for _ in 0..5 {
+        // A head in two writes.
+        let (t, r) = nagled_request(c.addr(), b"GET /name HTTP/1.1\r\nHo", b"st: t\r\n\r\n");
+        assert_eq!((r.status, r.text().as_str()), (200, "a"));
+        head.push(t);
+        // A whole head, then its body.
+        let (t, r) = nagled_request(
+            c.addr(),
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
+            b"hello world",
+        );
+        let mut s = Sum::default();
+        s.add(b"hello world");
+        assert_eq!((r.status, r.text()), (200, s.finish()));
+        body.push(t);
+    }
+    head.sort();
+    body.sort();
+    let limit = Duration::from_millis(25);
+    assert!(head[2] < limit, "a head in two writes: {head:?}");
+    assert!(body[2] < limit, "a body after its head: {body:?}");
+}

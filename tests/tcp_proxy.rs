@@ -739,3 +739,52 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
     let base = corral.baseline();
     corral.assert_quiescent(&base);
 }
+
+/// The last ACK of the handshake with a server is delayed to ride on the
+/// client's first bytes only when corral already has them. A server that
+/// speaks first, behind a client that waits for it, sees its connection at
+/// once: with that ACK delayed (up to 200 ms), its accept, and its banner,
+/// would wait. A client that speaks first is served as promptly.
+#[test]
+fn a_server_that_speaks_first_is_heard_at_once() {
+    let srv = NameServer::start("banner");
+    let port = free_port();
+    let corral = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+timeout = {{ connect = "1s", client = "5s", server = "5s" }}
+server.a = {{ addr = "{}" }}
+"#,
+        srv.addr
+    ));
+    let mut silent = Vec::new();
+    let mut talking = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(name_via(corral.addr()), "banner");
+        silent.push(t.elapsed());
+        let t = Instant::now();
+        let mut s = connect(corral.addr());
+        s.write_all(b"hi\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "banner");
+        assert_eq!(read_line(&mut s).unwrap(), "hi");
+        talking.push(t.elapsed());
+    }
+    silent.sort();
+    talking.sort();
+    let limit = Duration::from_millis(100);
+    assert!(silent[2] < limit, "a silent client: {silent:?}");
+    assert!(
+        talking[2] < limit,
+        "a client that speaks first: {talking:?}"
+    );
+}

@@ -111,17 +111,49 @@ fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// TCP_QUICKACK on a listener: what the connections accepted from it start with.
+fn quickack(sock: &TcpListener, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt on a socket we own, with an int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets each frontend's `defer_accept` on its listeners, either way on every
 /// one (inherited sockets too: a reload may turn it off). Called once
 /// nothing else can fail in this start, so a takeover that fails leaves
 /// the other instance's sockets as they were. Turning it off never fails a
 /// start (a kernel without the option has it off); turning it on where the
 /// kernel refuses is an error.
-pub fn apply_defer_accept(cfg: &Config, listeners: &[(usize, TcpListener)]) -> Result<(), String> {
+///
+/// HTTP frontends' listeners also get delayed ACKs (TCP_QUICKACK off, as
+/// HAProxy's `tcp-smart-accept`, automatic in its HTTP mode): a connection
+/// accepted from them does not ACK the request on its own; the ACK rides
+/// on the answer, one packet less per connection. The worker turns quick
+/// ACKs back on for a client that must send more before it is answered (a
+/// partial head, a body). TCP frontends keep quick ACKs: corral cannot know
+/// when their client waits for one. Set either way, never failing a start.
+pub fn apply_listener_options(
+    cfg: &Config,
+    listeners: &[(usize, TcpListener)],
+) -> Result<(), String> {
     for (fe, sock) in listeners {
         let Some(f) = cfg.frontends.get(*fe) else {
             continue;
         };
+        let _ = quickack(sock, f.mode != corral_config::Mode::Http);
         match defer_accept(sock, f.defer_accept) {
             Ok(()) => {}
             Err(e) if f.defer_accept => {

@@ -225,7 +225,7 @@ pub fn fresh(cfg: &Config, text: String, opts: &Options) -> Result<Start, String
         listeners.len(),
         opts.config_path.display()
     );
-    bind::apply_defer_accept(cfg, &listeners)?;
+    bind::apply_listener_options(cfg, &listeners)?;
     let mut start = Start::new(opts, shared, listeners, text);
     start.stats = stats;
     start.web = web;
@@ -353,7 +353,7 @@ fn attempt(
         },
     )
     .map_err(|e| e.to_string())?;
-    bind::apply_defer_accept(cfg, &listeners)?;
+    bind::apply_listener_options(cfg, &listeners)?;
     // The socket of this config: inherited as it is, or bound before the
     // exec at its new path (`next_stats`); the one not used is closed, and
     // its file removed once this start is sure to go on.

@@ -139,6 +139,17 @@ impl Worker {
         }
     }
 
+    /// Whether client `key` has bytes for the server already read: an HTTP
+    /// request's head (parsed before any connect), or what a TCP client
+    /// sent before the connect started.
+    fn request_in_hand(&self, key: usize) -> bool {
+        match self.clients.get(key).map(|c| &c.flow) {
+            Some(Flow::Http(_)) => true,
+            Some(Flow::Tcp(t)) => t.tunnel.c2s.in_flight() > 0,
+            None => false,
+        }
+    }
+
     fn attempt_ref(&self, key: usize) -> Option<&Attempt> {
         match &self.clients.get(key)?.flow {
             Flow::Tcp(t) => t.attempt.as_ref(),
@@ -242,7 +253,10 @@ impl Worker {
         let at = now + self.cfg.backends[be].timeouts.connect;
         self.arm_at_most(key, at);
         let addr = self.backends[be].balancer.servers[i].addr;
-        let sock = match start_connect(addr) {
+        if let Flow::Tcp(_) = self.clients[key].flow {
+            self.tcp_read_ahead(key);
+        }
+        let sock = match start_connect(addr, self.request_in_hand(key)) {
             Ok(s) => s,
             Err(_) => return self.connect_failed(key, false),
         };

@@ -94,7 +94,7 @@ impl Buf {
             // SAFETY: reading into the vector's spare capacity, `want`
             // bytes of it; only the bytes the kernel wrote are then
             // counted as initialised (set_len below).
-            let n = unsafe { libc::read(ep.fd, spare.as_mut_ptr().cast(), want) };
+            let n = unsafe { libc::recv(ep.fd, spare.as_mut_ptr().cast(), want, 0) };
             if n > 0 {
                 let n = n as usize;
                 // SAFETY: the kernel initialised `n` bytes past len.

@@ -422,7 +422,7 @@ fn splice_refused(e: &io::Error) -> bool {
 fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n >= 0 {
             return Ok(n as usize);
         }

@@ -8,7 +8,7 @@
 //! server connections wait in a per-worker pool with no owner at all.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::TcpStream;
 use mio::Token;
@@ -165,7 +165,15 @@ pub fn idle_usable(s: &mut ServerConn, quick: bool) -> bool {
 }
 
 /// Starts a non-blocking connect to `addr`.
-pub fn start_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+///
+/// `data_ready`: the first bytes for the server are already in hand and go
+/// out as soon as the connect completes. The last ACK of the handshake is
+/// then delayed (TCP_QUICKACK off, like HAProxy's `tcp-smart-connect`) and
+/// rides on the first data segment: one packet less per connection. The
+/// kernel leaves this delayed-ACK mode when the handshake completes.
+/// Without data in hand the ACK goes at once: a server that speaks first
+/// must not wait for a delayed ACK to see its connection.
+pub fn start_connect(addr: SocketAddr, data_ready: bool) -> std::io::Result<TcpStream> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(
         domain,
@@ -173,12 +181,37 @@ pub fn start_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
         Some(socket2::Protocol::TCP),
     )?;
     let _ = sock.set_tcp_nodelay(true);
+    if data_ready {
+        // Failure only costs the saved packet.
+        let _ = set_quickack(sock.as_raw_fd(), false);
+    }
     match sock.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+/// Turns the socket's quick-ACK mode on or off (TCP_QUICKACK). Off, the
+/// ACK of received data waits (up to the delayed-ACK timeout) for data
+/// going the other way to ride on; on, a pending ACK leaves at once.
+pub fn set_quickack(fd: RawFd, on: bool) -> std::io::Result<()> {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt on a socket the caller owns, with an int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Closes a socket with an RST instead of a FIN (SO_LINGER 0): used to pass

@@ -100,6 +100,17 @@ impl Worker {
         self.assign(key);
     }
 
+    /// Right before a connect: reads what the client sent with its
+    /// handshake, so the connect knows whether its last ACK can ride on
+    /// those bytes (see `start_connect`). Not earlier: a queued connection
+    /// holds no buffer. A read failure shows once the server is connected.
+    pub(crate) fn tcp_read_ahead(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        if let Flow::Tcp(t) = &mut c.flow {
+            let _ = t.tunnel.c2s.fill_once(&mut c.ep, &mut self.pools);
+        }
+    }
+
     /// A connect started: the client's first bytes are usually there
     /// already, and on a near server the handshake is done by now. Sent at
     /// once, they save the wakeup for the connect.

@@ -224,7 +224,7 @@ pub fn linger(ep: &mut Endpoint, budget: usize) -> io::Result<Delivery> {
             return Ok(Delivery::More);
         }
         // SAFETY: reading into a local buffer from a socket we hold.
-        let n = unsafe { libc::read(ep.fd, scratch.as_mut_ptr().cast(), scratch.len()) };
+        let n = unsafe { libc::recv(ep.fd, scratch.as_mut_ptr().cast(), scratch.len(), 0) };
         match n {
             0 => return Ok(Delivery::Done),
             n if n > 0 => discarded += n as usize,

@@ -118,6 +118,13 @@ pub struct HttpFlow {
     pub up: splicing::BodyPipe,
     /// The response body's pipe while it splices (server → client).
     pub down: splicing::BodyPipe,
+    /// The connection still has the delayed ACKs it inherited from its
+    /// HTTP listener (see `master::bind::apply_listener_options`): until the
+    /// first request is whole, the ACK of what the client sent waits to
+    /// ride on the answer. Cleared at the first request's head; a client
+    /// that must send more first (a partial head, a body) gets its ACKs at
+    /// once again, so a client that waits for them (Nagle) is not held up.
+    pub acks_delayed: bool,
 }
 
 impl HttpFlow {
@@ -143,6 +150,17 @@ impl HttpFlow {
             fast_close: false,
             up: Default::default(),
             down: Default::default(),
+            acks_delayed: false,
+        }
+    }
+
+    /// Ends the listener's delayed ACKs on this connection (one
+    /// setsockopt, once): the client has more to send before an answer.
+    pub fn ack_quickly(&mut self, fd: std::os::fd::RawFd) {
+        if std::mem::take(&mut self.acks_delayed) {
+            // A failure only leaves ACKs delayed (at most the kernel's
+            // delayed-ACK timeout).
+            let _ = crate::server_conn::set_quickack(fd, true);
         }
     }
 

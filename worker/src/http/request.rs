@@ -96,6 +96,8 @@ impl Worker {
                     self.http_refused(key, None, *b"CR");
                     return Step::Gone;
                 }
+                let fd = self.clients[key].ep.fd;
+                flow_of(&mut self.clients, key).ack_quickly(fd);
                 Step::Still
             }
             Err(rej) => {
@@ -174,6 +176,14 @@ impl Worker {
         let fe = c.frontend;
         let peer = c.peer;
         let Flow::Http(h) = &mut c.flow else { return };
+        if h.acks_delayed {
+            let buffered = h.rx.len() as u64;
+            match req.framing {
+                Framing::None => h.acks_delayed = false,
+                Framing::Length(n) if n <= buffered => h.acks_delayed = false,
+                _ => h.ack_quickly(c.ep.fd),
+            }
+        }
         let (started, started_wall) = h.head_since.take().unwrap_or((now, SystemTime::now()));
         h.requests += 1;
         h.phase = Phase::Exchange;
