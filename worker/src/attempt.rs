@@ -216,7 +216,7 @@ impl Worker {
     /// Takes a slot on server `i` and starts connecting to it, or reuses
     /// the client's kept connection to it.
     fn connect(&mut self, key: usize, i: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let serial = self.clients[key].serial;
         let a = self.attempt_mut(key).expect("an attempt");
         let be = a.backend;
@@ -300,7 +300,7 @@ impl Worker {
 
     /// The connect of client `key`'s attempt completed.
     pub(crate) fn connected(&mut self, key: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let a = self.attempt_mut(key).expect("an attempt");
         a.t_connect = Some(now - a.since);
         a.phase = AttemptPhase::Connected;

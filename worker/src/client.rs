@@ -82,7 +82,7 @@ impl Worker {
             log::warn!("cannot register a client connection: {e}");
             return; // dropping `sock` closes it; nothing was counted yet
         }
-        let now = Instant::now();
+        let now = self.now;
         let frontend = &self.cfg.frontends[fe];
         let flow = match frontend.mode {
             Mode::Tcp => Flow::Tcp(TcpFlow::new(frontend.splice, now)),

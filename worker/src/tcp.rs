@@ -87,7 +87,7 @@ impl Worker {
             return self.tcp_finish(key, End::NoServer(Failure::NoServer));
         };
         let splice = self.cfg.frontends[fe].splice && self.cfg.backends[be].splice;
-        let now = Instant::now();
+        let now = self.now;
         let t = tcp!(self, key);
         t.tunnel.c2s.set_splice(splice);
         t.tunnel.s2c.set_splice(splice);
@@ -130,7 +130,7 @@ impl Worker {
 
     /// The server connection is up: forward from now on.
     pub(crate) fn tcp_established(&mut self, key: usize) {
-        let now = Instant::now();
+        let now = self.now;
         tcp!(self, key).tunnel.last_activity = now;
         let deadline = now + self.tcp_idle_timeout(key).0;
         self.arm(key, deadline);
@@ -178,7 +178,7 @@ impl Worker {
     }
 
     fn tcp_forward(&mut self, key: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let c = &mut self.clients[key];
         let Flow::Tcp(t) = &mut c.flow else { return };
         let Some(skey) = t.attempt.as_ref().and_then(|a| a.conn) else {
@@ -247,7 +247,7 @@ impl Worker {
             Ok(Delivery::Wait) => {
                 // Acknowledgements make no event: look again soon, until
                 // the closing deadline (then the survivor is reset).
-                let soon = Instant::now() + CLOSING_RECHECK;
+                let soon = self.now + CLOSING_RECHECK;
                 let since = t.tunnel.closing_since.unwrap_or_else(Instant::now);
                 self.arm_at_most(key, soon.min(since + CLOSING_TIMEOUT));
             }
@@ -355,7 +355,7 @@ impl Worker {
             }
             None => ("-", "<NOSRV>", 0, 0, 0),
         };
-        let now = Instant::now();
+        let now = self.now;
         let phase = t.attempt.as_ref().map_or(AttemptPhase::Idle, |a| a.phase);
         let closing = t.tunnel.closing.is_some();
         self.log.log(&ConnLog {

@@ -141,6 +141,11 @@ pub struct Worker {
     accept_pending: Vec<usize>,
     /// Activity counters published for `show activity`.
     pub(crate) activity: crate::counters::Activity,
+    /// The time this loop turn started (after its poll returned): the
+    /// clock of the data path, read once per turn rather than at every
+    /// step of every connection (HAProxy's `now_ms` is per loop too). Steps
+    /// in one turn see the same time; a turn is bounded by its budgets.
+    pub(crate) now: Instant,
     /// The last refused request per frontend and response per backend.
     pub(crate) errors: crate::query::ErrorLog,
     /// Answers to the master's queries, being sent.
@@ -265,6 +270,7 @@ impl Worker {
             max,
             accept_pending: Vec::new(),
             activity: Default::default(),
+            now: Instant::now(),
             errors: Default::default(),
             answers: Default::default(),
             log_polled: Default::default(),
@@ -318,6 +324,7 @@ impl Worker {
                 }
             }
             turn_start = Instant::now();
+            self.now = turn_start;
             self.activity.loops += 1;
             crate::server_conn::count_poll();
             // Health decided by other workers applies before any dispatch.

@@ -63,7 +63,7 @@ impl Worker {
     /// Logs and counts a finished stream, keeps or closes its server
     /// connection, and moves the client connection on.
     pub(super) fn http_end_stream(&mut self, key: usize, mut st: Box<Stream>) {
-        let now = Instant::now();
+        let now = self.now;
         // The server connection: kept for the next request if it is clean.
         // (The stream is out of the flow: its slot is given back here, its
         // server index kept for the log line.)
@@ -152,7 +152,7 @@ impl Worker {
         let whole = st.term == *b"--";
         self.http_cache_settle(&mut st, whole);
         self.http_count(key, &st);
-        self.http_log(key, &st, Instant::now());
+        self.http_log(key, &st, self.now);
         let c = &mut self.clients[key];
         for slot in 0..3u8 {
             if st.tracked_here[slot as usize] {
@@ -247,7 +247,7 @@ impl Worker {
                 a.map_or(0, |a| a.t_queue_ms().max(0)),
                 a.map_or(0, |a| a.t_connect_ms().max(0)),
                 st.t_response.max(0),
-                ms(Instant::now() - st.started),
+                ms(self.now - st.started),
             );
         }
         if status.is_some_and(|s| (400..500).contains(&s)) {
@@ -303,7 +303,7 @@ impl Worker {
                 // Acknowledgements make no event: look again, sooner while
                 // the client takes what it is sent, and give up only after
                 // `timeout client` without progress.
-                let now = Instant::now();
+                let now = self.now;
                 let queued = unacked(c.ep.fd);
                 let wait = match h.closing_check {
                     _ if queued < h.closing_unacked => {
@@ -326,7 +326,7 @@ impl Worker {
 
     /// A tunnel ended: its request's log line, then the connection closes.
     pub(super) fn http_end_tunnel(&mut self, key: usize, term: [u8; 2]) {
-        let now = Instant::now();
+        let now = self.now;
         let h = flow_of(&mut self.clients, key);
         if let Some(st) = h.stream.as_mut() {
             st.term = term;
@@ -343,7 +343,7 @@ impl Worker {
     /// The current stream (if any) ends abnormally with `term`: it is
     /// logged and the connection is reset.
     pub(super) fn http_abort(&mut self, key: usize, term: [u8; 2]) {
-        let now = Instant::now();
+        let now = self.now;
         if let Some(mut st) = flow_of(&mut self.clients, key).stream.take() {
             st.term = term;
             let c = &self.clients[key];

@@ -5,8 +5,6 @@
 //! (the deadlines in [`super::timeouts`], the end of a stream in
 //! [`super::ending`]).
 
-use std::time::Instant;
-
 use super::flow_of;
 use super::request::limits;
 use super::Phase;
@@ -89,7 +87,7 @@ impl Worker {
             let room = (cap - h.rx.len()).min(READ_CHUNK);
             match h.rx.read_from(&mut c.ep, room) {
                 Io::Done(_) => {
-                    let now = Instant::now();
+                    let now = self.now;
                     h.client_active = now;
                     if h.head_since.is_none() {
                         h.head_since = Some((now, std::time::SystemTime::now()));
@@ -172,6 +170,7 @@ impl Worker {
     /// Reads the client during an exchange: the request body, pipelined
     /// requests (kept for later), or its FIN.
     fn http_read_client(&mut self, key: usize) -> Sub {
+        let now = self.now;
         let cap = limits(self).max_head.max(READ_CHUNK);
         let splice = self.splices(key);
         let c = &mut self.clients[key];
@@ -189,7 +188,7 @@ impl Worker {
         let room = (cap - h.rx.len()).min(READ_CHUNK);
         match h.rx.read_from(&mut c.ep, room) {
             Io::Done(_) => {
-                h.client_active = Instant::now();
+                h.client_active = now;
                 Sub::Moved
             }
             Io::Eof => {
@@ -214,6 +213,7 @@ impl Worker {
 
     /// Writes what is queued for the client.
     fn http_write_client(&mut self, key: usize) -> Sub {
+        let now = self.now;
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Gone;
@@ -223,7 +223,7 @@ impl Worker {
         }
         match h.tx.write_to(&mut c.ep, false) {
             Io::Done(_) => {
-                h.client_active = Instant::now();
+                h.client_active = now;
                 Sub::Moved
             }
             Io::Failed(_) => {
@@ -254,7 +254,7 @@ impl Worker {
 
     /// [`Phase::Tunnel`]: bytes both ways until both FINs.
     fn http_tunnel(&mut self, key: usize) -> Step {
-        let now = Instant::now();
+        let now = self.now;
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
             return Step::Gone;

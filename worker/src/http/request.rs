@@ -116,7 +116,7 @@ impl Worker {
     /// A head that cannot be served: `rej`'s status (none if the client
     /// left), `<BADREQ>` in the log, counters, then the connection closes.
     pub(super) fn http_refused(&mut self, key: usize, rej: Option<Reject>, term: [u8; 2]) {
-        let now = Instant::now();
+        let now = self.now;
         let c = &mut self.clients[key];
         let fe = c.frontend;
         let Flow::Http(h) = &mut c.flow else { return };
@@ -171,7 +171,7 @@ impl Worker {
 
     /// A complete request head: a stream begins.
     fn http_begin(&mut self, key: usize, mut req: Request, head_len: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let c = &mut self.clients[key];
         let fe = c.frontend;
         let peer = c.peer;
@@ -345,7 +345,7 @@ impl Worker {
     /// Picks the backend (`use_backend` on the request, else the default),
     /// then a server: the kept connection when it suits, else the balancer.
     fn http_route(&mut self, key: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let c = &mut self.clients[key];
         let fe = c.frontend;
         let peer = c.peer;

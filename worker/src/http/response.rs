@@ -2,8 +2,6 @@
 //! out, the response head on its way back (interim responses, the switch to
 //! a tunnel, `http-response` rules, the hop-by-hop rule), and the body.
 
-use std::time::Instant;
-
 use corral_http::h1::encode::{self, HopByHop};
 use corral_http::h1::{parse_response, Body, Framing, Parsed, Piece, Response, Version};
 
@@ -29,7 +27,7 @@ impl Worker {
     /// connection), then body bytes as the framing machine accepts them,
     /// and writes what is queued.
     pub(super) fn http_send_request(&mut self, key: usize) -> Sub {
-        let now = Instant::now();
+        let now = self.now;
         let splice = self.splices(key);
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
@@ -179,6 +177,7 @@ impl Worker {
 
     /// Reads what the server sent, while there is room for it.
     pub(super) fn http_read_server(&mut self, key: usize) -> Sub {
+        let now = self.now;
         let cap = limits(self).max_head.max(16 * 1024);
         let splice = self.splices(key);
         let h = flow_of(&mut self.clients, key);
@@ -196,14 +195,14 @@ impl Worker {
             // the splice reads the server. While the client has bytes to
             // take first, the server is not the one waited for.
             if !h.tx.is_empty() || h.down.len > 0 {
-                st.server_active = Instant::now();
+                st.server_active = now;
             }
             return Sub::Still;
         }
         if s.rx.len() >= cap || h.tx.len() >= TX_HIGH {
             // Waiting for the client to read, not for the server: the
             // server's clock starts again when corral reads it again.
-            st.server_active = Instant::now();
+            st.server_active = now;
             return Sub::Still;
         }
         if s.eof || !s.ep.readable {
@@ -212,7 +211,7 @@ impl Worker {
         let room = cap - s.rx.len();
         match s.rx.read_from(&mut s.ep, room.min(16 * 1024)) {
             Io::Done(_) => {
-                st.server_active = Instant::now();
+                st.server_active = now;
                 Sub::Moved
             }
             Io::Eof => {
@@ -288,7 +287,7 @@ impl Worker {
                 resp
             }
         };
-        let now = Instant::now();
+        let now = self.now;
         if st.t_response < 0 {
             st.t_response = ms(now - st.sent_at.unwrap_or(now));
         }
@@ -449,7 +448,7 @@ impl Worker {
                 PUMP_BUDGET,
             ) {
                 Ok(Some(sp)) => {
-                    let now = Instant::now();
+                    let now = self.now;
                     st.bytes_out += sp.written as u64;
                     if sp.read > 0 {
                         st.server_active = now;
@@ -552,7 +551,7 @@ impl Worker {
     /// `101 Switching Protocols` to an upgrade request: the head goes to
     /// the client, then bytes both ways as they are (`timeout.tunnel`).
     fn http_switch(&mut self, key: usize, skey: usize, resp: Response) -> Sub {
-        let now = Instant::now();
+        let now = self.now;
         let h = flow_of(&mut self.clients, key);
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
