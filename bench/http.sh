@@ -22,7 +22,9 @@
 # IDLE (20) keep-alive connections idle from before the first reload until
 # after the last, then asked once more. Printed
 # per target: req/s (MiB/s for big), p50/p99 latency, proxy CPU per request
-# (per GB for big), server connections nginx accepted per 1000 requests, and
+# (per GB for big), server connections nginx accepted per 1000 requests, how
+# many times the proxy went to sleep per 1000 requests (`sleeps`: each sleep
+# is a wakeup that the waking CPU pays for, here the load generator's), and
 # the corral/HAProxy ratios; for reload: wrk's errors and the seconds from the
 # last reload until no old worker is left. Environment: CORRAL, SECS (5),
 # RUNS (3), SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh.
@@ -52,15 +54,18 @@ make_workdir corral-http-bench
 
 cat >"$TMP/h.py" <<'PYEOF'
 import os, re, statistics, sys
-from benchlib import COMMANDS, proc_stats, run_delay
+from benchlib import COMMANDS, proc_stats, run_delay, sleeps
 
 def cpu(root):
+    """CPU seconds of root's processes, seconds they waited for a CPU, and
+    how many times they slept."""
     tck = os.sysconf("SC_CLK_TCK")
-    total, wait = 0, 0
+    total, wait, slept = 0, 0, 0
     for p, r in proc_stats(root):
         total += int(r[11]) + int(r[12])
         wait += run_delay(p)
-    return total / tck, wait
+        slept += sleeps(p)
+    return total / tck, wait, slept
 
 def ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -128,7 +133,7 @@ cmd, a = sys.argv[1], sys.argv[2:]
 if cmd in COMMANDS:
     COMMANDS[cmd](a)
 elif cmd == "cpu":
-    print("%.3f %.3f" % cpu(int(a[0])))
+    print("%.3f %.3f %d" % cpu(int(a[0])))
 elif cmd == "wrk":
     wrk(a[0])
 elif cmd == "idle":
@@ -235,7 +240,7 @@ reloads() {
 
 # one LOAD LABEL PORT PID RUN: one wrk run of LOAD against PORT.
 one() {
-    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 n0 n1 args a0 a1 secs=$SECS rl=""
+    local load=$1 label=$2 port=$3 pid=$4 i=$5 out res c0 c1 w0 w1 v0 v1 n0 n1 args a0 a1 secs=$SECS rl=""
     case $load in
     ka) args=(-c50 "http://127.0.0.1:$port/small") ;;
     close) args=(-c50 -H "Connection: close" "http://127.0.0.1:$port/small") ;;
@@ -245,7 +250,7 @@ one() {
     esac
     out=$TMP/wrk-$load-$label-$i.txt
     a0=$(accepts)
-    [[ -z $pid ]] || read -r c0 w0 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c0 w0 v0 <<<"$(py cpu "$pid")"
     read -r n0 _ <<<"$(py cpu "$NGINX_PID")"
     local idle=""
     if [[ $load = reload && -n $pid ]]; then
@@ -258,7 +263,7 @@ one() {
         rl=$!
     fi
     timeout $((secs + 30)) "${ON_LOAD[@]}" wrk -t1 -d"${secs}s" --latency "${args[@]}" >"$out" 2>&1 || true
-    [[ -z $pid ]] || read -r c1 w1 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c1 w1 v1 <<<"$(py cpu "$pid")"
     read -r n1 _ <<<"$(py cpu "$NGINX_PID")"
     a1=$(accepts)
     if [[ -n $rl ]]; then
@@ -286,6 +291,7 @@ one() {
         c=$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')
         L[cpureq.$load.$label]+=" $(awk -v c="$c" -v n="$n" 'BEGIN { printf "%.2f", c / n * 1e6 }')"
         L[cpugb.$load.$label]+=" $(awk -v c="$c" -v b="$bytes" 'BEGIN { printf "%.3f", c / (b / 1e9) }')"
+        L[sleeps.$load.$label]+=" $(awk -v a="$v0" -v b="$v1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n * 1000 }')"
         extra=", proxy CPU ${c} s, nginx CPU $(awk -v a="$n0" -v b="$n1" 'BEGIN { printf "%.2f", b - a }') s"
     fi
     log "  $load $label run $i: $(printf '%.0f' "$rate") req/s, $(printf '%.0f' "$mibs") MiB/s, p50 ${p50} ms, p99 ${p99} ms, $errs errors, $((a1 - a0 - 1)) server connections$extra${rl:+, old workers gone after $(cat "$TMP/gone") s}"
@@ -336,7 +342,7 @@ for load in $TESTS; do
         done
         continue
     fi
-    for m in rate p50 p99 cpureq conns; do
+    for m in rate p50 p99 cpureq conns sleeps; do
         [[ $load = big && $m = rate ]] && m=mibs
         [[ $load = big && $m = cpureq ]] && m=cpugb
         printf '%-34s %10s %10s %10s %8s\n' "$load $m" "$(med "$m.$load.direct")" \

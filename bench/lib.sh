@@ -118,6 +118,20 @@ def proc_stats(root):
         except OSError:
             continue
 
+def sleeps(pid):
+    """Times pid's threads went to sleep (voluntary context switches): each
+    one is a wakeup later, which the waker pays for (a cross-CPU interrupt)."""
+    n = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        n += int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return n
+
 def run_delay(pid):
     """Seconds pid's threads spent runnable but waiting for a CPU (schedstat run_delay)."""
     wait = 0

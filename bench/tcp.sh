@@ -42,17 +42,19 @@ make_workdir corral-bench
 # (the shared ones are in bench/lib.sh)
 cat >"$TMP/h.py" <<'PYEOF'
 import json, os, re, socket, statistics, sys, time
-from benchlib import COMMANDS, proc_stats, procs, run_delay
+from benchlib import COMMANDS, proc_stats, procs, run_delay, sleeps
 
 def cpu(root):
-    """CPU seconds (utime + stime) of root's processes, and the seconds their
-    threads spent runnable but waiting for a CPU (schedstat run_delay)."""
+    """CPU seconds (utime + stime) of root's processes, the seconds their
+    threads spent runnable but waiting for a CPU (schedstat run_delay), and
+    how many times they slept."""
     tck = os.sysconf("SC_CLK_TCK")
-    total, wait = 0, 0
+    total, wait, slept = 0, 0, 0
     for p, r in proc_stats(root):
         total += int(r[11]) + int(r[12])
         wait += run_delay(p)
-    return total / tck, wait
+        slept += sleeps(p)
+    return total / tck, wait, slept
 
 def rss(root):
     total, parts = 0, []
@@ -122,7 +124,7 @@ cmd, a = sys.argv[1], sys.argv[2:]
 if cmd in COMMANDS:  # procs, affinity, busy, freeports, waitlisten, waitfile, waitgone, echo...
     COMMANDS[cmd](a)
 elif cmd == "cpu":
-    print("%.3f %.3f" % cpu(int(a[0])))
+    print("%.3f %.3f %d" % cpu(int(a[0])))
 elif cmd == "rss":
     t, parts = rss(int(a[0]))
     print(t, " ".join(parts))
@@ -206,11 +208,11 @@ run_rounds() {
 # tput_one LABEL PORT PID RUN: one iperf3 run; Gbit/s into L[tput.LABEL]; with a PID,
 # bytes and CPU seconds of PID's processes into R[bytes.LABEL] and R[cpu.LABEL].
 tput_one() {
-    local label=$1 port=$2 pid=$3 i=$4 out res bps bytes c0 c1 w0 w1 g
+    local label=$1 port=$2 pid=$3 i=$4 out res bps bytes c0 c1 w0 w1 v0 v1 g
     out=$TMP/iperf-$label-$i.json
-    [[ -z $pid ]] || read -r c0 w0 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c0 w0 v0 <<<"$(py cpu "$pid")"
     timeout $((SECS + 30)) "${ON_LOAD[@]}" iperf3 -c 127.0.0.1 -p "$port" -t "$SECS" -J --connect-timeout 5000 >"$out" 2>&1 || true
-    [[ -z $pid ]] || read -r c1 w1 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c1 w1 v1 <<<"$(py cpu "$pid")"
     if ! res=$(py iperf "$out" 2>&1); then
         log "  $label run $i/$RUNS: FAILED: $res"
         R[fail.tput_one.$label]=1
@@ -222,6 +224,7 @@ tput_one() {
     if [[ -n $pid ]]; then
         R[wait.$label]=$(addf "${R[wait.$label]:-}" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')")
         R[bytes.$label]=$(addf "${R[bytes.$label]:-}" "$bytes")
+        R[tsleeps.$label]=$((${R[tsleeps.$label]:-0} + v1 - v0))
         R[cpu.$label]=$(addf "${R[cpu.$label]:-}" "$(awk -v b="$c0" -v c="$c1" 'BEGIN { print c - b }')")
         log "  $label run $i/$RUNS: $g Gbit/s ($(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e9 }') GB, proxy CPU $(awk -v b="$c0" -v c="$c1" 'BEGIN { printf "%.2f", c - b }') s$(waited "$w0" "$w1"))"
     else
@@ -240,6 +243,8 @@ if want tput; then
         R[tput.$t]=$(f2 "$(py median ${L[tput.$t]})")
         [[ $t = direct ]] ||
             R[cpugb.$t]=$(awk -v c="${R[cpu.$t]}" -v b="${R[bytes.$t]}" 'BEGIN { printf "%.3f", c / (b / 1e9) }')
+        [[ $t = direct ]] ||
+            R[sleepgb.$t]=$(awk -v s="${R[tsleeps.$t]}" -v b="${R[bytes.$t]}" 'BEGIN { printf "%.0f", s / (b / 1e9) }')
     done
 fi
 
@@ -248,12 +253,12 @@ fi
 # keep-alive off, so each request is connect, ~40 bytes up, ~150 down, close.
 # rate_one LABEL PORT PID RUN: conn/s into L[rate.LABEL], connections and CPU into R.
 rate_one() {
-    local label=$1 port=$2 pid=$3 i=$4 out res rate n errs c0 c1 w0 w1
+    local label=$1 port=$2 pid=$3 i=$4 out res rate n errs c0 c1 w0 w1 v0 v1
     out=$TMP/wrk-$label-$i.txt
-    [[ -z $pid ]] || read -r c0 w0 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c0 w0 v0 <<<"$(py cpu "$pid")"
     timeout $((SECS + 30)) "${ON_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${SECS}s" -H 'Connection: close' \
         "http://127.0.0.1:$port/" >"$out" 2>&1 || true
-    [[ -z $pid ]] || read -r c1 w1 <<<"$(py cpu "$pid")"
+    [[ -z $pid ]] || read -r c1 w1 v1 <<<"$(py cpu "$pid")"
     if ! res=$(py wrk "$out" 2>&1); then
         log "  $label run $i/$RUNS: FAILED: $res"
         R[fail.rate_one.$label]=1
@@ -266,6 +271,7 @@ rate_one() {
     if [[ -n $pid ]]; then
         R[wait.$label]=$(addf "${R[wait.$label]:-}" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')")
         R[cpur.$label]=$(addf "${R[cpur.$label]:-}" "$(awk -v b="$c0" -v c="$c1" 'BEGIN { print c - b }')")
+        R[rsleeps.$label]=$((${R[rsleeps.$label]:-0} + v1 - v0))
         log "  $label run $i/$RUNS: $(printf '%.0f' "$rate") conn/s ($n conns, $errs errors, proxy CPU $(awk -v b="$c0" -v c="$c1" 'BEGIN { printf "%.2f", c - b }') s$(waited "$w0" "$w1"))"
     else
         log "  $label run $i/$RUNS: $(printf '%.0f' "$rate") conn/s ($n conns, $errs errors)"
@@ -284,6 +290,7 @@ if want rate; then
         R[rate.$t]=$(printf '%.0f' "$(py median ${L[rate.$t]})")
         if [[ $t != direct ]] && ((${R[conns.$t]:-0} > 0)); then
             R[cpuconn.$t]=$(awk -v c="${R[cpur.$t]}" -v n="${R[conns.$t]}" 'BEGIN { printf "%.1f", c / n * 1e6 }')
+            R[sleepconn.$t]=$(awk -v s="${R[rsleeps.$t]}" -v n="${R[conns.$t]}" 'BEGIN { printf "%.2f", s / n }')
         fi
     done
 fi
@@ -364,6 +371,10 @@ if want rate; then
     done
     [[ -z $errs ]] || log "wrk errors (socket errors + non-2xx):$errs"
 fi
+# Not targets: each sleep of the proxy is a wakeup its waker pays for (a
+# cross-CPU interrupt, a VM exit in a VM), on the load's CPU here.
+want tput && log "proxy sleeps per GB: haproxy $(val sleepgb.haproxy), corral $(val sleepgb.corral)"
+want rate && log "proxy sleeps per connection: haproxy $(val sleepconn.haproxy), corral $(val sleepconn.corral)"
 waits=""
 for k in haproxy corral; do
     [[ -z ${R[wait.$k]:-} ]] || waits+=" $k $(f2 "${R[wait.$k]}") s,"
