@@ -153,7 +153,6 @@ pub fn apply_listener_options(
         let Some(f) = cfg.frontends.get(*fe) else {
             continue;
         };
-        let _ = quickack(sock, f.mode != corral_config::Mode::Http);
         match defer_accept(sock, f.defer_accept) {
             Ok(()) => {}
             Err(e) if f.defer_accept => {
@@ -164,6 +163,12 @@ pub fn apply_listener_options(
                 ));
             }
             Err(_) => {}
+        }
+    }
+    // Only now that nothing can fail (see above).
+    for (fe, sock) in listeners {
+        if let Some(f) = cfg.frontends.get(*fe) {
+            let _ = quickack(sock, f.mode != corral_config::Mode::Http);
         }
     }
     Ok(())

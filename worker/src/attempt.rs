@@ -176,13 +176,14 @@ impl Worker {
             Pick::Server(i) => self.connect(key, i),
             Pick::Full => {
                 let serial = self.clients[key].serial;
+                let now = self.now;
                 let at = {
                     let a = self.attempt_mut(key).expect("checked");
                     if a.phase == AttemptPhase::Queued {
                         return;
                     }
                     a.phase = AttemptPhase::Queued;
-                    a.since = Instant::now();
+                    a.since = now;
                     a.since
                 };
                 self.backends[be].queue.push_back((key, serial));

@@ -86,12 +86,7 @@ impl Worker {
         let frontend = &self.cfg.frontends[fe];
         let flow = match frontend.mode {
             Mode::Tcp => Flow::Tcp(TcpFlow::new(frontend.splice, now)),
-            Mode::Http => {
-                let mut h = HttpFlow::new(now);
-                // Inherited from the listener (see HttpFlow::acks_delayed).
-                h.acks_delayed = true;
-                Flow::Http(Box::new(h))
-            }
+            Mode::Http => Flow::Http(Box::new(HttpFlow::new(now))),
         };
         let mut ep = Endpoint::new(std::os::fd::AsRawFd::as_raw_fd(&sock));
         // Speculative: a client that speaks first has usually spoken by the

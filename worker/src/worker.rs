@@ -586,6 +586,10 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        // The turn's clock catches up: a deadline re-armed from a handler
+        // (`self.now + interval`) must land after the `now` that pops them,
+        // or a turn that ran long would pop it again at once, forever.
+        self.now = now;
         if self.fd_pause_until.is_some_and(|t| t <= now) {
             self.fd_pause_until = None;
             self.resume_listeners();

@@ -627,9 +627,6 @@ impl Worker {
         let back = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
         let mut flow = crate::http::HttpFlow::new(now);
         flow.requests = rec.requests;
-        // A connection that has not had a whole request yet still has its
-        // listener's delayed ACKs (see HttpFlow::acks_delayed).
-        flow.acks_delayed = rec.requests == 0;
         flow.idle_since = back(rec.idle_ms as u64);
         flow.head_since = rec.head_ms.map(|m| {
             (

@@ -118,13 +118,15 @@ pub struct HttpFlow {
     pub up: splicing::BodyPipe,
     /// The response body's pipe while it splices (server → client).
     pub down: splicing::BodyPipe,
-    /// The connection still has the delayed ACKs it inherited from its
-    /// HTTP listener (see `master::bind::apply_listener_options`): until the
-    /// first request is whole, the ACK of what the client sent waits to
-    /// ride on the answer. Cleared at the first request's head; a client
-    /// that must send more first (a partial head, a body) gets its ACKs at
-    /// once again, so a client that waits for them (Nagle) is not held up.
-    pub acks_delayed: bool,
+    /// Quick ACKs were turned back on for the request being received.
+    /// HTTP listeners hand out connections with delayed ACKs (see
+    /// `master::bind::apply_listener_options`), and the kernel keeps a
+    /// connection whose ACKs ride on its answers in that mode: the ACK of a
+    /// request waits for the answer, one packet less. A client that must send
+    /// more first (the rest of a head, a body) gets its ACKs at once
+    /// ([`HttpFlow::ack_quickly`]), so one that waits for them (Nagle) is
+    /// not held up by the delayed-ACK timer. Cleared as each request begins.
+    pub quick_acks: bool,
 }
 
 impl HttpFlow {
@@ -150,14 +152,14 @@ impl HttpFlow {
             fast_close: false,
             up: Default::default(),
             down: Default::default(),
-            acks_delayed: false,
+            quick_acks: false,
         }
     }
 
-    /// Ends the listener's delayed ACKs on this connection (one
-    /// setsockopt, once): the client has more to send before an answer.
+    /// Turns quick ACKs on for this connection, once per request: the
+    /// client has more to send before it is answered.
     pub fn ack_quickly(&mut self, fd: std::os::fd::RawFd) {
-        if std::mem::take(&mut self.acks_delayed) {
+        if !std::mem::replace(&mut self.quick_acks, true) {
             // A failure only leaves ACKs delayed (at most the kernel's
             // delayed-ACK timeout).
             let _ = crate::server_conn::set_quickack(fd, true);

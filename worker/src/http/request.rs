@@ -17,7 +17,7 @@ use crate::access_log::ms;
 use crate::attempt::{Attempt, AttemptPhase};
 use crate::client::Flow;
 use crate::rules::applies;
-use crate::server_conn::idle_usable;
+use crate::server_conn::{idle_usable, set_quickack};
 use crate::stick::TrackValue;
 use crate::worker::Worker;
 
@@ -176,14 +176,19 @@ impl Worker {
         let fe = c.frontend;
         let peer = c.peer;
         let Flow::Http(h) = &mut c.flow else { return };
-        if h.acks_delayed {
-            let buffered = h.rx.len() as u64;
-            match req.framing {
-                Framing::None => h.acks_delayed = false,
-                Framing::Length(n) if n <= buffered => h.acks_delayed = false,
-                _ => h.ack_quickly(c.ep.fd),
-            }
+        // A body still to come: the client may wait for the ACK of what it
+        // sent (see HttpFlow::quick_acks). The next request starts afresh.
+        let whole = match req.framing {
+            Framing::None => true,
+            Framing::Length(n) => n <= h.rx.len() as u64,
+            _ => false,
+        };
+        if !whole {
+            // Even if a partial head turned them on: an answer sent since
+            // (a 100 Continue) may have made the kernel delay them again.
+            let _ = set_quickack(c.ep.fd, true);
         }
+        h.quick_acks = false;
         let (started, started_wall) = h.head_since.take().unwrap_or((now, SystemTime::now()));
         h.requests += 1;
         h.phase = Phase::Exchange;

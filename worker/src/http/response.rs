@@ -587,6 +587,9 @@ impl Worker {
         h.rx.clear();
         h.tunnel = Some(t);
         h.phase = Phase::Tunnel;
+        // A tunnel's client may send without waiting for an answer (frames
+        // in a row): its ACKs go at once, as on a TCP frontend.
+        let _ = crate::server_conn::set_quickack(self.clients[key].ep.fd, true);
         Sub::Changed
     }
 }
