@@ -111,26 +111,6 @@ fn defer_accept(sock: &TcpListener, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// TCP_QUICKACK on a listener: what the connections accepted from it start with.
-fn quickack(sock: &TcpListener, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt on a socket we own, with an int of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Sets each frontend's `defer_accept` on its listeners, either way on every
 /// one (inherited sockets too: a reload may turn it off). Called once
 /// nothing else can fail in this start, so a takeover that fails leaves
@@ -168,7 +148,9 @@ pub fn apply_listener_options(
     // Only now that nothing can fail (see above).
     for (fe, sock) in listeners {
         if let Some(f) = cfg.frontends.get(*fe) {
-            let _ = quickack(sock, f.mode != corral_config::Mode::Http);
+            // What the connections accepted from it start with.
+            let _ =
+                socket2::SockRef::from(sock).set_tcp_quickack(f.mode != corral_config::Mode::Http);
         }
     }
     Ok(())

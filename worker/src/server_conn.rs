@@ -8,7 +8,7 @@
 //! server connections wait in a per-worker pool with no owner at all.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 use mio::Token;
@@ -183,7 +183,7 @@ pub fn start_connect(addr: SocketAddr, data_ready: bool) -> std::io::Result<TcpS
     let _ = sock.set_tcp_nodelay(true);
     if data_ready {
         // Failure only costs the saved packet.
-        let _ = set_quickack(sock.as_raw_fd(), false);
+        let _ = sock.set_tcp_quickack(false);
     }
     match sock.connect(&addr.into()) {
         Ok(()) => {}
@@ -196,22 +196,8 @@ pub fn start_connect(addr: SocketAddr, data_ready: bool) -> std::io::Result<TcpS
 /// Turns the socket's quick-ACK mode on or off (TCP_QUICKACK). Off, the
 /// ACK of received data waits (up to the delayed-ACK timeout) for data
 /// going the other way to ride on; on, a pending ACK leaves at once.
-pub fn set_quickack(fd: RawFd, on: bool) -> std::io::Result<()> {
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt on a socket the caller owns, with an int of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+pub fn set_quickack(sock: &impl std::os::fd::AsFd, on: bool) -> std::io::Result<()> {
+    socket2::SockRef::from(sock).set_tcp_quickack(on)
 }
 
 /// Closes a socket with an RST instead of a FIN (SO_LINGER 0): used to pass

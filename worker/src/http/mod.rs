@@ -158,11 +158,11 @@ impl HttpFlow {
 
     /// Turns quick ACKs on for this connection, once per request: the
     /// client has more to send before it is answered.
-    pub fn ack_quickly(&mut self, fd: std::os::fd::RawFd) {
+    pub fn ack_quickly(&mut self, sock: &impl std::os::fd::AsFd) {
         if !std::mem::replace(&mut self.quick_acks, true) {
             // A failure only leaves ACKs delayed (at most the kernel's
             // delayed-ACK timeout).
-            let _ = crate::server_conn::set_quickack(fd, true);
+            let _ = crate::server_conn::set_quickack(sock, true);
         }
     }
 

@@ -96,8 +96,10 @@ impl Worker {
                     self.http_refused(key, None, *b"CR");
                     return Step::Gone;
                 }
-                let fd = self.clients[key].ep.fd;
-                flow_of(&mut self.clients, key).ack_quickly(fd);
+                let c = &mut self.clients[key];
+                if let Flow::Http(h) = &mut c.flow {
+                    h.ack_quickly(&c.sock);
+                }
                 Step::Still
             }
             Err(rej) => {
@@ -186,7 +188,7 @@ impl Worker {
         if !whole {
             // Even if a partial head turned them on: an answer sent since
             // (a 100 Continue) may have made the kernel delay them again.
-            let _ = set_quickack(c.ep.fd, true);
+            let _ = set_quickack(&c.sock, true);
         }
         h.quick_acks = false;
         let (started, started_wall) = h.head_since.take().unwrap_or((now, SystemTime::now()));

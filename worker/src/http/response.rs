@@ -589,7 +589,7 @@ impl Worker {
         h.phase = Phase::Tunnel;
         // A tunnel's client may send without waiting for an answer (frames
         // in a row): its ACKs go at once, as on a TCP frontend.
-        let _ = crate::server_conn::set_quickack(self.clients[key].ep.fd, true);
+        let _ = crate::server_conn::set_quickack(&self.clients[key].sock, true);
         Sub::Changed
     }
 }
