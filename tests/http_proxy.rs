@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -475,5 +475,52 @@ fn a_client_with_nagle_is_not_held_up_by_delayed_acks() {
     {
         t.sort();
         assert!(t[2] < limit, "{what} in two writes: {t:?}");
+    }
+}
+
+/// HTTP listeners hand out connections with delayed ACKs, so the ACK of a
+/// request waits (up to the kernel's delayed-ACK time, 40 ms or more) to
+/// ride on the answer: 5 ms after a request to a server that takes 300 ms,
+/// the request is still unacknowledged. With quick ACKs it is acknowledged
+/// within microseconds on loopback.
+#[test]
+fn a_request_is_acknowledged_with_its_answer() {
+    let o = Origin::start("a");
+    let c = start(&[o.addr]);
+    let mut waiting = 0;
+    for _ in 0..5 {
+        let mut cl = Client::connect(c.addr());
+        cl.send(b"GET /sleep?ms=300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        thread::sleep(Duration::from_millis(5));
+        if tcp_info(&cl.r.s).tcpi_unacked == 1 {
+            waiting += 1;
+        }
+        assert_eq!(cl.response(false).unwrap().status, 200);
+    }
+    assert!(waiting >= 3, "unacknowledged after 5 ms: {waiting} of 5");
+}
+
+/// corral connects to a server with the request in hand, so the last ACK
+/// of the handshake rides on the request: the server receives one segment
+/// fewer than from a client that connects, then writes.
+#[test]
+fn the_handshake_ack_rides_on_the_request() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = start(&[l.local_addr().unwrap()]);
+    let mut direct = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    direct
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let plain = segments_for_a_request(&l);
+    for _ in 0..3 {
+        let mut cl = Client::connect(c.addr());
+        cl.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let via = segments_for_a_request(&l);
+        assert_eq!(cl.response(false).unwrap().status, 200);
+        assert_eq!(
+            via,
+            plain - 1,
+            "segments in for a request: {via} via corral, {plain} direct"
+        );
     }
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -787,4 +787,49 @@ server.a = {{ addr = "{}" }}
         talking[2] < limit,
         "a client that speaks first: {talking:?}"
     );
+}
+
+/// With the client's first bytes in hand (here `defer_accept`: accepted only
+/// once they are in), corral's handshake with the server delays its last ACK
+/// to ride on them: the server receives one segment fewer than from a client
+/// that connects, then writes.
+#[test]
+fn with_the_first_bytes_in_hand_the_handshake_ack_rides_on_them() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let corral = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+defer_accept = true
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+timeout = {{ connect = "1s", client = "5s", server = "5s" }}
+server.a = {{ addr = "{}" }}
+"#,
+        l.local_addr().unwrap()
+    ));
+    let head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut direct = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    direct.write_all(head).unwrap();
+    let plain = segments_for_a_request(&l);
+    for _ in 0..3 {
+        let mut s = connect(corral.addr());
+        s.write_all(head).unwrap();
+        let via = segments_for_a_request(&l);
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        assert_eq!(
+            via,
+            plain - 1,
+            "segments in: {via} via corral, {plain} direct"
+        );
+    }
 }

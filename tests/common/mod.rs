@@ -1689,3 +1689,40 @@ pub fn strace_during(pid: i32, calls: &str, load: impl FnOnce()) -> String {
     st.wait().unwrap();
     fs::read_to_string(&out).unwrap_or_default()
 }
+
+/// The kernel's TCP_INFO for socket `s` (segments in, packets unacked...).
+pub fn tcp_info(s: &impl AsRawFd) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain integers, valid when zeroed.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a local we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+    info
+}
+
+/// The segments a server socket received up to and including a whole
+/// request head, from accept to `\r\n\r\n`; then it answers 200 and closes.
+pub fn segments_for_a_request(l: &TcpListener) -> u32 {
+    let (mut s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed before a whole head");
+        got.extend_from_slice(&b[..n]);
+    }
+    let segs = tcp_info(&s).tcpi_segs_in;
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        .unwrap();
+    segs
+}

@@ -146,22 +146,47 @@ pub fn idle_usable(s: &mut ServerConn, quick: bool) -> bool {
     }
     // Otherwise looked at: the server's FIN may be on its way to an event
     // that has not been read yet.
-    let mut byte = 0u8;
-    // SAFETY: a one-byte peek into a local buffer on an open socket.
-    let n = unsafe {
-        libc::recv(
-            s.ep.fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+    if peek(s.ep.fd) == Peek::Empty {
         s.ep.readable = false;
         return true;
     }
     // EOF, stray bytes or an error: not a connection to send a request on.
     false
+}
+
+/// What a one-byte, non-blocking peek at a socket found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// Nothing to read (it would block).
+    Empty,
+    /// The peer's FIN.
+    Eof,
+    /// At least one unread byte.
+    Bytes,
+    /// The socket reported an error (a reset).
+    Failed,
+}
+
+/// Looks at socket `fd` without taking anything from it.
+pub fn peek(fd: std::os::fd::RawFd) -> Peek {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a socket the caller holds.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peek::Eof,
+        n if n > 0 => Peek::Bytes,
+        _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock => {
+            Peek::Empty
+        }
+        _ => Peek::Failed,
+    }
 }
 
 /// Starts a non-blocking connect to `addr`.
@@ -203,18 +228,6 @@ pub fn set_quickack(sock: &impl std::os::fd::AsFd, on: bool) -> std::io::Result<
 /// Closes a socket with an RST instead of a FIN (SO_LINGER 0): used to pass
 /// an abort on to the other side rather than pretend a clean end.
 pub fn reset_on_close(s: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
+    // A failure leaves a normal close: a FIN instead of the reset.
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
 }

@@ -141,10 +141,10 @@ pub struct Worker {
     accept_pending: Vec<usize>,
     /// Activity counters published for `show activity`.
     pub(crate) activity: crate::counters::Activity,
-    /// The time this loop turn started (after its poll returned): the
-    /// clock of the data path, read once per turn rather than at every
-    /// step of every connection (HAProxy's `now_ms` is per loop too). Steps
-    /// in one turn see the same time; a turn is bounded by its budgets.
+    /// The clock of the data path: read when the poll returns and again
+    /// when timers fire, rather than at every step of every connection
+    /// (HAProxy's `now_ms` is per loop too). Steps in between see the same
+    /// time; a turn is bounded by its budgets.
     pub(crate) now: Instant,
     /// The last refused request per frontend and response per backend.
     pub(crate) errors: crate::query::ErrorLog,

@@ -15,7 +15,7 @@ use crate::access_log::{ms, HttpLog};
 use crate::attempt::Failure;
 use crate::bufio::Io;
 use crate::client::Flow;
-use crate::server_conn::{idle_usable, reset_on_close};
+use crate::server_conn::{idle_usable, peek, reset_on_close, Peek};
 use crate::tally::Target;
 use crate::tcp::CLOSING_RECHECK;
 use crate::tunnel::{linger, unacked, Delivery};
@@ -280,7 +280,8 @@ impl Worker {
             h.fast_close = false;
             // Everything is in the kernel: close() sends it, then the FIN,
             // unless a byte is unread (close would reset): one last look.
-            if nothing_unread(c.ep.fd) {
+            // (EOF or nothing: close() then sends a FIN, not a reset.)
+            if matches!(peek(c.ep.fd), Peek::Empty | Peek::Eof) {
                 self.http_finish(key, true);
                 return Step::Gone;
             }
@@ -492,19 +493,3 @@ impl Worker {
 /// Answers at most this large may take the fast close (about one initial
 /// congestion window: what a late client byte's reset could still cut).
 const FAST_CLOSE_MAX: u64 = 16 * 1024;
-
-/// Whether socket `fd` has nothing unread (EOF or would block): a close()
-/// then sends a FIN, not a reset.
-fn nothing_unread(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte peek into a local buffer on a socket we hold.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
-}
