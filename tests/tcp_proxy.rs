@@ -740,6 +740,27 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
     corral.assert_quiescent(&base);
 }
 
+/// One TCP frontend on `port` (with `frontend` lines added) to one server.
+fn one_server(port: u16, server: SocketAddr, frontend: &str) -> String {
+    format!(
+        r#"
+[global]
+workers = 1
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+{frontend}
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+timeout = {{ connect = "1s", client = "5s", server = "5s" }}
+server.a = {{ addr = "{server}" }}
+"#
+    )
+}
+
 /// The last ACK of the handshake with a server is delayed to ride on the
 /// client's first bytes only when corral already has them. A server that
 /// speaks first, behind a client that waits for it, sees its connection at
@@ -749,23 +770,7 @@ fn an_abort_on_one_side_delivers_what_the_other_side_was_owed() {
 fn a_server_that_speaks_first_is_heard_at_once() {
     let srv = NameServer::start("banner");
     let port = free_port();
-    let corral = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-
-[frontend.fe]
-bind = "127.0.0.1:{port}"
-mode = "tcp"
-default_backend = "be"
-
-[backend.be]
-mode = "tcp"
-timeout = {{ connect = "1s", client = "5s", server = "5s" }}
-server.a = {{ addr = "{}" }}
-"#,
-        srv.addr
-    ));
+    let corral = Corral::start(&one_server(port, srv.addr, ""));
     let mut silent = Vec::new();
     let mut talking = Vec::new();
     for _ in 0..5 {
@@ -797,23 +802,10 @@ server.a = {{ addr = "{}" }}
 fn with_the_first_bytes_in_hand_the_handshake_ack_rides_on_them() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free_port();
-    let corral = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-
-[frontend.fe]
-bind = "127.0.0.1:{port}"
-mode = "tcp"
-defer_accept = true
-default_backend = "be"
-
-[backend.be]
-mode = "tcp"
-timeout = {{ connect = "1s", client = "5s", server = "5s" }}
-server.a = {{ addr = "{}" }}
-"#,
-        l.local_addr().unwrap()
+    let corral = Corral::start(&one_server(
+        port,
+        l.local_addr().unwrap(),
+        "defer_accept = true",
     ));
     let head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut direct = TcpStream::connect(l.local_addr().unwrap()).unwrap();
