@@ -31,6 +31,25 @@ pub use fields::Fields;
 pub use request::{parse_request, Method, Request};
 pub use response::{parse_response, Response};
 
+/// Header slots kept on the stack for httparse: the default limit
+/// (`http_max_headers`, 101) fits, so a parse costs no allocation for them.
+pub(crate) const STACK_HEADERS: usize = 128;
+
+/// `max` slots for httparse to fill: in `stack` when they fit, else in
+/// `heap` (made here).
+pub(crate) fn header_slots<'s, 'h>(
+    stack: &'s mut [httparse::Header<'h>; STACK_HEADERS],
+    heap: &'s mut Vec<httparse::Header<'h>>,
+    max: usize,
+) -> &'s mut [httparse::Header<'h>] {
+    if max <= STACK_HEADERS {
+        &mut stack[..max]
+    } else {
+        *heap = vec![httparse::EMPTY_HEADER; max];
+        heap
+    }
+}
+
 /// Limits on a head, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

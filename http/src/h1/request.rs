@@ -187,8 +187,10 @@ fn check_request_line(line: &[u8]) -> Result<(), Reject> {
 }
 
 fn parse_head(head: &[u8], limits: &Limits) -> Result<Request, Reject> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut stack = [httparse::EMPTY_HEADER; super::STACK_HEADERS];
+    let mut heap = Vec::new();
+    let headers = super::header_slots(&mut stack, &mut heap, limits.max_headers);
+    let mut req = httparse::Request::new(headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Ok(_) => return Err(Reject::bad("malformed head")),

@@ -69,8 +69,10 @@ pub fn parse_response(
         return Ok(Parsed::Partial);
     }
     let head = region;
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut resp = httparse::Response::new(&mut headers);
+    let mut stack = [httparse::EMPTY_HEADER; super::STACK_HEADERS];
+    let mut heap = Vec::new();
+    let headers = super::header_slots(&mut stack, &mut heap, limits.max_headers);
+    let mut resp = httparse::Response::new(headers);
     let parsed = httparse::ParserConfig::default()
         .allow_spaces_after_header_name_in_responses(true)
         .allow_obsolete_multiline_headers_in_responses(true)

@@ -204,6 +204,48 @@ fn limits_give_414_and_431() {
     ));
 }
 
+#[test]
+fn a_field_limit_beyond_the_stack_slots_is_applied_exactly() {
+    // Up to STACK_HEADERS slots live on the stack; a larger limit takes
+    // them from the heap, and both sides of it count the same.
+    for max in [
+        super::STACK_HEADERS - 1,
+        super::STACK_HEADERS,
+        super::STACK_HEADERS + 72,
+    ] {
+        let lim = Limits {
+            max_head: 64 * 1024,
+            max_headers: max,
+        };
+        let head = |n: usize| {
+            let mut h = "GET / HTTP/1.1\r\nHost: a\r\n".to_string();
+            for i in 1..n {
+                h.push_str(&format!("X-{i}: {i}\r\n"));
+            }
+            h + "\r\n"
+        };
+        let Ok(Parsed::Complete(r, _)) = parse_request(head(max).as_bytes(), &lim) else {
+            panic!("{max} fields with a limit of {max}");
+        };
+        assert_eq!(r.fields.iter().count(), max);
+        assert_eq!(
+            parse_request(head(max + 1).as_bytes(), &lim)
+                .unwrap_err()
+                .status,
+            431,
+            "{} fields with a limit of {max}",
+            max + 1
+        );
+        let resp_head = head(max).replacen("GET / HTTP/1.1", "HTTP/1.1 204 No Content", 1);
+        assert!(matches!(
+            parse_response(resp_head.as_bytes(), &lim, false),
+            Ok(Parsed::Complete(..))
+        ));
+        let over = head(max + 1).replacen("GET / HTTP/1.1", "HTTP/1.1 204 No Content", 1);
+        assert!(parse_response(over.as_bytes(), &lim, false).is_err());
+    }
+}
+
 fn resp(raw: &str, head: bool) -> Result<Response, Reject> {
     match parse_response(raw.as_bytes(), &Limits::default(), head) {
         Ok(Parsed::Complete(r, n)) => {
