@@ -3,16 +3,68 @@
 //!
 //! A [`Buf`] is a vector with a consumed prefix: bytes are appended at the
 //! end and consumed from the front; the prefix is reclaimed when it passes
-//! half the buffer, and an empty buffer gives its memory back
-//! ([`Buf::shrink_if_empty`]), so an idle keep-alive connection holds none.
+//! half the buffer, and a buffer consumed to empty gives its memory back,
+//! so an idle keep-alive connection holds none.
+//!
+//! An emptied buffer's memory goes to a small per-thread spare list that
+//! the next buffer to fill takes from, so a keep-alive connection does not
+//! pay a malloc and a free per buffer per request (HAProxy's buffer pools
+//! do the same). The list is bounded ([`SPARE_MAX`] buffers of
+//! [`SPARE_MIN_CAP`] to [`SPARE_MAX_CAP`] bytes): an idle worker keeps at
+//! most that.
 //!
 //! The readiness rules are those of [`crate::forward`]: a read that
 //! returns less than asked drained the socket (unless the peer's FIN is
 //! known to follow), a write that takes less than offered filled it.
 
+use std::cell::RefCell;
 use std::io;
 
 use crate::forward::Endpoint;
+
+/// Spare buffers kept per thread (each worker is one thread).
+const SPARE_MAX: usize = 16;
+/// Smaller buffers are not worth keeping (malloc's per-thread cache serves
+/// them fast) and would be grown again by the first read.
+const SPARE_MIN_CAP: usize = 16 * 1024;
+/// Larger buffers (a head or a body that made one grow) are freed.
+const SPARE_MAX_CAP: usize = 128 * 1024;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Memory for a buffer about to read `want` bytes: a spare of at least
+/// that and at most twice that (a small read never pins a large buffer),
+/// or none (the read then allocates).
+fn spare_take(want: usize) -> Vec<u8> {
+    SPARE
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            let fit = s
+                .iter()
+                .rposition(|v| (want..=want.saturating_mul(2)).contains(&v.capacity()))?;
+            Some(s.swap_remove(fit))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps an emptied buffer's memory for the next one, within the bounds.
+/// (Not while the thread is exiting: the list is gone, the memory is freed.)
+fn spare_give(mut v: Vec<u8>) {
+    if !(SPARE_MIN_CAP..=SPARE_MAX_CAP).contains(&v.capacity()) {
+        return;
+    }
+    v.clear();
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(v);
+        }
+    });
+}
 
 /// A growable byte queue.
 #[derive(Debug, Default)]
@@ -42,11 +94,23 @@ impl Buf {
         self.start += n;
         debug_assert!(self.start <= self.data.len());
         if self.start >= self.data.len() {
-            self.data.clear();
-            self.start = 0;
+            self.emptied();
         } else if self.start > 4096 && self.start * 2 > self.data.len() {
             self.data.drain(..self.start);
             self.start = 0;
+        }
+    }
+
+    /// Nothing is queued any more: a read-sized buffer's memory goes to
+    /// the spare list at once, so the buffers in use are only those holding
+    /// bytes (a burst of requests borrows a few, not four per connection);
+    /// a small one keeps its capacity for the next bytes.
+    fn emptied(&mut self) {
+        self.start = 0;
+        if self.data.capacity() >= SPARE_MIN_CAP {
+            spare_give(std::mem::take(&mut self.data));
+        } else {
+            self.data.clear();
         }
     }
 
@@ -63,13 +127,13 @@ impl Buf {
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.data.clear();
-        self.start = 0;
+        self.emptied();
     }
 
-    /// Frees the memory of an empty buffer.
+    /// Gives up the memory of an empty buffer (to the spare list).
     pub fn shrink_if_empty(&mut self) {
         if self.is_empty() && self.data.capacity() > 0 {
-            self.data = Vec::new();
+            spare_give(std::mem::take(&mut self.data));
             self.start = 0;
         }
     }
@@ -86,6 +150,9 @@ impl Buf {
     pub fn read_from(&mut self, ep: &mut Endpoint, max: usize) -> Io {
         if max == 0 {
             return Io::Blocked;
+        }
+        if self.data.capacity() == 0 {
+            self.data = spare_take(max);
         }
         self.data.reserve(max);
         let spare = self.data.spare_capacity_mut();
@@ -126,30 +193,53 @@ impl Buf {
     pub fn write_to(&mut self, ep: &mut Endpoint, more: bool) -> Io {
         let mut total = 0;
         while !self.is_empty() && ep.writable {
-            let b = self.as_slice();
-            let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-            // SAFETY: sending from a live slice of `b.len()` bytes.
-            let n = unsafe { libc::send(ep.fd, b.as_ptr().cast(), b.len(), flags) };
-            if n >= 0 {
-                let n = n as usize;
-                if n < b.len() {
-                    ep.writable = false;
+            match send_once(ep, self.as_slice(), more) {
+                Io::Done(n) => {
+                    self.consume(n);
+                    total += n;
                 }
-                self.consume(n);
-                total += n;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => ep.writable = false,
-                _ => return Io::Failed(e),
+                Io::Failed(e) => return Io::Failed(e),
+                _ => {}
             }
         }
         if total > 0 {
             Io::Done(total)
         } else {
             Io::Blocked
+        }
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        spare_give(std::mem::take(&mut self.data));
+    }
+}
+
+/// One send(2) of `bytes` to `ep` (MSG_MORE with `more`): `Done(n)` with
+/// the bytes the socket took (fewer than offered clears `ep.writable`),
+/// `Blocked` when it took none. Lets a caller send straight from a buffer
+/// it does not own, consuming only what went.
+pub fn send_once(ep: &mut Endpoint, bytes: &[u8], more: bool) -> Io {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    loop {
+        // SAFETY: sending from a live slice of `bytes.len()` bytes.
+        let n = unsafe { libc::send(ep.fd, bytes.as_ptr().cast(), bytes.len(), flags) };
+        if n >= 0 {
+            let n = n as usize;
+            if n < bytes.len() {
+                ep.writable = false;
+            }
+            return if n > 0 { Io::Done(n) } else { Io::Blocked };
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => {
+                ep.writable = false;
+                return Io::Blocked;
+            }
+            _ => return Io::Failed(e),
         }
     }
 }
@@ -184,6 +274,61 @@ mod tests {
         assert!(b.is_empty());
         b.shrink_if_empty();
         assert_eq!(b.take(), Vec::<u8>::new());
+    }
+
+    /// `n` bytes read into `b` from a socket (recv needs one).
+    fn read_n(b: &mut Buf, n: usize) {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut w, r) = std::os::unix::net::UnixStream::pair().unwrap();
+        w.write_all(&vec![7u8; n]).unwrap();
+        let mut ep = Endpoint::new(r.as_raw_fd());
+        assert!(matches!(b.read_from(&mut ep, n), Io::Done(k) if k == n));
+    }
+
+    #[test]
+    fn an_emptied_buffer_lends_its_memory_to_the_next_read() {
+        let mut a = Buf::default();
+        read_n(&mut a, 20000);
+        let mem = a.as_slice().as_ptr();
+        a.consume(20000);
+        let mut b = Buf::default();
+        read_n(&mut b, 16384);
+        assert_eq!(b.as_slice().as_ptr(), mem, "the same memory, no malloc");
+        // A 64 KiB read does not take a 20 000-byte spare...
+        let mut big = Buf::default();
+        b.consume(16384);
+        read_n(&mut big, 65536);
+        assert_ne!(big.as_slice().as_ptr(), mem);
+        // ...and a 16 KiB read takes that one, not the 64 KiB spare: a
+        // read never pins more than twice its size.
+        drop(big);
+        let mut small = Buf::default();
+        read_n(&mut small, 16384);
+        assert_eq!(small.as_slice().as_ptr(), mem, "the 64 KiB spare is left");
+        assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
+        // Small writes (a head) never take a spare, and keep their
+        // capacity when emptied.
+        let mut head = Buf::default();
+        head.extend(b"HTTP/1.1 200 OK\r\n\r\n");
+        head.consume(19);
+        assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
+        assert!(head.data.capacity() > 0);
+        // Too large to keep: freed.
+        let mut huge = Buf::default();
+        huge.extend(&vec![1u8; SPARE_MAX_CAP + 1]);
+        drop(huge);
+        assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
+        // Bounded: the list never holds more than SPARE_MAX.
+        let many: Vec<Buf> = (0..SPARE_MAX + 8)
+            .map(|_| {
+                let mut b = Buf::default();
+                b.extend(&[0u8; SPARE_MIN_CAP]);
+                b
+            })
+            .collect();
+        drop(many);
+        assert_eq!(SPARE.with_borrow(|s| s.len()), SPARE_MAX);
     }
 
     #[test]

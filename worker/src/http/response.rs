@@ -13,7 +13,7 @@ use super::splicing::SpliceError;
 use super::{errors, Phase, Relay};
 use crate::access_log::ms;
 use crate::attempt::AttemptPhase;
-use crate::bufio::Io;
+use crate::bufio::{send_once, Io};
 use crate::client::Flow;
 use crate::rules::applies;
 use crate::tunnel::Tunnel;
@@ -21,6 +21,32 @@ use crate::worker::{Worker, PUMP_BUDGET};
 
 /// Bytes queued toward a socket before its source is read no more.
 pub(super) const TX_HIGH: usize = 64 * 1024;
+
+/// Bytes read from a server at once for a head, and for body data (once
+/// the head is through): larger body reads take fewer calls per byte, and
+/// the relay sends them on straight from the read buffer.
+const SERVER_READ_HEAD: usize = 16 * 1024;
+const SERVER_READ_BODY: usize = 64 * 1024;
+
+/// Bytes a server connection's read buffer holds before the server is read
+/// no more: a whole response head and at least one read; for the body
+/// (`body`: the head is through) one read, since its framing is parsed as
+/// it streams and needs no more in hand.
+pub(super) fn server_rx_cap(max_head: usize, body: bool) -> usize {
+    if body {
+        SERVER_READ_BODY
+    } else {
+        max_head.max(SERVER_READ_HEAD)
+    }
+}
+
+fn server_read(body: bool) -> usize {
+    if body {
+        SERVER_READ_BODY
+    } else {
+        SERVER_READ_HEAD
+    }
+}
 
 impl Worker {
     /// Queues the request head for the server connection (once per
@@ -66,6 +92,33 @@ impl Worker {
             && !st.server_write_failed
             && !h.rx.is_empty()
         {
+            // Body data with nothing queued before it goes from the
+            // client's buffer straight to the server (as responses do, see
+            // `http_relay_body`).
+            if let (true, Some(left)) = (s.tx.is_empty(), st.req_body.raw_data_left()) {
+                if !s.ep.writable {
+                    break;
+                }
+                let data = &h.rx.as_slice()[..left.min(h.rx.len() as u64) as usize];
+                match send_once(&mut s.ep, data, false) {
+                    Io::Done(n) => {
+                        st.keep_for_replay(&data[..n]);
+                        st.req_body.skip_data(n as u64);
+                        h.rx.consume(n);
+                        st.bytes_in += n as u64;
+                        st.server_active = now;
+                        moved = true;
+                        continue;
+                    }
+                    Io::Failed(_) => {
+                        // As a failed write below: only the answer matters.
+                        st.server_write_failed = true;
+                        moved = true;
+                    }
+                    Io::Blocked | Io::Eof => {}
+                }
+                break;
+            }
             // Chunk framing goes out canonical (see `Body::step_into`).
             let before = s.tx.len();
             match st.req_body.step_into(h.rx.as_slice(), s.tx.tail()) {
@@ -178,12 +231,13 @@ impl Worker {
     /// Reads what the server sent, while there is room for it.
     pub(super) fn http_read_server(&mut self, key: usize) -> Sub {
         let now = self.now;
-        let cap = limits(self).max_head.max(16 * 1024);
+        let max_head = limits(self).max_head;
         let splice = self.splices(key);
         let h = flow_of(&mut self.clients, key);
         let Some(st) = h.stream.as_mut() else {
             return Sub::Still;
         };
+        let cap = server_rx_cap(max_head, st.resp_started);
         let Some(skey) = st.connected_server() else {
             return Sub::Still;
         };
@@ -194,7 +248,7 @@ impl Worker {
             // The body splices (or will, once what is buffered is out):
             // the splice reads the server. While the client has bytes to
             // take first, the server is not the one waited for.
-            if !h.tx.is_empty() || h.down.len > 0 {
+            if !h.tx.is_empty() || h.down.len > 0 || !s.rx.is_empty() {
                 st.server_active = now;
             }
             return Sub::Still;
@@ -209,7 +263,10 @@ impl Worker {
             return Sub::Still;
         }
         let room = cap - s.rx.len();
-        match s.rx.read_from(&mut s.ep, room.min(16 * 1024)) {
+        match s
+            .rx
+            .read_from(&mut s.ep, room.min(server_read(st.resp_started)))
+        {
             Io::Done(_) => {
                 st.server_active = now;
                 Sub::Moved
@@ -405,6 +462,33 @@ impl Worker {
             && !st.resp_body.is_done()
             && !h.down.active()
         {
+            // Body data with nothing queued before it goes from the
+            // server's buffer straight to the client, not through the
+            // client's buffer (a copy per byte saved). What the client does
+            // not take waits in the server's buffer: the client is then
+            // the one waited for (see `timeouts`).
+            if let (true, Some(left)) = (h.tx.is_empty(), st.resp_body.raw_data_left()) {
+                if !c.ep.writable {
+                    break;
+                }
+                let data = &s.rx.as_slice()[..left.min(s.rx.len() as u64) as usize];
+                match send_once(&mut c.ep, data, false) {
+                    Io::Done(n) => {
+                        super::cached::store_body(&mut self.caches, st, &data[..n]);
+                        st.resp_body.skip_data(n as u64);
+                        s.rx.consume(n);
+                        st.bytes_out += n as u64;
+                        h.client_active = self.now;
+                        moved = true;
+                        continue;
+                    }
+                    Io::Failed(_) => {
+                        self.http_abort(key, *b"CD");
+                        return Sub::Gone;
+                    }
+                    Io::Blocked | Io::Eof => break,
+                }
+            }
             let before = h.tx.len();
             // Verbatim: chunk framing canonical; Dechunk: payload only.
             let piece = match st.relay {

@@ -14,6 +14,8 @@
 
 use std::time::Instant;
 
+use corral_http::h1::body::ends_within;
+
 use super::flow_of;
 use super::Phase;
 use crate::attempt::AttemptPhase;
@@ -39,8 +41,20 @@ impl Worker {
                 }
                 let st = h.stream.as_ref()?;
                 let be = st.backend.map(|b| &self.cfg.backends[b].timeouts);
-                let waiting_client =
-                    !st.request_received(h.rx.as_slice()) || !h.tx.is_empty() || h.down.len > 0;
+                // Body data in the server's buffer, ready to go, waits
+                // for the client alone (the relay sends it straight from
+                // there, see `http_relay_body`).
+                let server_rx = st
+                    .connected_server()
+                    .map_or(&[][..], |k| self.servers[k].rx.as_slice());
+                let held_for_client = st.resp_started
+                    && !h.down.active()
+                    && st.resp_body.raw_data_left().is_some()
+                    && !server_rx.is_empty();
+                let waiting_client = !st.request_received(h.rx.as_slice())
+                    || !h.tx.is_empty()
+                    || h.down.len > 0
+                    || held_for_client;
                 let connected = st
                     .attempt
                     .as_ref()
@@ -61,10 +75,19 @@ impl Worker {
                 // is queued before a splice can start.)
                 let splice_waits = self.splices(key)
                     && st.resp_started
-                    && !h.tx.is_empty()
+                    && (!h.tx.is_empty() || !server_rx.is_empty())
                     && h.down.leaves_to_splice(&st.resp_body, 0);
-                let reading_server = !(st.resp_started && st.resp_body.is_done())
+                // Nor once the rest of the body is in corral's hands: the
+                // server owes nothing more.
+                let server_done = st.resp_started
+                    && (st.resp_body.is_done() || ends_within(&st.resp_body, server_rx));
+                let reading_server = !server_done
                     && h.tx.len() < super::response::TX_HIGH
+                    && server_rx.len()
+                        < super::response::server_rx_cap(
+                            super::request::limits(self).max_head,
+                            st.resp_started,
+                        )
                     && h.down.len == 0
                     && !splice_waits;
                 if let (Some(be), true) = (be, connected && !st.local && reading_server) {

@@ -1,0 +1,209 @@
+//! Bodies copied through user space (`splice = false`, as TLS will be): the
+//! server is read 64 KiB at a time once the head is through, body data goes
+//! to the client straight from the server connection's buffer, and what
+//! waits there for a slow client is timed as the client's, never as the
+//! server's.
+
+mod common;
+
+use std::io::Read;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::http::*;
+
+const MIB: u64 = 1 << 20;
+
+fn start(timeouts: &str) -> (common::Corral, Origin) {
+    let o = Origin::start("a");
+    let (c, _) = HttpSetup {
+        servers: &[o.addr],
+        backend: "splice = false",
+        timeouts,
+        ..Default::default()
+    }
+    .start();
+    (c, o)
+}
+
+fn ask_download(cl: &mut Client, len: u64) {
+    cl.send(format!("GET /download?len={len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let head = cl.r.head().unwrap().unwrap();
+    assert!(head.line.contains(" 200 "), "{}", head.line);
+}
+
+#[test]
+fn a_copied_body_is_read_from_the_server_64_kib_at_a_time() {
+    if !common::have_strace() {
+        return;
+    }
+    let (c, _o) = start(r#"{ connect = "2s", client = "20s", server = "20s" }"#);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    let len = 64 * MIB;
+    let calls = common::strace_during(worker, "recvfrom", || {
+        ask_download(&mut cl, len);
+        let mut sum = Sum::default();
+        cl.r.exact(len, &mut |b| sum.add(b)).unwrap();
+        assert_eq!(sum.finish(), pattern_sum(len));
+    });
+    let reads = calls.lines().filter(|l| l.contains("recvfrom(")).count();
+    eprintln!("64 MiB copied: {reads} recv calls");
+    assert!(reads > 0, "strace saw no recv: not attached?");
+    // 16 per MiB at 64 KiB a read (a few come back short); 16 KiB reads
+    // would be 64 per MiB.
+    assert!(reads < 64 * 32, "{reads} recv calls for 64 MiB");
+    assert_eq!(cl.get("/name").status, 200, "the connection goes on");
+}
+
+#[test]
+fn a_client_slow_to_take_a_copied_body_is_not_timed_as_the_server() {
+    // The server sends at once; the client pauses for four server
+    // timeouts before it reads. What corral holds for the client is the
+    // client's wait (a 5 s timeout), not the server's (300 ms).
+    let (c, _o) = start(r#"{ connect = "2s", client = "5s", server = "300ms" }"#);
+    for round in 0..3 {
+        let mut cl = Client::connect(c.addr());
+        let len = 32 * MIB;
+        ask_download(&mut cl, len);
+        thread::sleep(Duration::from_millis(1200));
+        let mut sum = Sum::default();
+        cl.r.exact(len, &mut |b| sum.add(b))
+            .unwrap_or_else(|e| panic!("round {round}: the body was cut: {e}"));
+        assert_eq!(sum.finish(), pattern_sum(len), "round {round}");
+    }
+}
+
+/// A client whose socket takes a few KiB at most (SO_RCVBUF set before the
+/// handshake, so the window is small from the start).
+fn small_window_client(addr: std::net::SocketAddr) -> Client {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor made and owned here; the
+    // sockaddr is a local, valid for its length.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let std::net::SocketAddr::V4(v4) = addr else {
+            panic!("IPv4 loopback only")
+        };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        fd
+    };
+    // SAFETY: `fd` is a connected socket nobody else owns.
+    let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    Client { r: Reader::new(s) }
+}
+
+/// The bytes queued in corral's socket toward `client` (its Send-Q, from ss).
+fn corral_send_queue(frontend: std::net::SocketAddr, client: &Client) -> u64 {
+    let peer = client.r.s.local_addr().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-tnH", "state", "established", "src"])
+        .arg(frontend.to_string())
+        .args(["dst"])
+        .arg(peer.to_string())
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no socket in {text:?}"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|q| q.parse().ok())
+        .unwrap()
+}
+
+/// The bytes waiting in `client`'s own receive queue.
+fn client_receive_queue(client: &Client) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, a local.
+    let rc = unsafe { libc::ioctl(client.r.s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0);
+    (n as usize + client.r.buf.len()) as u64
+}
+
+#[test]
+fn a_body_all_in_corrals_hands_is_not_timed_as_the_server() {
+    if !common::have("ss") {
+        return;
+    }
+    // A body sized so that, while the client pauses, the kernel buffers
+    // hold all but its last few KiB, which corral holds in its read
+    // buffer: the server has sent everything and owes nothing more, so a
+    // pause of three server timeouts must cost nothing.
+    let (c, _o) = start(r#"{ connect = "2s", client = "5s", server = "300ms" }"#);
+    // How much the kernel holds for a paused client: measured on a large
+    // body (corral's read buffer full on top of it).
+    let mut probe = small_window_client(c.addr());
+    ask_download(&mut probe, 64 * MIB);
+    thread::sleep(Duration::from_millis(500));
+    let held = corral_send_queue(c.addr(), &probe) + client_receive_queue(&probe);
+    drop(probe);
+    eprintln!("the kernel holds {held} bytes for a paused client");
+    for tail in [8 * 1024, 24 * 1024, 40 * 1024] {
+        let mut cl = small_window_client(c.addr());
+        let len = held + tail;
+        ask_download(&mut cl, len);
+        thread::sleep(Duration::from_millis(1000));
+        let mut sum = Sum::default();
+        cl.r.exact(len, &mut |b| sum.add(b))
+            .unwrap_or_else(|e| panic!("{tail} bytes past the kernel's: the body was cut: {e}"));
+        assert_eq!(sum.finish(), pattern_sum(len));
+    }
+}
+
+#[test]
+fn a_client_that_stops_taking_a_copied_body_times_out_as_a_client() {
+    // The server would wait 20 s; the client's 500 ms apply while what
+    // corral holds is for the client.
+    let (c, _o) = start(r#"{ connect = "2s", client = "500ms", server = "20s" }"#);
+    let mut cl = Client::connect(c.addr());
+    let len = 256 * MIB;
+    ask_download(&mut cl, len);
+    thread::sleep(Duration::from_millis(2500));
+    // What the kernel buffered still comes, then the end: far short of the
+    // body, and soon.
+    let t = Instant::now();
+    cl.r.s
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = cl.r.buf.len() as u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let end = loop {
+        match cl.r.s.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => got += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!("not ended after {:?} ({got} bytes): {e}", t.elapsed()),
+        }
+        assert!(got < len, "the whole body came: no client timeout");
+    };
+    eprintln!("{end} after {got} bytes");
+    assert!(got < len / 2, "{got} of {len} bytes");
+}
