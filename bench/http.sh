@@ -27,7 +27,10 @@
 # is a wakeup that the waking CPU pays for, here the load generator's), and
 # the corral/HAProxy ratios; for reload: wrk's errors and the seconds from the
 # last reload until no old worker is left. Environment: CORRAL, SECS (5),
-# RUNS (3), SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh.
+# RUNS (3), SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh;
+# CORRAL_SPLICE (true) is corral's `splice` (false: bodies copied, as
+# HAProxy's are by default); NGINX_SENDFILE=on gives nginx `sendfile on`
+# (Debian's nginx.conf has it; nginx's own default is off).
 set -euo pipefail
 
 SECS=${SECS:-5}
@@ -201,7 +204,9 @@ mkdir -p "$TMP/nginx/www"
 head -c $((1 << 20)) /dev/urandom >"$TMP/nginx/www/big"
 printf 'ok\n' >"$TMP/nginx/www/small"
 head -c 4096 /dev/urandom >"$TMP/nginx/www/cached"
-nginx_conf "$P_NGINX" "keepalive_requests 1000000;" "root $TMP/nginx/www; location = /nginx_status { stub_status; } location = /cached { add_header Cache-Control \"max-age=600\"; }"
+NGINX_HTTP="keepalive_requests 1000000;"
+if [[ ${NGINX_SENDFILE:-off} = on ]]; then NGINX_HTTP+=" sendfile on;"; fi
+nginx_conf "$P_NGINX" "$NGINX_HTTP" "root $TMP/nginx/www; location = /nginx_status { stub_status; } location = /cached { add_header Cache-Control \"max-age=600\"; }"
 
 log "corral vs HAProxy, HTTP mode, loopback"
 log_setup "wrk and nginx"
