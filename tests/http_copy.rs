@@ -117,25 +117,29 @@ fn small_window_client(addr: std::net::SocketAddr) -> Client {
     Client { r: Reader::new(s) }
 }
 
-/// The bytes queued in corral's socket toward `client` (its Send-Q, from ss).
+/// The bytes queued in corral's socket toward `client` (its send queue,
+/// `tx_queue` in /proc/net/tcp: addresses there are hex, the IPv4 one in
+/// the host's byte order).
 fn corral_send_queue(frontend: std::net::SocketAddr, client: &Client) -> u64 {
-    let peer = client.r.s.local_addr().unwrap();
-    let out = std::process::Command::new("ss")
-        .args(["-tnH", "state", "established", "src"])
-        .arg(frontend.to_string())
-        .args(["dst"])
-        .arg(peer.to_string())
-        .output()
-        .expect("ss");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+    let hex = |a: std::net::SocketAddr| {
+        let std::net::SocketAddr::V4(v4) = a else {
+            panic!("IPv4 loopback only")
+        };
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        )
+    };
+    let (local, remote) = (hex(frontend), hex(client.r.s.local_addr().unwrap()));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let row = table
         .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no socket in {text:?}"));
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|q| q.parse().ok())
-        .unwrap()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && f[1] == local && f[2] == remote)
+        .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"));
+    let tx = row[4].split(':').next().unwrap();
+    u64::from_str_radix(tx, 16).unwrap()
 }
 
 /// The bytes waiting in `client`'s own receive queue.
@@ -150,16 +154,14 @@ fn client_receive_queue(client: &Client) -> u64 {
 
 #[test]
 fn a_body_all_in_corrals_hands_is_not_timed_as_the_server() {
-    if !common::have("ss") {
-        return;
-    }
     // A body sized so that, while the client pauses, the kernel buffers
     // hold all but its last few KiB, which corral holds in its read
     // buffer: the server has sent everything and owes nothing more, so a
     // pause of three server timeouts must cost nothing.
     let (c, _o) = start(r#"{ connect = "2s", client = "5s", server = "300ms" }"#);
     // How much the kernel holds for a paused client: measured on a large
-    // body (corral's read buffer full on top of it).
+    // body (corral's read buffer full on top of it), from corral's send
+    // queue and the client's receive queue.
     let mut probe = small_window_client(c.addr());
     ask_download(&mut probe, 64 * MIB);
     thread::sleep(Duration::from_millis(500));

@@ -3,13 +3,14 @@
 //!
 //! A [`Buf`] is a vector with a consumed prefix: bytes are appended at the
 //! end and consumed from the front; the prefix is reclaimed when it passes
-//! half the buffer, and a buffer consumed to empty gives its memory back,
-//! so an idle keep-alive connection holds none.
+//! half the buffer, and an empty buffer gives its memory back between
+//! requests ([`Buf::shrink_if_empty`]), so an idle keep-alive connection
+//! holds none.
 //!
-//! An emptied buffer's memory goes to a small per-thread spare list that
-//! the next buffer to fill takes from, so a keep-alive connection does not
-//! pay a malloc and a free per buffer per request (HAProxy's buffer pools
-//! do the same). The list is bounded ([`SPARE_MAX`] buffers of
+//! The memory of a buffer given up (between requests, or dropped) goes to a
+//! small per-thread spare list that the next read takes from, so a
+//! keep-alive connection does not pay a malloc and a free per buffer per
+//! request (HAProxy's buffer pools do the same). The list is bounded ([`SPARE_MAX`] buffers of
 //! [`SPARE_MIN_CAP`] to [`SPARE_MAX_CAP`] bytes): an idle worker keeps at
 //! most that.
 //!
@@ -23,7 +24,7 @@ use std::io;
 use crate::forward::Endpoint;
 
 /// Spare buffers kept per thread (each worker is one thread).
-const SPARE_MAX: usize = 16;
+const SPARE_MAX: usize = 32;
 /// Smaller buffers are not worth keeping (malloc's per-thread cache serves
 /// them fast) and would be grown again by the first read.
 const SPARE_MIN_CAP: usize = 16 * 1024;
@@ -94,23 +95,13 @@ impl Buf {
         self.start += n;
         debug_assert!(self.start <= self.data.len());
         if self.start >= self.data.len() {
-            self.emptied();
+            // Emptied mid-stream: the memory stays for the next bytes (a
+            // write buffer refilled at once would otherwise grow again).
+            self.data.clear();
+            self.start = 0;
         } else if self.start > 4096 && self.start * 2 > self.data.len() {
             self.data.drain(..self.start);
             self.start = 0;
-        }
-    }
-
-    /// Nothing is queued any more: a read-sized buffer's memory goes to
-    /// the spare list at once, so the buffers in use are only those holding
-    /// bytes (a burst of requests borrows a few, not four per connection);
-    /// a small one keeps its capacity for the next bytes.
-    fn emptied(&mut self) {
-        self.start = 0;
-        if self.data.capacity() >= SPARE_MIN_CAP {
-            spare_give(std::mem::take(&mut self.data));
-        } else {
-            self.data.clear();
         }
     }
 
@@ -124,10 +115,10 @@ impl Buf {
         &mut self.data
     }
 
-    /// Drops everything queued.
+    /// Drops everything queued, and the memory (to the spare list).
     pub fn clear(&mut self) {
-        self.data.clear();
-        self.emptied();
+        spare_give(std::mem::take(&mut self.data));
+        self.start = 0;
     }
 
     /// Gives up the memory of an empty buffer (to the spare list).
@@ -292,12 +283,19 @@ mod tests {
         read_n(&mut a, 20000);
         let mem = a.as_slice().as_ptr();
         a.consume(20000);
+        assert_eq!(
+            SPARE.with_borrow(|s| s.len()),
+            0,
+            "kept while the stream goes on"
+        );
+        a.shrink_if_empty();
         let mut b = Buf::default();
         read_n(&mut b, 16384);
         assert_eq!(b.as_slice().as_ptr(), mem, "the same memory, no malloc");
         // A 64 KiB read does not take a 20 000-byte spare...
         let mut big = Buf::default();
         b.consume(16384);
+        b.shrink_if_empty();
         read_n(&mut big, 65536);
         assert_ne!(big.as_slice().as_ptr(), mem);
         // ...and a 16 KiB read takes that one, not the 64 KiB spare: a
@@ -307,13 +305,11 @@ mod tests {
         read_n(&mut small, 16384);
         assert_eq!(small.as_slice().as_ptr(), mem, "the 64 KiB spare is left");
         assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
-        // Small writes (a head) never take a spare, and keep their
-        // capacity when emptied.
+        // Small writes (a head) never take a spare.
         let mut head = Buf::default();
         head.extend(b"HTTP/1.1 200 OK\r\n\r\n");
-        head.consume(19);
         assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
-        assert!(head.data.capacity() > 0);
+        head.shrink_if_empty();
         // Too large to keep: freed.
         let mut huge = Buf::default();
         huge.extend(&vec![1u8; SPARE_MAX_CAP + 1]);

@@ -78,10 +78,9 @@ impl Worker {
                     && (!h.tx.is_empty() || !server_rx.is_empty())
                     && h.down.leaves_to_splice(&st.resp_body, 0);
                 // Nor once the rest of the body is in corral's hands: the
-                // server owes nothing more.
-                let server_done = st.resp_started
-                    && (st.resp_body.is_done() || ends_within(&st.resp_body, server_rx));
-                let reading_server = !server_done
+                // server owes nothing more (checked last: for small chunks
+                // it reads the buffer).
+                let reading_server = !(st.resp_started && st.resp_body.is_done())
                     && h.tx.len() < super::response::TX_HIGH
                     && server_rx.len()
                         < super::response::server_rx_cap(
@@ -89,7 +88,8 @@ impl Worker {
                             st.resp_started,
                         )
                     && h.down.len == 0
-                    && !splice_waits;
+                    && !splice_waits
+                    && !(st.resp_started && ends_within(&st.resp_body, server_rx));
                 if let (Some(be), true) = (be, connected && !st.local && reading_server) {
                     consider(st.server_active + be.server, Due::Server);
                 }
