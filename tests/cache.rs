@@ -597,7 +597,7 @@ fn an_object_evicted_while_a_slow_client_reads_it_stays_intact() {
     let want = pattern(path, 4_000_000);
     assert!(get(c.addr(), path, "").body == want, "stored");
     // A slow reader: a tiny receive window, nothing read for a while.
-    let s = socket2_small_rcvbuf(c.addr());
+    let s = common::small_rcvbuf_connect(c.addr());
     let mut cl = Client { r: Reader::new(s) };
     cl.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
     thread::sleep(Duration::from_millis(300));
@@ -626,49 +626,6 @@ fn an_object_evicted_while_a_slow_client_reads_it_stays_intact() {
         !cli(&sock, "show cache").contains("refcount:1"),
         "the reference was dropped"
     );
-}
-
-/// A connection to `addr` whose receive buffer is as small as the kernel allows.
-fn socket2_small_rcvbuf(addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a fresh socket fd, owned by the TcpStream made from it.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    assert!(fd >= 0);
-    let v: libc::c_int = 4096;
-    // SAFETY: valid fd and option pointer/length.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &v as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    let SocketAddr::V4(a) = addr else {
-        panic!("v4")
-    };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: valid fd and sockaddr_in.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            &sa as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    assert_eq!(r, 0, "connect");
-    // SAFETY: we own fd.
-    let s = unsafe { TcpStream::from_raw_fd(fd) };
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
 }
 
 #[test]

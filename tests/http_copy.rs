@@ -75,46 +75,11 @@ fn a_client_slow_to_take_a_copied_body_is_not_timed_as_the_server() {
     }
 }
 
-/// A client whose socket takes a few KiB at most (SO_RCVBUF set before the
-/// handshake, so the window is small from the start).
+/// A client whose socket takes a few KiB at most.
 fn small_window_client(addr: std::net::SocketAddr) -> Client {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket calls on a descriptor made and owned here; the
-    // sockaddr is a local, valid for its length.
-    let fd = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let std::net::SocketAddr::V4(v4) = addr else {
-            panic!("IPv4 loopback only")
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        fd
-    };
-    // SAFETY: `fd` is a connected socket nobody else owns.
-    let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    Client { r: Reader::new(s) }
+    Client {
+        r: Reader::new(common::small_rcvbuf_connect(addr)),
+    }
 }
 
 /// The bytes queued in corral's socket toward `client` (its send queue,

@@ -1690,6 +1690,51 @@ pub fn strace_during(pid: i32, calls: &str, load: impl FnOnce()) -> String {
     fs::read_to_string(&out).unwrap_or_default()
 }
 
+/// A connection to `addr` whose receive buffer is as small as the kernel
+/// allows (SO_RCVBUF set before the handshake, so the window is small from
+/// the start).
+pub fn small_rcvbuf_connect(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a fresh socket fd, owned by the TcpStream made from it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let v: libc::c_int = 4096;
+    // SAFETY: valid fd and option pointer/length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    let SocketAddr::V4(a) = addr else {
+        panic!("v4")
+    };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd and sockaddr_in.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "connect");
+    // SAFETY: we own fd.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
 /// The kernel's TCP_INFO for socket `s` (segments in, packets unacked...).
 pub fn tcp_info(s: &impl AsRawFd) -> libc::tcp_info {
     // SAFETY: tcp_info is plain integers, valid when zeroed.
