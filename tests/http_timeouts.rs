@@ -3,7 +3,9 @@
 //! connection is closed without a 408; a server killed during load costs no
 //! request after `fall` checks and is back after `rise`; 100 requests over
 //! two workers are exactly 100 in the counter rows; after all of it corral
-//! is idle and holds no fd more than before.
+//! is idle and holds no fd more than before. An upload held back by a busy
+//! server is not timed as the client's, and one to a stalled server ends in
+//! a 504 at `timeout server`, spliced or copied.
 
 mod common;
 
@@ -247,4 +249,75 @@ fn counters_of_two_workers_add_up_exactly() {
         assert!(l.ends_with(','));
     }
     c.assert_quiescent(&base);
+}
+
+/// An upload to a server busy for `pause_ms` before it reads the body, with
+/// the given timeouts; the client writes 16 MiB as fast as it is taken.
+fn upload_to_a_busy_server(splice: bool, timeouts: &str, pause_ms: u64) -> (Response, String) {
+    let o = Origin::start("a");
+    let (c, _) = HttpSetup {
+        servers: &[o.addr],
+        backend: if splice {
+            "splice = true"
+        } else {
+            "splice = false"
+        },
+        timeouts,
+        ..Default::default()
+    }
+    .start();
+    let len = 16 << 20;
+    let mut cl = Client::connect(c.addr());
+    cl.send(
+        format!(
+            "PUT /upload?pause={pause_ms} HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut w = cl.r.s.try_clone().unwrap();
+    // (A write error is the answer cutting the upload short.)
+    let writer = thread::spawn(move || {
+        let _ = try_write_pattern(&mut w, len);
+    });
+    let r = cl.response(false).expect("an answer");
+    let _ = cl.r.s.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    let l = &wait_http_log(&c, cl.r.s.local_addr().unwrap(), 1, Duration::from_secs(3))[0];
+    let tsc = l.tsc.clone();
+    assert_eq!(
+        r.status == 200,
+        r.text() == pattern_sum(len),
+        "the body arrived whole"
+    );
+    (r, tsc)
+}
+
+#[test]
+fn an_upload_held_up_by_a_busy_server_is_not_timed_as_the_client() {
+    // The server reads nothing for 1.5 s; corral's buffers fill and it
+    // stops reading the client, which is then not idle but held back
+    // (HAProxy disarms the client timeout while its buffer is full). The
+    // server's timeout (5 s) is the one that runs.
+    let timeouts = r#"{ connect = "1s", client = "400ms", server = "5s" }"#;
+    for splice in [true, false] {
+        let (r, tsc) = upload_to_a_busy_server(splice, timeouts, 1500);
+        assert_eq!(r.status, 200, "splice = {splice}: {tsc}");
+    }
+}
+
+#[test]
+fn an_upload_to_a_stalled_server_times_out_as_the_server() {
+    // The other way round: the server stalls past `timeout server` (the
+    // client would wait for ever): a 504, blamed on the server.
+    let timeouts = r#"{ connect = "1s", client = "10s", server = "600ms" }"#;
+    for splice in [false, true] {
+        let started = Instant::now();
+        let (r, tsc) = upload_to_a_busy_server(splice, timeouts, 3000);
+        let took = started.elapsed();
+        assert_eq!((r.status, &tsc[..2]), (504, "sH"), "splice = {splice}");
+        assert!(
+            took >= Duration::from_millis(550) && took < Duration::from_millis(2500),
+            "splice = {splice}: 504 after {took:?}"
+        );
+    }
 }

@@ -83,15 +83,21 @@ pub fn pattern_block(block: u64) -> Vec<u8> {
 /// Writes the first `len` pattern bytes to `w` (an upload streamed as it
 /// is made).
 pub fn write_pattern(w: &mut impl Write, len: u64) {
+    try_write_pattern(w, len).unwrap()
+}
+
+/// [`write_pattern`], for an upload the answer may cut short.
+pub fn try_write_pattern(w: &mut impl Write, len: u64) -> io::Result<()> {
     let mut left = len;
     let mut block = 0;
     while left > 0 {
         let b = pattern_block(block);
         let n = left.min(b.len() as u64) as usize;
-        w.write_all(&b[..n]).unwrap();
+        w.write_all(&b[..n])?;
         left -= n as u64;
         block += 1;
     }
+    Ok(())
 }
 
 /// The checksum of the first `len` pattern bytes.
@@ -429,6 +435,10 @@ fn serve(
         }
         if head.has_token("expect", "100-continue") {
             w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        // `?pause=MS`: a server busy before it reads the body.
+        if let Some(ms) = query(&path, "pause") {
+            thread::sleep(Duration::from_millis(ms));
         }
         // The body, streamed into a checksum (and kept when small).
         let mut sum = Sum::default();

@@ -37,6 +37,18 @@ pub(super) enum Sub {
     Gone,
 }
 
+/// How an exchange takes the client's next bytes ([`Worker::client_intake`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Intake {
+    /// Read into its buffer, at most this many bytes.
+    Read(usize),
+    /// Spliced by the request body's pipe.
+    Splice,
+    /// Not taken: the buffer or the pipe is full, or a splice waits for
+    /// what is buffered to reach the server.
+    Full,
+}
+
 /// Steps per call before other connections get a turn.
 const STEPS: usize = 64;
 /// Bytes read from a socket at once.
@@ -167,25 +179,61 @@ impl Worker {
         }
     }
 
+    /// How client `key`'s bytes would be taken during an exchange, were
+    /// they there: read into its buffer, spliced, or not at all because
+    /// what it sent before waits for the server.
+    pub(super) fn client_intake(&self, key: usize) -> Intake {
+        let Some(Flow::Http(h)) = self.clients.get(key).map(|c| &c.flow) else {
+            return Intake::Full;
+        };
+        if h.up.active() {
+            return if h.up.len < self.pools.pipes.capacity() {
+                Intake::Splice
+            } else {
+                Intake::Full
+            };
+        }
+        let bulk = self.splices(key)
+            && h.stream.as_ref().is_some_and(|s| {
+                !s.keeps_for_replay() && h.up.leaves_to_splice(&s.req_body, h.rx.len())
+            });
+        if bulk {
+            // A splice starts once nothing is buffered on either side.
+            let server_tx = h
+                .stream
+                .as_ref()
+                .and_then(|s| s.connected_server())
+                .map_or(0, |k| self.servers[k].tx.len());
+            return if h.rx.is_empty() && server_tx == 0 {
+                Intake::Splice
+            } else {
+                Intake::Full
+            };
+        }
+        let cap = limits(self).max_head.max(READ_CHUNK);
+        if h.rx.len() < cap {
+            Intake::Read(cap - h.rx.len())
+        } else {
+            Intake::Full
+        }
+    }
+
     /// Reads the client during an exchange: the request body, pipelined
     /// requests (kept for later), or its FIN.
     fn http_read_client(&mut self, key: usize) -> Sub {
         let now = self.now;
-        let cap = limits(self).max_head.max(READ_CHUNK);
-        let splice = self.splices(key);
+        // (A splicing body, or one about to, is read by the splice.)
+        let Intake::Read(room) = self.client_intake(key) else {
+            return Sub::Still;
+        };
         let c = &mut self.clients[key];
         let Flow::Http(h) = &mut c.flow else {
             return Sub::Gone;
         };
-        let bulk = splice
-            && h.stream.as_ref().is_some_and(|s| {
-                !s.keeps_for_replay() && h.up.leaves_to_splice(&s.req_body, h.rx.len())
-            });
-        if h.client_eof || !c.ep.readable || h.rx.len() >= cap || h.up.active() || bulk {
-            // (A splicing body, or one about to, is read by the splice.)
+        if h.client_eof || !c.ep.readable {
             return Sub::Still;
         }
-        let room = (cap - h.rx.len()).min(READ_CHUNK);
+        let room = room.min(READ_CHUNK);
         match h.rx.read_from(&mut c.ep, room) {
             Io::Done(_) => {
                 h.client_active = now;

@@ -4,7 +4,8 @@
 //!   silently when it runs out;
 //! * `http_keep_alive`: idle time between requests, then a silent close (a
 //!   408 there would race the client's next request);
-//! * `client`: the client stops sending a body or reading the response;
+//! * `client`: the client stops sending a body or reading the response
+//!   (not while what it sent waits for a slow server: then `server` runs);
 //! * `server`: the server stops answering (504 before the head);
 //! * `connect` and `queue`: the attempt's ([`crate::attempt`]);
 //! * `tunnel`: after a protocol switch;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use corral_http::h1::body::ends_within;
 
+use super::exchange::Intake;
 use super::flow_of;
 use super::Phase;
 use crate::attempt::AttemptPhase;
@@ -51,7 +53,12 @@ impl Worker {
                     && !h.down.active()
                     && st.resp_body.raw_data_left().is_some()
                     && !server_rx.is_empty();
-                let waiting_client = !st.request_received(h.rx.as_slice())
+                // The client is waited for while corral would take more of
+                // its request; not while what it sent waits for the server
+                // (as HAProxy disarms the client timeout while its buffer
+                // is full).
+                let waiting_client = (!st.request_received(h.rx.as_slice())
+                    && self.client_intake(key) != Intake::Full)
                     || !h.tx.is_empty()
                     || h.down.len > 0
                     || held_for_client;
