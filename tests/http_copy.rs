@@ -1,6 +1,7 @@
 //! Bodies copied through user space (`splice = false`, as TLS will be): the
 //! server is read 64 KiB at a time once the head is through, body data goes
-//! to the client straight from the server connection's buffer, and what
+//! to the client straight from the server connection's buffer (a chunk's
+//! behind its framing, in one sendmsg), and what
 //! waits there for a slow client is timed as the client's, never as the
 //! server's.
 
@@ -173,4 +174,43 @@ fn a_client_that_stops_taking_a_copied_body_times_out_as_a_client() {
     };
     eprintln!("{end} after {got} bytes");
     assert!(got < len / 2, "{got} of {len} bytes");
+}
+
+#[test]
+fn copied_chunk_data_goes_out_behind_its_framing_in_one_call() {
+    // 64 KiB chunks relayed as chunks: the framing (rewritten canonical)
+    // is queued in the client's buffer, and the chunk's data follows it in
+    // the same sendmsg straight from the server's buffer, not copied
+    // behind it.
+    if !common::have_strace() {
+        return;
+    }
+    let (c, _o) = start(r#"{ connect = "2s", client = "20s", server = "20s" }"#);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    let len = 16 * MIB;
+    let calls = common::strace_during(worker, "sendto,sendmsg", || {
+        cl.send(
+            format!("GET /download?len={len}&chunked=1 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        let head = cl.r.head().unwrap().unwrap();
+        assert!(
+            head.has_token("transfer-encoding", "chunked"),
+            "{}",
+            head.line
+        );
+        let mut sum = Sum::default();
+        cl.r.chunked(&mut |b| sum.add(b)).unwrap();
+        assert_eq!(sum.finish(), pattern_sum(len));
+    });
+    let paired = calls.lines().filter(|l| l.contains("sendmsg(")).count();
+    let chunks = (len / 65536) as usize;
+    eprintln!("{chunks} chunks: {paired} sendmsg calls");
+    // (A chunk whose data came in pieces under 16 KiB is copied.)
+    assert!(
+        paired >= chunks / 2,
+        "{paired} paired sends for {chunks} chunks"
+    );
+    assert_eq!(cl.get("/name").status, 200, "the connection goes on");
 }

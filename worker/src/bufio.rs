@@ -216,22 +216,63 @@ pub fn send_once(ep: &mut Endpoint, bytes: &[u8], more: bool) -> Io {
     loop {
         // SAFETY: sending from a live slice of `bytes.len()` bytes.
         let n = unsafe { libc::send(ep.fd, bytes.as_ptr().cast(), bytes.len(), flags) };
-        if n >= 0 {
-            let n = n as usize;
-            if n < bytes.len() {
-                ep.writable = false;
-            }
-            return if n > 0 { Io::Done(n) } else { Io::Blocked };
+        if let Some(io) = sent(ep, n, bytes.len()) {
+            return io;
         }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => {
-                ep.writable = false;
-                return Io::Blocked;
-            }
-            _ => return Io::Failed(e),
+    }
+}
+
+/// [`send_once`] of `first` then `second` in one sendmsg(2): bytes queued
+/// in a buffer (a head, chunk framing) and data that follows them in
+/// another go out in order in one call, neither copied into the other.
+/// `Done(n)` counts from the start of `first`.
+pub fn send_pair(ep: &mut Endpoint, first: &[u8], second: &[u8]) -> Io {
+    if first.is_empty() {
+        return send_once(ep, second, false);
+    }
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is a valid empty message (no name, no
+    // control data); only its vector is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    loop {
+        // SAFETY: `msg` points at `iov`, two live slices of the lengths
+        // given; sendmsg only reads them.
+        let n = unsafe { libc::sendmsg(ep.fd, &msg, libc::MSG_NOSIGNAL) };
+        if let Some(io) = sent(ep, n, first.len() + second.len()) {
+            return io;
         }
+    }
+}
+
+/// What a send call's result `n` (of `offered` bytes) means for `ep`;
+/// `None`: interrupted, call again.
+fn sent(ep: &mut Endpoint, n: isize, offered: usize) -> Option<Io> {
+    if n >= 0 {
+        let n = n as usize;
+        if n < offered {
+            ep.writable = false;
+        }
+        return Some(if n > 0 { Io::Done(n) } else { Io::Blocked });
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => {
+            ep.writable = false;
+            Some(Io::Blocked)
+        }
+        _ => Some(Io::Failed(e)),
     }
 }
 

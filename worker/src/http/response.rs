@@ -13,7 +13,7 @@ use super::splicing::SpliceError;
 use super::{errors, Phase, Relay};
 use crate::access_log::ms;
 use crate::attempt::AttemptPhase;
-use crate::bufio::{send_once, Io};
+use crate::bufio::{send_pair, Io};
 use crate::client::Flow;
 use crate::rules::applies;
 use crate::tunnel::Tunnel;
@@ -38,6 +38,21 @@ pub(super) fn server_rx_cap(max_head: usize, body: bool) -> usize {
     } else {
         max_head.max(SERVER_READ_HEAD)
     }
+}
+
+/// Body data in hand that is sent straight from its source buffer
+/// (behind `queued` bytes of the destination's buffer, in one call) rather
+/// than copied into that buffer. Small data behind queued bytes is copied:
+/// then pieces (small chunks and their framing) share one send, and a
+/// syscall costs more than the copy.
+const DIRECT_MIN: usize = 16 * 1024;
+
+/// The body bytes at the start of `src` to send straight (see
+/// [`DIRECT_MIN`]), if `body` is in its data and they are worth it.
+fn direct_data<'a>(body: &Body, src: &'a [u8], queued: usize) -> Option<&'a [u8]> {
+    let left = body.raw_data_left()?;
+    let data = &src[..left.min(src.len() as u64) as usize];
+    (queued == 0 || data.len() >= DIRECT_MIN).then_some(data)
 }
 
 fn server_read(body: bool) -> usize {
@@ -92,16 +107,18 @@ impl Worker {
             && !st.server_write_failed
             && !h.rx.is_empty()
         {
-            // Body data with nothing queued before it goes from the
-            // client's buffer straight to the server (as responses do, see
+            // Body data goes from the client's buffer straight to the
+            // server, behind what is queued (as responses do, see
             // `http_relay_body`).
-            if let (true, Some(left)) = (s.tx.is_empty(), st.req_body.raw_data_left()) {
+            if let Some(data) = direct_data(&st.req_body, h.rx.as_slice(), s.tx.len()) {
                 if !s.ep.writable {
                     break;
                 }
-                let data = &h.rx.as_slice()[..left.min(h.rx.len() as u64) as usize];
-                match send_once(&mut s.ep, data, false) {
+                let queued = s.tx.len();
+                match send_pair(&mut s.ep, s.tx.as_slice(), data) {
                     Io::Done(n) => {
+                        s.tx.consume(n.min(queued));
+                        let n = n.saturating_sub(queued);
                         st.keep_for_replay(&data[..n]);
                         st.req_body.skip_data(n as u64);
                         h.rx.consume(n);
@@ -462,18 +479,21 @@ impl Worker {
             && !st.resp_body.is_done()
             && !h.down.active()
         {
-            // Body data with nothing queued before it goes from the
-            // server's buffer straight to the client, not through the
-            // client's buffer (a copy per byte saved). What the client does
-            // not take waits in the server's buffer: the client is then
-            // the one waited for (see `timeouts`).
-            if let (true, Some(left)) = (h.tx.is_empty(), st.resp_body.raw_data_left()) {
+            // Body data goes from the server's buffer straight to the
+            // client, behind what is queued for it (a head, chunk framing)
+            // in the same call, not through the client's buffer (a copy
+            // per byte saved). What the client does not take waits in the
+            // server's buffer: the client is then the one waited for (see
+            // `timeouts`).
+            if let Some(data) = direct_data(&st.resp_body, s.rx.as_slice(), h.tx.len()) {
                 if !c.ep.writable {
                     break;
                 }
-                let data = &s.rx.as_slice()[..left.min(s.rx.len() as u64) as usize];
-                match send_once(&mut c.ep, data, false) {
+                let queued = h.tx.len();
+                match send_pair(&mut c.ep, h.tx.as_slice(), data) {
                     Io::Done(n) => {
+                        h.tx.consume(n.min(queued));
+                        let n = n.saturating_sub(queued);
                         super::cached::store_body(&mut self.caches, st, &data[..n]);
                         st.resp_body.skip_data(n as u64);
                         s.rx.consume(n);
