@@ -334,6 +334,35 @@ fn a_connection_close_request_is_closed_at_once() {
     assert_eq!(shutdowns(&calls), 1, "{calls}");
 }
 
+/// A keep-alive answer whose body came with its head goes out in one
+/// write, as a closing one does: two sends per request, not three.
+#[test]
+fn a_keep_alive_answer_read_whole_goes_out_in_one_write() {
+    if !common::have_strace() {
+        return;
+    }
+    let o = Origin::start("a");
+    let (c, _sock) = HttpSetup {
+        servers: &[o.addr],
+        ..Default::default()
+    }
+    .start();
+    let pid = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    let calls = common::strace_during(pid, "sendto,sendmsg", || {
+        for _ in 0..20 {
+            let r = cl.get("/name");
+            assert_eq!((r.status, r.text().as_str()), (200, "a"));
+        }
+    });
+    let sends = calls
+        .lines()
+        .filter(|l| l.contains("sendto(") || l.contains("sendmsg("))
+        .count();
+    assert_eq!(sends, 40, "{calls}");
+}
+
 fn shutdowns(strace: &str) -> usize {
     strace.lines().filter(|l| l.contains("shutdown(")).count()
 }

@@ -1,6 +1,7 @@
 //! What a worker spends per connection: one worker woken per new connection
-//! (EPOLLEXCLUSIVE in the epoll fd it sleeps in), and timer storage that
-//! follows open connections, not how many came and went.
+//! (EPOLLEXCLUSIVE in the epoll fd it sleeps in), timer storage that
+//! follows open connections, not how many came and went, and naps between
+//! polls only while under load (an idle worker uses no CPU).
 
 mod common;
 
@@ -12,11 +13,24 @@ use std::time::Duration;
 use common::*;
 
 fn config(port: u16, sock: &Path, server: SocketAddr, workers: usize, timeouts: &str) -> String {
+    config_with(port, sock, server, workers, timeouts, "")
+}
+
+/// [`config`] with more `[global]` keys.
+fn config_with(
+    port: u16,
+    sock: &Path,
+    server: SocketAddr,
+    workers: usize,
+    timeouts: &str,
+    global: &str,
+) -> String {
     format!(
         r#"
 [global]
 workers = {workers}
 log = "/dev/null"
+{global}
 
 [stats]
 socket = "{sock}"
@@ -125,4 +139,40 @@ fn timers_follow_open_connections_not_the_connection_rate() {
         "worker RSS grew from {rss_5k} KiB after 5 000 connections to {rss_50k} KiB after 50 000"
     );
     eprintln!("worker RSS: {rss_5k} KiB after 5 000 connections, {rss_50k} KiB after 50 000");
+}
+
+#[test]
+fn a_worker_naps_only_under_load_and_idles_at_no_cpu() {
+    let backend = EchoServer::start();
+    for naps_on in [true, false] {
+        let sock = temp_dir("naps").join("admin.sock");
+        let port = free_port();
+        let global = format!("poll_naps = {naps_on}");
+        let c = Corral::start(&config_with(port, &sock, backend.addr, 1, "", &global));
+        let worker = c.worker_pids()[0];
+        // Load: events come microseconds apart.
+        short_connections(c.addr(), 4000, 4);
+        let (under_load, _) = activity(&sock, "naps");
+        if !naps_on {
+            assert_eq!(under_load, 0, "poll_naps = false: no nap");
+            continue;
+        }
+        assert!(under_load > 0, "no nap under load");
+        // Then idle: the naps stop at once (within the nap window) and
+        // the worker sleeps in epoll_wait.
+        thread::sleep(Duration::from_millis(300));
+        let (naps0, ticks0) = (activity(&sock, "naps").0, cpu_ticks(worker));
+        thread::sleep(Duration::from_secs(2));
+        let (naps1, ticks1) = (activity(&sock, "naps").0, cpu_ticks(worker));
+        assert_eq!(naps1, naps0, "an idle worker napped");
+        assert!(
+            ticks1 - ticks0 <= 2,
+            "an idle worker used {} ticks in 2 s",
+            ticks1 - ticks0
+        );
+        eprintln!(
+            "4000 short connections: {under_load} naps; idle: 0 naps, {} ticks in 2 s",
+            ticks1 - ticks0
+        );
+    }
 }

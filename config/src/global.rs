@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "log",
     "http_max_head_size",
     "http_max_headers",
+    "poll_naps",
 ];
 
 /// Default process-wide connection cap.
@@ -41,6 +42,7 @@ pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
         pidfile: None,
         log: LogTarget::Stdout,
         http_limits: Default::default(),
+        poll_naps: true,
     };
     let Some(sec) = sec else { return g };
     sec.check_keys(KEYS, d);
@@ -52,6 +54,9 @@ pub(crate) fn parse(sec: Option<&Section<'_, '_>>, d: &mut Diag) -> Global {
     }
     if let Some(t) = sec.read("hard_stop_after", d, walk::duration) {
         g.hard_stop_after = t;
+    }
+    if let Some(b) = sec.read("poll_naps", d, walk::boolean) {
+        g.poll_naps = b;
     }
     g.memory_limit = sec.read("memory_limit", d, |k, v, d| walk::size(k, v, 1, d));
     g.user = sec.read("user", d, walk::nonempty).map(str::to_string);

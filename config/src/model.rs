@@ -56,6 +56,9 @@ pub struct Global {
     pub log: LogTarget,
     /// Limits on HTTP heads (largest head, most fields).
     pub http_limits: HttpLimits,
+    /// Workers under load nap between polls instead of waiting in
+    /// `epoll_wait` (see the worker's `nap` module); default true.
+    pub poll_naps: bool,
 }
 
 /// Limits on an HTTP head, from `[global]` (HAProxy's `tune.bufsize` and

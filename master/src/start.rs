@@ -559,6 +559,7 @@ fn empty_config() -> Config {
             pidfile: None,
             log: corral_config::LogTarget::Stderr,
             http_limits: Default::default(),
+            poll_naps: true,
         },
         stats: None,
         frontends: Vec::new(),

@@ -40,6 +40,8 @@ pub const POOLED_CONNS: usize = 15;
 pub const CLIENT_SIZE: usize = 16;
 /// Bytes one server connection's state takes.
 pub const SERVER_SIZE: usize = 17;
+/// Naps taken between polls under load (see `crate::nap`).
+pub const NAPS: usize = 18;
 /// Words per worker (the last ones spare).
 pub const COUNTERS: usize = 24;
 
@@ -54,4 +56,6 @@ pub struct Activity {
     pub loops: u64,
     /// Time spent outside `epoll_wait`, µs.
     pub busy_us: u64,
+    /// Naps taken instead of waiting in `epoll_wait`.
+    pub naps: u64,
 }

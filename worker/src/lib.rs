@@ -25,6 +25,7 @@ pub mod http;
 pub mod lifeline;
 pub mod listeners;
 pub mod log_sink;
+pub mod nap;
 pub mod process_log;
 pub mod query;
 pub mod rows;

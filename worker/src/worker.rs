@@ -141,6 +141,8 @@ pub struct Worker {
     accept_pending: Vec<usize>,
     /// Activity counters published for `show activity`.
     pub(crate) activity: crate::counters::Activity,
+    /// Naps between polls under load (see [`crate::nap`]).
+    napper: crate::nap::Napper,
     /// The clock of the data path: read when the poll returns and again
     /// when timers fire, rather than at every step of every connection
     /// (HAProxy's `now_ms` is per loop too). Steps in between see the same
@@ -181,6 +183,7 @@ impl Worker {
     /// Builds the worker's loop around the inherited sockets.
     pub fn new(setup: WorkerSetup) -> io::Result<Worker> {
         let cfg = setup.config;
+        let poll_naps = cfg.global.poll_naps;
         let n = cfg.global.workers.max(1) as u32;
         // Worker `id` of `n` gets `max / n`, plus one for the first `max % n`
         // workers: the shares add up to exactly `max`. A worker at its share
@@ -270,6 +273,7 @@ impl Worker {
             max,
             accept_pending: Vec::new(),
             activity: Default::default(),
+            napper: crate::nap::Napper::new(poll_naps),
             now: Instant::now(),
             errors: Default::default(),
             answers: Default::default(),
@@ -296,6 +300,9 @@ impl Worker {
     /// Runs until stopped; returns the process exit status.
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
+        if self.cfg.global.poll_naps {
+            crate::nap::tighten_timer_slack();
+        }
         // Visible before the first event (an idle worker may wait long).
         self.publish_counters();
         let mut turn_start = Instant::now();
@@ -317,13 +324,14 @@ impl Worker {
                 .map(|t| t.saturating_duration_since(now))
             };
             self.activity.busy_us += (now - turn_start).as_micros() as u64;
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.wait(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);
                     return 1;
                 }
             }
             turn_start = Instant::now();
+            self.napper.waited(turn_start - now);
             self.now = turn_start;
             self.activity.loops += 1;
             crate::server_conn::count_poll();
@@ -406,6 +414,22 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Waits for events, for at most `timeout`: naps first while events
+    /// come thick and fast ([`crate::nap`]), then `epoll_wait`.
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let naps = self.napper.naps(timeout);
+        for _ in 0..naps {
+            self.poll.poll(events, Some(Duration::ZERO))?;
+            if !events.is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(crate::nap::NAP);
+            self.activity.naps += 1;
+        }
+        let left = timeout.map(|t| t.saturating_sub(crate::nap::NAP * naps));
+        self.poll.poll(events, left)
     }
 
     /// Writes the turn's log lines without blocking; a log whose reader
@@ -652,6 +676,7 @@ impl Worker {
         set(ACCEPT_EMPTY, self.activity.accept_empty);
         set(LOOPS, self.activity.loops);
         set(BUSY_US, self.activity.busy_us);
+        set(NAPS, self.activity.naps);
         set(CLIENT_CONNS, self.clients.len() as u64);
         set(SERVER_CONNS, self.servers.len() as u64);
         set(POOLED_CONNS, self.server_pools.len() as u64);

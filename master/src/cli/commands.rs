@@ -587,6 +587,7 @@ fn show_activity(v: &View<'_>) -> String {
         ("run_queue", RUN_QUEUE),
         ("timers", TIMERS),
         ("log_dropped", LOG_DROPPED),
+        ("naps", NAPS),
     ] {
         let vals: Vec<u64> = rows.iter().map(|w| w.counter(k)).collect();
         let total: u64 = vals.iter().sum();

@@ -400,13 +400,9 @@ impl Worker {
             && !self.servers[skey].eof
             && !self.servers[skey].failed;
         self.http_final_head(key, skey, resp);
-        let closing = flow_of(&mut self.clients, key)
-            .stream
-            .as_ref()
-            .is_some_and(|st| !st.keep_client);
-        if closing && clean {
-            // The connection ends with this answer: the body read with the
-            // head goes out with it, one write and one segment fewer.
+        if clean {
+            // The body read with the head goes out with it: one write and
+            // one segment fewer.
             if let Sub::Gone = self.http_relay_body(key, skey) {
                 return Sub::Gone;
             }
