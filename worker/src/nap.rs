@@ -43,15 +43,14 @@ impl Napper {
         }
     }
 
-    /// How many naps to take before waiting, for a wait of at most
-    /// `timeout` (`None`: no deadline): 0 when the recent waits were long
-    /// or naps are off, and never past the deadline.
-    pub fn naps(&self, timeout: Option<Duration>) -> u32 {
+    /// How long to nap before waiting, for a wait of at most `timeout`
+    /// (`None`: no deadline): zero when the recent waits were long or naps
+    /// are off, at most [`WINDOW`], and never past the deadline.
+    pub fn span(&self, timeout: Option<Duration>) -> Duration {
         if !self.on || self.avg_wait_ns >= BUSY.as_nanos() as u64 {
-            return 0;
+            return Duration::ZERO;
         }
-        let span = timeout.map_or(WINDOW, |t| t.min(WINDOW));
-        (span.as_nanos() / NAP.as_nanos()) as u32
+        timeout.map_or(WINDOW, |t| t.min(WINDOW))
     }
 
     /// Records how long the last wait (naps included) took.
@@ -78,24 +77,25 @@ mod tests {
     #[test]
     fn naps_follow_short_waits_and_stop_after_long_ones() {
         let mut n = Napper::new(true);
-        assert_eq!(n.naps(None), 0, "a fresh worker waits");
+        assert!(n.span(None).is_zero(), "a fresh worker waits");
         for _ in 0..32 {
             n.waited(Duration::from_micros(10));
         }
-        assert_eq!(n.naps(None), (WINDOW.as_micros() / NAP.as_micros()) as u32);
+        assert_eq!(n.span(None), WINDOW);
         // Never past a deadline.
-        assert_eq!(n.naps(Some(Duration::from_micros(100))), 2);
-        assert_eq!(n.naps(Some(Duration::ZERO)), 0);
+        let soon = Duration::from_micros(100);
+        assert_eq!(n.span(Some(soon)), soon);
+        assert!(n.span(Some(Duration::ZERO)).is_zero());
         // A few long waits (load gone) and it waits again.
         for _ in 0..8 {
             n.waited(Duration::from_millis(5));
         }
-        assert_eq!(n.naps(None), 0);
+        assert!(n.span(None).is_zero());
         // Off is off.
         let mut off = Napper::new(false);
         for _ in 0..32 {
             off.waited(Duration::ZERO);
         }
-        assert_eq!(off.naps(None), 0);
+        assert!(off.span(None).is_zero());
     }
 }

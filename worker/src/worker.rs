@@ -419,16 +419,23 @@ impl Worker {
     /// Waits for events, for at most `timeout`: naps first while events
     /// come thick and fast ([`crate::nap`]), then `epoll_wait`.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let naps = self.napper.naps(timeout);
-        for _ in 0..naps {
+        let span = self.napper.span(timeout);
+        if span.is_zero() {
+            return self.poll.poll(events, timeout);
+        }
+        // Naps are timed by the clock, not counted: a nap may oversleep.
+        let start = Instant::now();
+        let mut now = start;
+        while now + crate::nap::NAP <= start + span {
             self.poll.poll(events, Some(Duration::ZERO))?;
             if !events.is_empty() {
                 return Ok(());
             }
             std::thread::sleep(crate::nap::NAP);
             self.activity.naps += 1;
+            now = Instant::now();
         }
-        let left = timeout.map(|t| t.saturating_sub(crate::nap::NAP * naps));
+        let left = timeout.map(|t| t.saturating_sub(now - start));
         self.poll.poll(events, left)
     }
 

@@ -187,10 +187,10 @@ impl Worker {
             return Intake::Full;
         };
         if h.up.active() {
-            return if h.up.len < self.pools.pipes.capacity() {
-                Intake::Splice
-            } else {
+            return if h.up.blocked(self.pools.pipes.capacity()) {
                 Intake::Full
+            } else {
+                Intake::Splice
             };
         }
         let bulk = self.splices(key)
@@ -198,13 +198,14 @@ impl Worker {
                 !s.keeps_for_replay() && h.up.leaves_to_splice(&s.req_body, h.rx.len())
             });
         if bulk {
-            // A splice starts once nothing is buffered on either side.
-            let server_tx = h
-                .stream
-                .as_ref()
+            // A splice starts once nothing is buffered on either side, and
+            // never to a server that stopped taking the request.
+            let st = h.stream.as_ref();
+            let server_tx = st
                 .and_then(|s| s.connected_server())
                 .map_or(0, |k| self.servers[k].tx.len());
-            return if h.rx.is_empty() && server_tx == 0 {
+            let failed = st.is_some_and(|s| s.server_write_failed);
+            return if h.rx.is_empty() && server_tx == 0 && !failed {
                 Intake::Splice
             } else {
                 Intake::Full

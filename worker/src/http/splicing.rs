@@ -30,6 +30,11 @@ pub struct BodyPipe {
     pub len: usize,
     /// The pool had no pipe for this body: it is copied to its end.
     pub copying: bool,
+    /// The last fill was refused while the pipe held bytes: it is full
+    /// (a pipe fills by slots, one per fragment, so short of its byte
+    /// capacity), or the source had nothing; either way the destination
+    /// has bytes to take first. Cleared by a drain.
+    pub full: bool,
 }
 
 /// What one splice step did.
@@ -60,6 +65,12 @@ pub(crate) enum SpliceError {
 }
 
 impl BodyPipe {
+    /// Whether the pipe takes no more from the source until the
+    /// destination takes some (see [`BodyPipe::full`]).
+    pub fn blocked(&self, capacity: usize) -> bool {
+        self.full || self.len >= capacity
+    }
+
     /// Whether the direction splices now (a pipe is held).
     pub fn active(&self) -> bool {
         self.pipe.is_some()
@@ -133,7 +144,7 @@ impl BodyPipe {
                     // A full pipe says EAGAIN too: only an empty one means
                     // the socket is drained.
                     Moved::WouldBlock if self.len == 0 => src.readable = false,
-                    Moved::WouldBlock => {}
+                    Moved::WouldBlock => self.full = true,
                 }
             }
             if self.len > 0 && dst.writable {
@@ -143,6 +154,7 @@ impl BodyPipe {
                 {
                     Moved::Bytes(n) => {
                         self.len -= n;
+                        self.full = false;
                         done.written += n;
                         pools.spliced_bytes += n as u64;
                         moved = true;
@@ -169,5 +181,6 @@ impl BodyPipe {
             pools.pipes.give(p, self.len == 0);
             self.len = 0;
         }
+        self.full = false;
     }
 }
