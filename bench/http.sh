@@ -3,7 +3,7 @@
 #
 #   bash bench/http.sh                      # everything, about 2 minutes
 #   SECS=3 RUNS=1 bash bench/http.sh        # quicker, noisier
-#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big cache reload
+#   TESTS="ka big" bash bench/http.sh       # choose among: ka close big bigsf cache reload
 #   REUSE=always bash bench/http.sh         # both proxies' http-reuse mode (safe)
 #
 # wrk against an nginx backend, direct, through HAProxy (mode http, nbthread 1)
@@ -12,7 +12,9 @@
 # since under safe a first request never reuses).
 #
 # Loads: `ka` small object with keep-alive (-c50), `close` small object with
-# `Connection: close` (-c50), `big` 1 MiB object (-c10), `cache` a 4 KiB
+# `Connection: close` (-c50), `big` 1 MiB object (-c10), `bigsf` the same
+# object served with nginx's `sendfile on` (Debian's nginx.conf sets it; the
+# other loads use nginx's own default, off), `cache` a 4 KiB
 # object with `max-age=600` from both proxies' caches (-c50 keep-alive:
 # HAProxy's `cache` section with cache-use/cache-store, corral's
 # `[cache.c]`; nginx sees the first request only), `reload` keep-alive
@@ -30,12 +32,12 @@
 # RUNS (3), SKIP_CORRAL, SKIP_HAPROXY, PIN, KEEP_TMP as in bench/tcp.sh;
 # CORRAL_SPLICE (true) is corral's `splice` (false: bodies copied, as
 # HAProxy's are by default); NGINX_SENDFILE=on gives nginx `sendfile on`
-# (Debian's nginx.conf has it; nginx's own default is off).
+# for every load.
 set -euo pipefail
 
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
-TESTS=${TESTS:-"ka close big cache reload"}
+TESTS=${TESTS:-"ka close big bigsf cache reload"}
 REUSE=${REUSE:-safe}
 CLOSE_REUSE=${CLOSE_REUSE:-always}
 RELOADS=${RELOADS:-20}
@@ -202,11 +204,12 @@ declare -A R L
 P_NGINX=$(py freeports 1)
 mkdir -p "$TMP/nginx/www"
 head -c $((1 << 20)) /dev/urandom >"$TMP/nginx/www/big"
+cp "$TMP/nginx/www/big" "$TMP/nginx/www/bigsf"
 printf 'ok\n' >"$TMP/nginx/www/small"
 head -c 4096 /dev/urandom >"$TMP/nginx/www/cached"
 NGINX_HTTP="keepalive_requests 1000000;"
 if [[ ${NGINX_SENDFILE:-off} = on ]]; then NGINX_HTTP+=" sendfile on;"; fi
-nginx_conf "$P_NGINX" "$NGINX_HTTP" "root $TMP/nginx/www; location = /nginx_status { stub_status; } location = /cached { add_header Cache-Control \"max-age=600\"; }"
+nginx_conf "$P_NGINX" "$NGINX_HTTP" "root $TMP/nginx/www; location = /nginx_status { stub_status; } location = /cached { add_header Cache-Control \"max-age=600\"; } location = /bigsf { sendfile on; }"
 
 log "corral vs HAProxy, HTTP mode, loopback"
 log_setup "wrk and nginx"
@@ -250,6 +253,7 @@ one() {
     ka) args=(-c50 "http://127.0.0.1:$port/small") ;;
     close) args=(-c50 -H "Connection: close" "http://127.0.0.1:$port/small") ;;
     big) args=(-c10 "http://127.0.0.1:$port/big") ;;
+    bigsf) args=(-c10 "http://127.0.0.1:$port/bigsf") ;;
     cache) args=(-c50 "http://127.0.0.1:$port/cached") ;;
     reload) args=(-c50 "http://127.0.0.1:$port/small") secs=$RELOAD_SECS ;;
     esac
@@ -348,8 +352,8 @@ for load in $TESTS; do
         continue
     fi
     for m in rate p50 p99 cpureq conns sleeps; do
-        [[ $load = big && $m = rate ]] && m=mibs
-        [[ $load = big && $m = cpureq ]] && m=cpugb
+        [[ $load = big* && $m = rate ]] && m=mibs
+        [[ $load = big* && $m = cpureq ]] && m=cpugb
         printf '%-34s %10s %10s %10s %8s\n' "$load $m" "$(med "$m.$load.direct")" \
             "$(med "$m.$load.haproxy")" "$(med "$m.$load.corral")" "$(ratio "$m.$load")"
     done
