@@ -27,6 +27,19 @@ fn start(timeouts: &str) -> (common::Corral, Origin) {
     (c, o)
 }
 
+/// A copying corral, its worker's pid to trace and a client that has had
+/// one answer; `None` without strace.
+fn traced_setup() -> Option<(common::Corral, Origin, i32, Client)> {
+    if !common::have_strace() {
+        return None;
+    }
+    let (c, o) = start(r#"{ connect = "2s", client = "20s", server = "20s" }"#);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    assert_eq!(cl.get("/name").status, 200);
+    Some((c, o, worker, cl))
+}
+
 fn ask_download(cl: &mut Client, len: u64) {
     cl.send(format!("GET /download?len={len} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     let head = cl.r.head().unwrap().unwrap();
@@ -35,13 +48,9 @@ fn ask_download(cl: &mut Client, len: u64) {
 
 #[test]
 fn a_copied_body_is_read_from_the_server_64_kib_at_a_time() {
-    if !common::have_strace() {
+    let Some((_c, _o, worker, mut cl)) = traced_setup() else {
         return;
-    }
-    let (c, _o) = start(r#"{ connect = "2s", client = "20s", server = "20s" }"#);
-    let worker = c.worker_pids()[0];
-    let mut cl = Client::connect(c.addr());
-    assert_eq!(cl.get("/name").status, 200);
+    };
     let len = 64 * MIB;
     let calls = common::strace_during(worker, "recvfrom", || {
         ask_download(&mut cl, len);
@@ -182,13 +191,9 @@ fn copied_chunk_data_goes_out_behind_its_framing_in_one_call() {
     // is queued in the client's buffer, and the chunk's data follows it in
     // the same sendmsg straight from the server's buffer, not copied
     // behind it.
-    if !common::have_strace() {
+    let Some((_c, _o, worker, mut cl)) = traced_setup() else {
         return;
-    }
-    let (c, _o) = start(r#"{ connect = "2s", client = "20s", server = "20s" }"#);
-    let worker = c.worker_pids()[0];
-    let mut cl = Client::connect(c.addr());
-    assert_eq!(cl.get("/name").status, 200);
+    };
     let len = 16 * MIB;
     let calls = common::strace_during(worker, "sendto,sendmsg", || {
         cl.send(

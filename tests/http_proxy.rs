@@ -284,16 +284,9 @@ fn a_close_delimited_answer_ends_with_the_close() {
 /// sent more after its request still gets the careful close.
 #[test]
 fn a_connection_close_request_is_closed_at_once() {
-    if !common::have_strace() {
+    let Some((_o, c, pid)) = traced_setup() else {
         return;
-    }
-    let o = Origin::start("a");
-    let (c, _sock) = HttpSetup {
-        servers: &[o.addr],
-        ..Default::default()
-    }
-    .start();
-    let pid = c.worker_pids()[0];
+    };
     let calls = common::strace_during(pid, "shutdown,ioctl,close,sendto,sendmsg", || {
         for _ in 0..20 {
             let r = request(
@@ -338,16 +331,9 @@ fn a_connection_close_request_is_closed_at_once() {
 /// write, as a closing one does: two sends per request, not three.
 #[test]
 fn a_keep_alive_answer_read_whole_goes_out_in_one_write() {
-    if !common::have_strace() {
+    let Some((_o, c, pid)) = traced_setup() else {
         return;
-    }
-    let o = Origin::start("a");
-    let (c, _sock) = HttpSetup {
-        servers: &[o.addr],
-        ..Default::default()
-    }
-    .start();
-    let pid = c.worker_pids()[0];
+    };
     let mut cl = Client::connect(c.addr());
     assert_eq!(cl.get("/name").status, 200);
     let calls = common::strace_during(pid, "sendto,sendmsg", || {
@@ -361,6 +347,22 @@ fn a_keep_alive_answer_read_whole_goes_out_in_one_write() {
         .filter(|l| l.contains("sendto(") || l.contains("sendmsg("))
         .count();
     assert_eq!(sends, 40, "{calls}");
+}
+
+/// One origin behind a default corral, and its worker's pid to trace; `None`
+/// without strace.
+fn traced_setup() -> Option<(Origin, common::Corral, i32)> {
+    if !common::have_strace() {
+        return None;
+    }
+    let o = Origin::start("a");
+    let (c, _sock) = HttpSetup {
+        servers: &[o.addr],
+        ..Default::default()
+    }
+    .start();
+    let pid = c.worker_pids()[0];
+    Some((o, c, pid))
 }
 
 fn shutdowns(strace: &str) -> usize {
