@@ -1674,19 +1674,29 @@ pub fn have_strace() -> bool {
 /// What `strace -f -e trace=CALLS` saw process `pid` do while `load` ran.
 pub fn strace_during(pid: i32, calls: &str, load: impl FnOnce()) -> String {
     let out = temp_dir("strace").join("strace.txt");
-    let mut st = Command::new("strace")
-        .args(["-f", "-e", &format!("trace={calls}"), "-o"])
-        .arg(&out)
-        .args(["-p", &pid.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("strace");
+    /// Detaches strace when dropped, also when the load panics (else it
+    /// would stay attached to the worker, slowing the tests after).
+    struct Tracer(std::process::Child);
+    impl Drop for Tracer {
+        fn drop(&mut self) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+    let st = Tracer(
+        Command::new("strace")
+            .args(["-f", "-e", &format!("trace={calls}"), "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace"),
+    );
     thread::sleep(Duration::from_millis(500));
     load();
     thread::sleep(Duration::from_millis(200));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
-    st.wait().unwrap();
+    drop(st);
     fs::read_to_string(&out).unwrap_or_default()
 }
 
