@@ -83,6 +83,47 @@ fn bulk_bodies_splice_both_ways_with_few_reads_per_mebibyte() {
     assert_eq!(info_field(&sock, "PipesUsed").as_deref(), Some("0"));
 }
 
+/// A long body splices through a grown pipe: both ways, some splice call
+/// moves more than a default pipe (64 KiB) holds.
+#[test]
+fn a_long_body_splices_through_a_grown_pipe() {
+    if !common::have_strace() || !common::pipes_grow() {
+        return;
+    }
+    let o = Origin::start("a");
+    let (c, _sock) = start(&[o.addr]);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    let len = 32 * MIB;
+    let down = common::strace_during(worker, "splice", || {
+        let r = cl.get(&format!("/download?len={len}"));
+        assert_eq!((r.status, r.body.len() as u64), (200, len));
+    });
+    let up = common::strace_during(worker, "splice", || {
+        cl.send(
+            format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+        );
+        let mut w = cl.r.s.try_clone().unwrap();
+        let writer = thread::spawn(move || write_pattern(&mut w, len));
+        let r = cl.response(false).unwrap();
+        writer.join().unwrap();
+        assert_eq!((r.status, r.text()), (200, pattern_sum(len)));
+    });
+    for (way, trace) in [("down", down), ("up", up)] {
+        let moved = common::splice_results(&trace);
+        let most = moved.iter().max().copied().unwrap_or(0);
+        eprintln!(
+            "{way}: {} splice calls for 32 MiB, the largest {most} bytes",
+            moved.len()
+        );
+        assert!(!moved.is_empty(), "{way}: strace saw no splice");
+        assert!(
+            most > 64 * 1024,
+            "{way}: no splice moved more than 64 KiB ({most})"
+        );
+    }
+}
+
 #[test]
 fn small_messages_never_take_a_pipe() {
     let o = Origin::start("a");

@@ -158,6 +158,59 @@ fn forwards_50mb_both_ways_intact_without_splice() {
     integrity(false);
 }
 
+/// A long transfer splices through a grown pipe: some splice call moves
+/// more than the kernel's default pipe (64 KiB) holds, which only a grown
+/// pipe allows. Short ones keep the default (`splice::tests`).
+#[test]
+fn a_long_transfer_splices_through_a_grown_pipe() {
+    if !have_strace() || !pipes_grow() {
+        return;
+    }
+    const LEN: u64 = 64 << 20;
+    let echo = EchoServer::start();
+    let port = free_port();
+    let corral = Corral::start(&format!(
+        r#"
+[global]
+workers = 1
+
+[frontend.fe]
+bind = "127.0.0.1:{port}"
+mode = "tcp"
+default_backend = "be"
+
+[backend.be]
+mode = "tcp"
+timeout = {{ connect = "1s", client = "10s", server = "10s" }}
+server.echo = {{ addr = "{}" }}
+"#,
+        echo.addr
+    ));
+    let worker = corral.worker_pids()[0];
+    let trace = strace_during(worker, "splice", || {
+        let mut s = corral.connect();
+        let mut w = s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let sum = write_stream(&mut w, 5, LEN);
+            let _ = w.shutdown(Shutdown::Write);
+            sum
+        });
+        let (len, got) = read_to_end_sum(&mut s).expect("reading the echoed stream");
+        assert_eq!((len, got), (LEN, writer.join().unwrap().unwrap()));
+    });
+    let moved = splice_results(&trace);
+    assert!(!moved.is_empty(), "strace saw no splice: not attached?");
+    let most = moved.iter().max().copied().unwrap_or(0);
+    eprintln!(
+        "{} splice calls for 64 MiB each way, the largest moved {most} bytes",
+        moved.len()
+    );
+    assert!(
+        most > 64 * 1024,
+        "no splice moved more than a default pipe holds ({most} bytes at most)"
+    );
+}
+
 /// Client half-close: the client sends 4 MB then shuts down writing; the server
 /// reads to EOF and only then answers with the length and checksum. The answer
 /// must reach the client (corral keeps server→client open after the client's

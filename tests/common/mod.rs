@@ -1671,6 +1671,37 @@ pub fn have_strace() -> bool {
     have("strace")
 }
 
+/// Whether this kernel lets this user grow a default pipe to 256 KiB (4 KiB
+/// pages, under the user's pipe limits); if not, the test is skipped.
+pub fn pipes_grow() -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-int array; both fds are closed below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fcntl and close on the pipe just made.
+    let (default, grown) = unsafe {
+        let d = libc::fcntl(fds[1], libc::F_GETPIPE_SZ);
+        let g = libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 256 * 1024);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        (d, g)
+    };
+    let ok = default < 256 * 1024 && grown == 256 * 1024;
+    if !ok {
+        eprintln!("SKIPPED: pipes of {default} bytes do not grow to 256 KiB here");
+    }
+    ok
+}
+
+/// The byte counts the splice calls of an strace output returned (failed
+/// calls, `= -1 EAGAIN`, left out).
+pub fn splice_results(trace: &str) -> Vec<u64> {
+    trace
+        .lines()
+        .filter(|l| l.contains("splice("))
+        .filter_map(|l| l.rsplit(" = ").next()?.trim().parse().ok())
+        .collect()
+}
+
 /// What `strace -f -e trace=CALLS` saw process `pid` do while `load` ran.
 pub fn strace_during(pid: i32, calls: &str, load: impl FnOnce()) -> String {
     let out = temp_dir("strace").join("strace.txt");

@@ -281,10 +281,10 @@ impl Half {
         }
         if self.buf.is_none() && self.splice && self.bulk {
             if self.pipe.is_none() {
-                self.pipe = pools.pipes.take();
+                self.pipe = pools.pipes.take_for(self.bytes);
             }
             if let Some(pipe) = &self.pipe {
-                let room = pools.pipes.capacity().saturating_sub(self.in_pipe);
+                let room = pipe.capacity().saturating_sub(self.in_pipe);
                 if room == 0 {
                     return Ok(false);
                 }
@@ -471,7 +471,7 @@ mod tests {
 
     fn pools() -> Pools {
         Pools {
-            pipes: PipePool::new(4, 0),
+            pipes: PipePool::new(4, 1),
             bufs: BufPool::default(),
             spliced_bytes: 0,
         }
@@ -562,7 +562,7 @@ mod bulk_tests {
         let mut src = Endpoint::new(b.as_raw_fd());
         let mut dst = Endpoint::new(c.as_raw_fd());
         let mut pools = Pools {
-            pipes: PipePool::new(4, 0),
+            pipes: PipePool::new(4, 1),
             bufs: BufPool::default(),
             spliced_bytes: 0,
         };

@@ -246,7 +246,7 @@ impl Worker {
         let mut w = Worker {
             log: setup.log,
             pools: Pools {
-                pipes: PipePool::new((max as usize / 2).max(16), 0),
+                pipes: PipePool::new((max as usize / 2).max(16), cfg.global.workers),
                 bufs: BufPool::default(),
                 spliced_bytes: 0,
             },

@@ -187,7 +187,7 @@ impl Worker {
             return Intake::Full;
         };
         if h.up.active() {
-            return if h.up.blocked(self.pools.pipes.capacity()) {
+            return if h.up.blocked() {
                 Intake::Full
             } else {
                 Intake::Splice

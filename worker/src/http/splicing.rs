@@ -35,6 +35,9 @@ pub struct BodyPipe {
     /// capacity), or the source had nothing; either way the destination
     /// has bytes to take first. Cleared by a drain.
     pub full: bool,
+    /// Body bytes this message spliced so far: a long body gets a grown
+    /// pipe (see [`crate::splice::GROW_AT`]).
+    moved: u64,
 }
 
 /// What one splice step did.
@@ -67,8 +70,8 @@ pub(crate) enum SpliceError {
 impl BodyPipe {
     /// Whether the pipe takes no more from the source until the
     /// destination takes some (see [`BodyPipe::full`]).
-    pub fn blocked(&self, capacity: usize) -> bool {
-        self.full || self.len >= capacity
+    pub fn blocked(&self) -> bool {
+        self.full || self.pipe.as_ref().is_some_and(|p| self.len >= p.capacity())
     }
 
     /// Whether the direction splices now (a pipe is held).
@@ -95,6 +98,7 @@ impl BodyPipe {
     /// A new message: the next body may splice again.
     pub(crate) fn reset(&mut self) {
         self.copying = false;
+        self.moved = 0;
     }
 
     /// Moves body bytes from `src` to `dst` through the pipe, under
@@ -109,7 +113,10 @@ impl BodyPipe {
         budget: usize,
     ) -> Result<Option<Spliced>, SpliceError> {
         if self.pipe.is_none() {
-            match pools.pipes.take() {
+            // What is left counts too: a long body known from its length
+            // grows its pipe from the start.
+            let ahead = body.raw_data_left().unwrap_or(0);
+            match pools.pipes.take_for(self.moved.max(ahead)) {
                 Some(p) => self.pipe = Some(p),
                 None => {
                     // No pipe to be had: this body is copied (the copy
@@ -120,7 +127,7 @@ impl BodyPipe {
             }
         }
         let pipe = self.pipe.as_ref().expect("just taken");
-        let cap = pools.pipes.capacity();
+        let cap = pipe.capacity();
         let mut done = Spliced::default();
         loop {
             let mut moved = false;
@@ -133,6 +140,7 @@ impl BodyPipe {
                 {
                     Moved::Bytes(n) => {
                         self.len += n;
+                        self.moved += n as u64;
                         done.read += n;
                         body.skip_data(n as u64);
                         moved = true;
