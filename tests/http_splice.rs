@@ -34,6 +34,17 @@ fn reads_during(pid: i32, load: impl FnOnce()) -> Option<usize> {
     Some(n)
 }
 
+/// PUTs `len` pattern bytes to the origin's /upload and checks its answer
+/// (the pattern's sum).
+fn upload(cl: &mut Client, len: u64) {
+    cl.send(format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+    let mut w = cl.r.s.try_clone().unwrap();
+    let writer = thread::spawn(move || write_pattern(&mut w, len));
+    let r = cl.response(false).unwrap();
+    writer.join().unwrap();
+    assert_eq!((r.status, r.text()), (200, pattern_sum(len)));
+}
+
 fn start(servers: &[SocketAddr]) -> (common::Corral, std::path::PathBuf) {
     HttpSetup {
         servers,
@@ -61,16 +72,7 @@ fn bulk_bodies_splice_both_ways_with_few_reads_per_mebibyte() {
         assert_eq!(sum.finish(), pattern_sum(len));
     });
     // Upload.
-    let up = reads_during(worker, || {
-        cl.send(
-            format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
-        );
-        let mut w = cl.r.s.try_clone().unwrap();
-        let writer = thread::spawn(move || write_pattern(&mut w, len));
-        let r = cl.response(false).unwrap();
-        writer.join().unwrap();
-        assert_eq!((r.status, r.text()), (200, pattern_sum(len)));
-    });
+    let up = reads_during(worker, || upload(&mut cl, len));
     eprintln!("256 MiB: {down:?} read calls down, {up:?} up");
     // Copied through 64 KiB reads it would be 16 reads per MiB down, and
     // 64 per MiB up (16 KiB reads).
@@ -99,16 +101,7 @@ fn a_long_body_splices_through_a_grown_pipe() {
         let r = cl.get(&format!("/download?len={len}"));
         assert_eq!((r.status, r.body.len() as u64), (200, len));
     });
-    let up = common::strace_during(worker, "splice", || {
-        cl.send(
-            format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
-        );
-        let mut w = cl.r.s.try_clone().unwrap();
-        let writer = thread::spawn(move || write_pattern(&mut w, len));
-        let r = cl.response(false).unwrap();
-        writer.join().unwrap();
-        assert_eq!((r.status, r.text()), (200, pattern_sum(len)));
-    });
+    let up = common::strace_during(worker, "splice", || upload(&mut cl, len));
     for (way, trace) in [("down", down), ("up", up)] {
         let moved = common::splice_results(&trace);
         let most = moved.iter().max().copied().unwrap_or(0);

@@ -89,8 +89,8 @@ fn chaos_setup() -> (ChaosServer, Corral, Baseline) {
     (chaos, corral, base)
 }
 
-fn integrity(splice: bool) {
-    const LEN: u64 = 50 << 20;
+/// One worker forwarding to an echo server, with `splice` on or off.
+fn echo_corral(splice: bool) -> (EchoServer, Corral) {
     let echo = EchoServer::start();
     let port = free_port();
     let corral = Corral::start(&format!(
@@ -113,6 +113,12 @@ server.echo = {{ addr = "{}" }}
 "#,
         echo.addr
     ));
+    (echo, corral)
+}
+
+fn integrity(splice: bool) {
+    const LEN: u64 = 50 << 20;
+    let (echo, corral) = echo_corral(splice);
     let mut s = corral.connect();
     let mut w = s.try_clone().unwrap();
     let seed = 0xC0FFEE + splice as u64;
@@ -167,25 +173,7 @@ fn a_long_transfer_splices_through_a_grown_pipe() {
         return;
     }
     const LEN: u64 = 64 << 20;
-    let echo = EchoServer::start();
-    let port = free_port();
-    let corral = Corral::start(&format!(
-        r#"
-[global]
-workers = 1
-
-[frontend.fe]
-bind = "127.0.0.1:{port}"
-mode = "tcp"
-default_backend = "be"
-
-[backend.be]
-mode = "tcp"
-timeout = {{ connect = "1s", client = "10s", server = "10s" }}
-server.echo = {{ addr = "{}" }}
-"#,
-        echo.addr
-    ));
+    let (_echo, corral) = echo_corral(true);
     let worker = corral.worker_pids()[0];
     let trace = strace_during(worker, "splice", || {
         let mut s = corral.connect();
