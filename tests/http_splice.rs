@@ -93,7 +93,7 @@ fn a_long_body_splices_through_a_grown_pipe() {
         return;
     }
     let o = Origin::start("a");
-    let (c, _sock) = start(&[o.addr]);
+    let (c, sock) = start(&[o.addr]);
     let worker = c.worker_pids()[0];
     let mut cl = Client::connect(c.addr());
     let len = 32 * MIB;
@@ -114,6 +114,19 @@ fn a_long_body_splices_through_a_grown_pipe() {
             most > 64 * 1024,
             "{way}: no splice moved more than 64 KiB ({most})"
         );
+    }
+    // The operator sees it: the grown pipe, idle now, in `show pools`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let pools = common::stats_command(&sock, "show pools").unwrap();
+        let grown = pools.lines().find(|l| l.contains("Pool pipe_grown"));
+        if grown
+            .is_some_and(|l| l.contains("(262144 bytes) : 1 allocated") && l.contains(", 0 used"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "show pools: {pools}");
+        thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

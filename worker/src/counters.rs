@@ -42,6 +42,11 @@ pub const CLIENT_SIZE: usize = 16;
 pub const SERVER_SIZE: usize = 17;
 /// Naps taken between polls under load (see `crate::nap`).
 pub const NAPS: usize = 18;
+/// Grown pipes alive, lent or idle (see `crate::splice`): they are
+/// counted in `PIPES_USED` and `PIPES_FREE` too.
+pub const PIPES_GROWN: usize = 19;
+/// Grown pipes idle in the pool.
+pub const PIPES_GROWN_FREE: usize = 20;
 /// Words per worker (the last ones spare).
 pub const COUNTERS: usize = 24;
 

@@ -250,6 +250,11 @@ impl PipePool {
         self.grown
     }
 
+    /// Grown pipes idle in the pool.
+    pub fn grown_free(&self) -> usize {
+        self.free_grown.len()
+    }
+
     /// Gives a pipe back. `empty` says whether every byte put in was taken
     /// out; a pipe with leftovers is closed instead of reused.
     pub fn give(&mut self, pipe: Pipe, empty: bool) {

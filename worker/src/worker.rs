@@ -677,6 +677,8 @@ impl Worker {
         set(PIPES_USED, self.pools.pipes.used() as u64);
         set(PIPES_FREE, self.pools.pipes.free() as u64);
         set(MAX_PIPES, self.pools.pipes.max() as u64);
+        set(PIPES_GROWN, self.pools.pipes.grown() as u64);
+        set(PIPES_GROWN_FREE, self.pools.pipes.grown_free() as u64);
         set(RUN_QUEUE, self.ready.len() as u64);
         set(STOPPING, u64::from(self.stop_deadline.is_some()));
         set(ACCEPTED, self.activity.accepted);

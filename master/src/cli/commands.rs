@@ -516,6 +516,7 @@ fn show_pools(v: &View<'_>) -> String {
     use corral_worker::counters::*;
     let sum = |k: usize| v.sum(k);
     let size = |k: usize| v.workers.iter().map(|w| w.counter(k)).max().unwrap_or(0);
+    let grown_used = sum(PIPES_GROWN).saturating_sub(sum(PIPES_GROWN_FREE));
     let pools = [
         (
             "client_conn",
@@ -531,9 +532,15 @@ fn show_pools(v: &View<'_>) -> String {
         ),
         (
             "pipe",
-            65536,
-            sum(PIPES_USED) + sum(PIPES_FREE),
-            sum(PIPES_USED),
+            super::info::DEFAULT_PIPE,
+            (sum(PIPES_USED) + sum(PIPES_FREE)).saturating_sub(sum(PIPES_GROWN)),
+            sum(PIPES_USED).saturating_sub(grown_used),
+        ),
+        (
+            "pipe_grown",
+            corral_worker::splice::GROWN_SIZE as u64,
+            sum(PIPES_GROWN),
+            grown_used,
         ),
     ];
     let users = v.workers.len();

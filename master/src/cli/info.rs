@@ -20,6 +20,16 @@ pub fn uptime_long(d: Duration) -> String {
     )
 }
 
+/// Bytes a default-size pipe holds (the kernel's default with 4 KiB pages).
+pub const DEFAULT_PIPE: u64 = 65536;
+
+/// Bytes `pipes` pipes can hold, `grown` of them grown (see
+/// `corral_worker::splice`).
+fn pipe_bytes(pipes: u64, grown: u64) -> u64 {
+    let grown = grown.min(pipes);
+    (pipes - grown) * DEFAULT_PIPE + grown * corral_worker::splice::GROWN_SIZE as u64
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "localhost".into(), |s| s.trim().to_string())
@@ -62,8 +72,10 @@ pub fn fields(v: &View<'_>) -> Vec<InfoField> {
         .map(|w| {
             w.counter(CLIENT_CONNS) * w.counter(CLIENT_SIZE)
                 + w.counter(SERVER_CONNS) * w.counter(SERVER_SIZE)
-                + w.counter(PIPES_USED) * 65536
-                + w.counter(PIPES_FREE) * 65536
+                + pipe_bytes(
+                    w.counter(PIPES_USED) + w.counter(PIPES_FREE),
+                    w.counter(PIPES_GROWN),
+                )
         })
         .sum();
     let used_bytes: u64 = v
@@ -73,7 +85,11 @@ pub fn fields(v: &View<'_>) -> Vec<InfoField> {
             w.counter(CLIENT_CONNS) * w.counter(CLIENT_SIZE)
                 + (w.counter(SERVER_CONNS) - w.counter(POOLED_CONNS).min(w.counter(SERVER_CONNS)))
                     * w.counter(SERVER_SIZE)
-                + w.counter(PIPES_USED) * 65536
+                + pipe_bytes(
+                    w.counter(PIPES_USED),
+                    w.counter(PIPES_GROWN)
+                        - w.counter(PIPES_GROWN_FREE).min(w.counter(PIPES_GROWN)),
+                )
         })
         .sum();
     let listeners: usize = v.cfg.frontends.iter().map(|f| f.bind.len()).sum();
