@@ -121,7 +121,7 @@ fn a_long_body_splices_through_a_grown_pipe() {
         let pools = common::stats_command(&sock, "show pools").unwrap();
         let grown = pools.lines().find(|l| l.contains("Pool pipe_grown"));
         if grown
-            .is_some_and(|l| l.contains("(262144 bytes) : 1 allocated") && l.contains(", 0 used"))
+            .is_some_and(|l| l.contains("(131072 bytes) : 1 allocated") && l.contains(", 0 used"))
         {
             break;
         }

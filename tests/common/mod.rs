@@ -1671,7 +1671,7 @@ pub fn have_strace() -> bool {
     have("strace")
 }
 
-/// Whether this kernel lets this user grow a default pipe to 256 KiB (4 KiB
+/// Whether this kernel lets this user grow a default pipe to 128 KiB (4 KiB
 /// pages, under the user's pipe limits); if not, the test is skipped.
 pub fn pipes_grow() -> bool {
     let mut fds = [0; 2];
@@ -1680,14 +1680,14 @@ pub fn pipes_grow() -> bool {
     // SAFETY: fcntl and close on the pipe just made.
     let (default, grown) = unsafe {
         let d = libc::fcntl(fds[1], libc::F_GETPIPE_SZ);
-        let g = libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 256 * 1024);
+        let g = libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 128 * 1024);
         libc::close(fds[0]);
         libc::close(fds[1]);
         (d, g)
     };
-    let ok = default < 256 * 1024 && grown == 256 * 1024;
+    let ok = default < 128 * 1024 && grown == 128 * 1024;
     if !ok {
-        eprintln!("SKIPPED: pipes of {default} bytes do not grow to 256 KiB here");
+        eprintln!("SKIPPED: pipes of {default} bytes do not grow to 128 KiB here");
     }
     ok
 }

@@ -10,9 +10,12 @@
 //! (16 page slots: 64 KiB with 4 KiB pages). A direction that has carried,
 //! or has ahead, [`GROW_AT`] bytes takes a grown pipe the next time it takes
 //! one: an idle grown pipe, or one grown now to [`GROWN_SIZE`]
-//! (F_SETPIPE_SZ), so each splice call moves up to four times as much. On
-//! loopback bulk TCP that took the proxy's CPU per GB from 1.06x HAProxy's
-//! to 0.82x (`bench/tcp.sh`). Grown pipes stay grown in the pool, kept for
+//! (F_SETPIPE_SZ), so each splice call moves up to twice as much. On
+//! loopback bulk TCP that took the proxy's CPU per GB from 0.187 to 0.150 s
+//! at the same throughput (`bench/tcp.sh`, 6 runs each, interleaved).
+//! 256 KiB saved more CPU but its bursts tipped the loopback transfer into
+//! its slow state (stop 23 of the notes) in 3 runs of 6, so not more. Grown
+//! pipes stay grown in the pool, kept for
 //! long transfers, and at most [`GROWN_MAX`] are alive at once over all
 //! workers: the kernel charges every pipe's slots to its user
 //! (`pipe-user-pages-soft`, 16 384 pages by default), and past that limit an
@@ -33,11 +36,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub const GROW_AT: u64 = 256 * 1024;
 
 /// Bytes a grown pipe holds.
-pub const GROWN_SIZE: usize = 256 * 1024;
+pub const GROWN_SIZE: usize = 128 * 1024;
 
-/// Grown pipes alive at once, shared out over the workers: 64 pipes of 64
-/// page slots are 4 096 pages, a quarter of the kernel's default per-user
-/// soft limit (a reload's two generations make half).
+/// Grown pipes alive at once, shared out over the workers: 64 pipes of 32
+/// page slots are 2 048 pages, an eighth of the kernel's default per-user
+/// soft limit (a reload's two generations make a quarter).
 pub const GROWN_MAX: usize = 64;
 
 /// Bytes a pipe holds when the kernel does not say (its default).
