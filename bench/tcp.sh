@@ -339,21 +339,21 @@ ratio() { # METRIC: corral / haproxy
         printf -- '-'
     fi
 }
-verdict() { # RATIO OP(ge|le)
-    local r=$1 op=$2
+verdict() { # RATIO OP(ge|le) TARGET
+    local r=$1 op=$2 t=$3
     [[ $r =~ ^[0-9.]+$ ]] || { printf -- '-'; return; }
     # "close": missed by less than 3%, which is within the run-to-run noise
-    awk -v r="$r" -v op="$op" 'BEGIN {
-        if (op == "ge") v = (r >= 1.0) ? "ok" : (r >= 0.97) ? "close" : "MISSED"
-        else v = (r <= 1.0) ? "ok" : (r <= 1.03) ? "close" : "MISSED"
+    awk -v r="$r" -v op="$op" -v t="$t" 'BEGIN {
+        if (op == "ge") v = (r >= t) ? "ok" : (r >= t * 0.97) ? "close" : "MISSED"
+        else v = (r <= t) ? "ok" : (r <= t * 1.03) ? "close" : "MISSED"
         printf "%s", v }'
 }
-row() { # LABEL METRIC HAS_DIRECT OP
-    local r
+row() { # LABEL METRIC HAS_DIRECT OP [TARGET, default 1]
+    local r t=${5:-1}
     r=$(ratio "$2")
     if [[ $3 = 1 ]]; then d=$(val "$2.direct"); else d=-; fi
-    printf '%-30s %10s %10s %10s %10s   %-4s %s\n' "$1" "$d" "$(val "$2.haproxy")" "$(val "$2.corral")" \
-        "$r" "$([[ $4 = ge ]] && echo '>=1' || echo '<=1')" "$(verdict "$r" "$4")"
+    printf '%-30s %10s %10s %10s %10s   %-5s %s\n' "$1" "$d" "$(val "$2.haproxy")" "$(val "$2.corral")" \
+        "$r" "$([[ $4 = ge ]] && echo ">=$t" || echo "<=$t")" "$(verdict "$r" "$4" "$t")"
 }
 
 log ""
@@ -362,7 +362,7 @@ printf '%-30s %10s %10s %10s %10s   %s\n' metric direct haproxy corral corral/ha
 want tput && row "throughput Gbit/s" tput 1 ge
 want tput && row "proxy CPU s/GB" cpugb 0 le
 want rate && row "short connections/s" rate 1 ge
-want rate && row "proxy CPU us/connection" cpuconn 0 le
+want rate && row "proxy CPU us/connection" cpuconn 0 le 0.9
 want mem && row "RSS KB, $IDLE idle conns" rss 0 le
 if want rate; then
     errs=""
