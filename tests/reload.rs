@@ -680,9 +680,7 @@ fn stick_table_counters_continue_across_five_reloads() {
 // ---------------------------------------------------------------------------
 
 fn version_of(bin: &Path) -> String {
-    let out = std::process::Command::new(bin)
-        .arg("-v")
-        .output()
+    let out = retry_text_busy(|| std::process::Command::new(bin).arg("-v").output())
         .unwrap_or_else(|e| panic!("{} -v: {e}", bin.display()));
     assert!(out.status.success(), "{} -v: {:?}", bin.display(), out);
     // The first line; the second is the build info.

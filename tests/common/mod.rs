@@ -1551,8 +1551,8 @@ impl Corral {
             Stdio::from(File::create(dir.join("stdout.log")).expect("stdout file"))
         };
         let stderr = File::create(dir.join("stderr.log")).expect("stderr file");
-        let child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .arg("-f")
             .arg(&config_path)
             .current_dir(&dir)
@@ -1561,8 +1561,8 @@ impl Corral {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .spawn()
+            .process_group(0);
+        let child = retry_text_busy(|| cmd.spawn())
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let mut c = Corral {
             dir,
@@ -1669,6 +1669,22 @@ pub fn have(bin: &str) -> bool {
 /// Whether strace can run (see [`have`]).
 pub fn have_strace() -> bool {
     have("strace")
+}
+
+/// Runs `start` (a spawn) again while it fails with ETXTBSY, for 2 s at
+/// most. A binary a test has just written is "busy" while any process holds
+/// it open for writing, and a child that another test thread forks in that
+/// moment holds the write fd until its own exec closes it.
+pub fn retry_text_busy<T>(mut start: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match start() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Whether this kernel lets this user grow a default pipe to 128 KiB (4 KiB
