@@ -228,6 +228,49 @@ fn a_chunked_stream_of_small_and_large_chunks_is_byte_exact() {
     }
 }
 
+/// A worker out of file descriptors cannot make a pipe: the body is copied
+/// instead, whole, and the refusal is counted where an operator looks
+/// (`show pools` failures, `show info` PoolFailed).
+#[test]
+fn a_pipe_the_kernel_refuses_is_counted_and_the_body_copied() {
+    let o = Origin::start("a");
+    let (c, sock) = start(&[o.addr]);
+    let worker = c.worker_pids()[0];
+    let mut cl = Client::connect(c.addr());
+    // Client and server connection open (the server's kept for reuse).
+    assert_eq!(cl.get("/name").status, 200);
+    assert_eq!(info_field(&sock, "PoolFailed").as_deref(), Some("0"));
+    // A new fd takes the lowest free number, and RLIMIT_NOFILE bounds the
+    // numbers: leave one free number under the limit (a server reconnect
+    // fits), not the two a pipe needs.
+    let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let limit = (0..).filter(|n| !open.contains(n)).nth(1).unwrap();
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit on our own child with a valid rlimit.
+    let rc = unsafe { libc::prlimit(worker, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let len = 8 * MIB;
+    let r = cl.get(&format!("/download?len={len}"));
+    assert_eq!((r.status, r.body.len() as u64), (200, len));
+    let mut sum = Sum::default();
+    sum.add(&r.body);
+    assert_eq!(sum.finish(), pattern_sum(len), "the copied body");
+    let failed: u64 = info_field(&sock, "PoolFailed").unwrap().parse().unwrap();
+    assert!(failed >= 1, "PoolFailed {failed}");
+    let pools = common::stats_command(&sock, "show pools").unwrap();
+    let line = pools
+        .lines()
+        .find(|l| l.contains("Pool pipe ("))
+        .unwrap_or("");
+    assert!(line.contains(&format!(", {failed} failures,")), "{pools}");
+}
+
 #[test]
 fn bodies_that_find_no_free_pipe_are_copied_instead() {
     // maxconn 20: a pool of 16 pipes for 20 bulk downloads at once.

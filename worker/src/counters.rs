@@ -47,6 +47,9 @@ pub const NAPS: usize = 18;
 pub const PIPES_GROWN: usize = 19;
 /// Grown pipes idle in the pool.
 pub const PIPES_GROWN_FREE: usize = 20;
+/// Pipes the kernel refused to make (fd or memory limits): those bodies and
+/// directions were copied instead (`show pools` failures, `PoolFailed`).
+pub const PIPE_FAILURES: usize = 21;
 /// Words per worker (the last ones spare).
 pub const COUNTERS: usize = 24;
 

@@ -679,6 +679,7 @@ impl Worker {
         set(MAX_PIPES, self.pools.pipes.max() as u64);
         set(PIPES_GROWN, self.pools.pipes.grown() as u64);
         set(PIPES_GROWN_FREE, self.pools.pipes.grown_free() as u64);
+        set(PIPE_FAILURES, self.pools.pipes.failures);
         set(RUN_QUEUE, self.ready.len() as u64);
         set(STOPPING, u64::from(self.stop_deadline.is_some()));
         set(ACCEPTED, self.activity.accepted);

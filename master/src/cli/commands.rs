@@ -523,33 +523,39 @@ fn show_pools(v: &View<'_>) -> String {
             size(CLIENT_SIZE),
             sum(CLIENT_CONNS),
             sum(CLIENT_CONNS),
+            0,
         ),
         (
             "server_conn",
             size(SERVER_SIZE),
             sum(SERVER_CONNS),
             sum(SERVER_CONNS).saturating_sub(sum(POOLED_CONNS)),
+            0,
         ),
         (
             "pipe",
             super::info::DEFAULT_PIPE,
             (sum(PIPES_USED) + sum(PIPES_FREE)).saturating_sub(sum(PIPES_GROWN)),
             sum(PIPES_USED).saturating_sub(grown_used),
+            // Refused pipes are counted once, on the default pool (the
+            // kernel makes pipes at its default size).
+            sum(PIPE_FAILURES),
         ),
         (
             "pipe_grown",
             corral_worker::splice::GROWN_SIZE as u64,
             sum(PIPES_GROWN),
             grown_used,
+            0,
         ),
     ];
     let users = v.workers.len();
     let mut s = String::from("Dumping pools usage. Use SIGQUIT to flush them.\n");
     let (mut alloc, mut used) = (0, 0);
-    for (name, sz, n, u) in pools {
+    for (name, sz, n, u, failed) in pools {
         let _ = writeln!(
             s,
-            "  - Pool {name} ({sz} bytes) : {n} allocated ({} bytes), {u} used, 0 failures, {users} users",
+            "  - Pool {name} ({sz} bytes) : {n} allocated ({} bytes), {u} used, {failed} failures, {users} users",
             n * sz
         );
         alloc += n * sz;

@@ -126,7 +126,7 @@ pub fn fields(v: &View<'_>) -> Vec<InfoField> {
         ),
         f(10, "PoolAlloc_MB", MGP, (pool_bytes >> 20).to_string()),
         f(11, "PoolUsed_MB", MGP, (used_bytes >> 20).to_string()),
-        f(12, "PoolFailed", MCP, "0".into()),
+        f(12, "PoolFailed", MCP, v.sum(PIPE_FAILURES).to_string()),
         f(13, "Ulimit-n", CLP, ulimit.to_string()),
         f(14, "Maxsock", CLP, ulimit.to_string()),
         f(15, "Maxconn", CLP, v.cfg.global.maxconn.to_string()),
